@@ -1,0 +1,233 @@
+"""Conversation store: conversations, usage statistics and small cached values.
+
+The default store keeps conversations in Django's local-memory cache and calls its synchronous
+methods directly: they do no I/O, so an async caller needs no thread hop, and no await between
+read and write means an append can never interleave with another one in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.core.cache import caches
+
+from config.clock import utc_now_iso
+
+KINDS = ("chat", "memory", "test")
+
+
+@dataclass
+class Conversation:
+    id: str
+    created_at: str
+    updated_at: str
+    model: str
+    total_tokens: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    dropped_messages: int = 0
+
+    @property
+    def message_count(self) -> int:
+        return len(self.messages)
+
+    @property
+    def last_message(self) -> str:
+        return self.messages[-1]["content"] if self.messages else ""
+
+
+class ConversationStore(Protocol):
+    kind_name: str
+
+    async def get(self, kind: str, conversation_id: str) -> Conversation | None: ...
+
+    async def append(
+        self, kind: str, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+    ) -> Conversation: ...
+
+    async def page(self, kind: str, *, limit: int, offset: int) -> tuple[int, list[Conversation]]: ...
+
+    async def delete(self, kind: str, conversation_id: str) -> bool: ...
+
+    async def clear(self, kind: str) -> int: ...
+
+    async def count(self, kind: str) -> int: ...
+
+    async def ping(self) -> None: ...
+
+    async def record_call(
+        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
+    ) -> None: ...
+
+    async def usage(self) -> dict[str, Any]: ...
+
+    async def cache_get(self, key: str) -> Any: ...
+
+    async def cache_set(self, key: str, value: Any, ttl: int | None) -> None: ...
+
+
+def trim(conversation: Conversation, max_messages: int) -> None:
+    """Drop the oldest messages beyond the cap, never leaving an assistant reply first."""
+    excess = len(conversation.messages) - max_messages
+    if excess <= 0:
+        return
+    kept = conversation.messages[excess:]
+    while kept and kept[0]["role"] == "assistant":
+        kept = kept[1:]
+    conversation.dropped_messages += len(conversation.messages) - len(kept)
+    conversation.messages = kept
+
+
+class LocalStore:
+    """One process's store on Django's LocMemCache, with an in-process recency index."""
+
+    kind_name = "local-memory"
+
+    def __init__(self) -> None:
+        self._cache = caches["conversations"]
+        self._values = caches["default"]
+        # kind -> {conversation id: expiry (monotonic)}, oldest write first
+        self._index: dict[str, OrderedDict[str, float]] = {k: OrderedDict() for k in KINDS}
+        self._stats = _Stats()
+
+    @staticmethod
+    def _key(kind: str, conversation_id: str) -> str:
+        return f"{kind}:{conversation_id}"
+
+    def _live_index(self, kind: str) -> OrderedDict[str, float]:
+        index = self._index[kind]
+        now = time.monotonic()
+        while index:
+            oldest, expires = next(iter(index.items()))
+            if expires > now:
+                break
+            index.popitem(last=False)
+            self._cache.delete(self._key(kind, oldest))
+        return index
+
+    def _load(self, kind: str, conversation_id: str) -> Conversation | None:
+        if conversation_id not in self._live_index(kind):
+            return None
+        raw = self._cache.get(self._key(kind, conversation_id))
+        if raw is None:
+            self._index[kind].pop(conversation_id, None)
+            return None
+        return Conversation(**raw)
+
+    async def get(self, kind: str, conversation_id: str) -> Conversation | None:
+        return self._load(kind, conversation_id)
+
+    async def append(
+        self, kind: str, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+    ) -> Conversation:
+        now = utc_now_iso()
+        conversation = self._load(kind, conversation_id) or Conversation(
+            id=conversation_id, created_at=now, updated_at=now, model=model
+        )
+        conversation.messages.extend(messages)
+        conversation.model = model
+        conversation.updated_at = now
+        conversation.total_tokens += tokens
+        trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
+        ttl = settings.CONVERSATION_TTL
+        self._cache.set(self._key(kind, conversation_id), asdict(conversation), ttl)
+        index = self._index[kind]
+        index[conversation_id] = time.monotonic() + ttl
+        index.move_to_end(conversation_id)
+        while len(index) > settings.CONVERSATION_MAX:
+            evicted, _ = index.popitem(last=False)
+            self._cache.delete(self._key(kind, evicted))
+            self._stats.evictions += 1
+        return conversation
+
+    async def page(self, kind: str, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
+        ids = list(reversed(self._live_index(kind)))
+        page = [c for c in (self._load(kind, i) for i in ids[offset : offset + limit]) if c is not None]
+        return len(ids), page
+
+    async def delete(self, kind: str, conversation_id: str) -> bool:
+        if self._index[kind].pop(conversation_id, None) is None:
+            return False
+        self._cache.delete(self._key(kind, conversation_id))
+        return True
+
+    async def clear(self, kind: str) -> int:
+        index = self._live_index(kind)
+        removed = len(index)
+        self._cache.delete_many([self._key(kind, i) for i in index])
+        index.clear()
+        return removed
+
+    async def count(self, kind: str) -> int:
+        return len(self._live_index(kind))
+
+    async def ping(self) -> None:
+        return None
+
+    async def record_call(
+        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
+    ) -> None:
+        self._stats.record(model, prompt_tokens, completion_tokens, error)
+
+    async def usage(self) -> dict[str, Any]:
+        return self._stats.summary()
+
+    async def cache_get(self, key: str) -> Any:
+        return self._values.get(key)
+
+    async def cache_set(self, key: str, value: Any, ttl: int | None) -> None:
+        self._values.set(key, value, ttl)
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    errors: int = 0
+    evictions: int = 0
+    by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def record(self, model: str, prompt_tokens: int, completion_tokens: int, error: str | None) -> None:
+        self.requests += 1
+        entry = self.by_model.setdefault(
+            model, {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        )
+        entry["requests"] += 1
+        entry["prompt_tokens"] += prompt_tokens
+        entry["completion_tokens"] += completion_tokens
+        if error:
+            self.errors += 1
+            entry["errors"] += 1
+            self.errors_by_kind[error] = self.errors_by_kind.get(error, 0) + 1
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
+            "total_tokens": sum(m["prompt_tokens"] + m["completion_tokens"] for m in self.by_model.values()),
+            "by_model": {k: dict(v) for k, v in self.by_model.items()},
+            "errors_by_kind": dict(self.errors_by_kind),
+            "evictions": self.evictions,
+        }
+
+
+_store: ConversationStore | None = None
+
+
+def get_store() -> ConversationStore:
+    global _store
+    if _store is None:
+        _store = LocalStore()
+    return _store
+
+
+def reset_store() -> None:
+    """Forget every conversation and figure (tests, and nothing else, call this)."""
+    global _store
+    caches["conversations"].clear()
+    caches["default"].clear()
+    _store = None

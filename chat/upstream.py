@@ -1,0 +1,254 @@
+"""The one module that talks to the upstream LLM API (OpenRouter or any OpenAI-compatible server).
+
+It owns the process's single httpx client (aiohttp transport) and turns every way a call can fail
+into an UpstreamError with the status this service answers with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import orjson
+from django.conf import settings
+from httpx_aiohttp import AiohttpTransport
+
+from config.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+_client: httpx.AsyncClient | None = None
+_client_loop: asyncio.AbstractEventLoop | None = None
+
+
+class UpstreamError(ServiceError):
+    """A failed upstream call; `permanent` says whether trying again could help."""
+
+    status = 502
+    code = "upstream_error"
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    model: str
+    usage: dict[str, int] = field(default_factory=dict)
+    finish_reason: str | None = None
+    id: str | None = None
+    provider: str | None = None
+
+
+def key_required() -> bool:
+    """OpenRouter needs a key; a local OpenAI-compatible server usually does not."""
+    host = urlparse(settings.LLM_BASE_URL).hostname or ""
+    return host == "openrouter.ai" or host.endswith(".openrouter.ai")
+
+
+def _client_for_loop() -> httpx.AsyncClient:
+    global _client, _client_loop
+    loop = asyncio.get_running_loop()
+    if _client is None or _client_loop is not loop or _client.is_closed:
+        _client = httpx.AsyncClient(
+            transport=AiohttpTransport(
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            ),
+            timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=min(10.0, settings.LLM_TIMEOUT)),
+        )
+        _client_loop = loop
+    return _client
+
+
+async def aclose() -> None:
+    global _client, _client_loop
+    if _client is not None and _client_loop is asyncio.get_running_loop():
+        await _client.aclose()
+    _client, _client_loop = None, None
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "HTTP-Referer": settings.LLM_HTTP_REFERER,
+        "X-Title": settings.LLM_APP_TITLE,
+        "X-OpenRouter-Title": settings.LLM_APP_TITLE,
+    }
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def _retry_after(response: httpx.Response) -> dict[str, str]:
+    value = response.headers.get("Retry-After", "").strip()
+    return {"Retry-After": value} if value.isdigit() else {}
+
+
+_STATUS_ERRORS: dict[int, tuple[int, str, str, bool]] = {
+    400: (
+        400,
+        "upstream_bad_request",
+        "The model provider rejected the request (check the model name and parameters).",
+        True,
+    ),
+    401: (401, "upstream_unauthorized", "The model provider rejected the API key.", True),
+    402: (402, "upstream_payment_required", "The model provider's account has insufficient credits.", True),
+    403: (
+        403,
+        "upstream_forbidden",
+        "The model provider refused this request (moderation or permissions).",
+        True,
+    ),
+    408: (504, "upstream_timeout", "The model provider timed out.", False),
+    429: (
+        429,
+        "upstream_rate_limited",
+        "The model provider is rate limiting requests; try again later.",
+        False,
+    ),
+}
+
+
+def _status_error(response: httpx.Response) -> UpstreamError:
+    status = response.status_code
+    logger.warning("upstream answered HTTP %s", status)
+    if status in _STATUS_ERRORS:
+        ours, code, message, permanent = _STATUS_ERRORS[status]
+        headers = _retry_after(response) if ours == 429 else {}
+        return UpstreamError(message, status=ours, code=code, headers=headers, permanent=permanent)
+    transient = status >= 500
+    return UpstreamError(
+        f"The model provider failed (HTTP {status}).",
+        status=502,
+        code="upstream_error",
+        headers=_retry_after(response) if status == 503 else {},
+        permanent=not transient,
+    )
+
+
+def _transport_error(exc: httpx.HTTPError | TimeoutError) -> UpstreamError:
+    # The aiohttp transport reports a dropped connection as ConnectTimeout: only a real timer
+    # firing (a TimeoutError underneath) is a timeout.
+    cause = exc.__cause__
+    timed_out = isinstance(exc, TimeoutError) or (
+        isinstance(exc, httpx.TimeoutException) and (cause is None or isinstance(cause, TimeoutError))
+    )
+    if timed_out:
+        logger.warning("upstream timed out after %ss", settings.LLM_TIMEOUT)
+        return UpstreamError(
+            f"The model provider did not answer within {settings.LLM_TIMEOUT:g} seconds.",
+            status=504,
+            code="upstream_timeout",
+            permanent=False,
+        )
+    logger.warning("upstream connection failed: %s", type(exc).__name__)
+    return UpstreamError(
+        "Could not reach the model provider, or it closed the connection.",
+        status=502,
+        code="upstream_unreachable",
+        permanent=False,
+    )
+
+
+def _invalid(reason: str) -> UpstreamError:
+    logger.warning("upstream reply unusable: %s", reason)
+    return UpstreamError(
+        "The model provider sent a reply this service cannot use.",
+        status=502,
+        code="upstream_invalid_response",
+        permanent=False,
+    )
+
+
+def _parse_json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise _invalid("body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _invalid("body is not a JSON object")
+    return body
+
+
+def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
+    """A 200 body into a Completion; a 200 that carries an error or no choices is a failure."""
+    choices = body.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    if body.get("error") or first.get("finish_reason") == "error":
+        logger.warning("upstream reply carried an error object")
+        raise UpstreamError(
+            "The model provider reported an error instead of a reply.",
+            status=502,
+            code="upstream_error",
+            permanent=False,
+        )
+    if not first:
+        raise _invalid("no choices")
+    message = first.get("message") if isinstance(first.get("message"), dict) else {}
+    content = message.get("content")
+    if not isinstance(content, str):
+        content = "" if content is None else str(content)
+    usage_raw = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    usage = {
+        k: int(usage_raw[k])
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+        if isinstance(usage_raw.get(k), (int, float))
+    }
+    if usage and "total_tokens" not in usage:
+        usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+    model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else requested_model
+    return Completion(
+        content=content,
+        model=model,
+        usage=usage,
+        finish_reason=first.get("finish_reason"),
+        id=body.get("id") if isinstance(body.get("id"), str) else None,
+        provider=body.get("provider") if isinstance(body.get("provider"), str) else None,
+    )
+
+
+async def complete(
+    *,
+    messages: list[dict[str, str]],
+    model: str,
+    max_tokens: int,
+    temperature: float,
+    api_key: str,
+    extra: dict[str, Any] | None = None,
+) -> Completion:
+    """One non-streaming chat completion."""
+    payload: dict[str, Any] = dict(extra or {})
+    payload.update(
+        model=model, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=False
+    )
+    client = _client_for_loop()
+    try:
+        async with asyncio.timeout(settings.LLM_TIMEOUT):
+            response = await client.post(
+                f"{settings.LLM_BASE_URL}/chat/completions",
+                content=orjson.dumps(payload),
+                headers=_headers(api_key),
+            )
+    except (httpx.HTTPError, TimeoutError) as exc:
+        raise _transport_error(exc) from None
+    if response.status_code != 200:
+        raise _status_error(response)
+    return parse_completion(_parse_json(response), model)
+
+
+async def list_models(*, api_key: str) -> list[dict[str, Any]]:
+    """The upstream's model list (GET {base}/models), as its `data` array."""
+    client = _client_for_loop()
+    try:
+        async with asyncio.timeout(min(settings.LLM_TIMEOUT, 15.0)):
+            response = await client.get(f"{settings.LLM_BASE_URL}/models", headers=_headers(api_key))
+    except (httpx.HTTPError, TimeoutError) as exc:
+        raise _transport_error(exc) from None
+    if response.status_code != 200:
+        raise _status_error(response)
+    data = _parse_json(response).get("data")
+    if not isinstance(data, list):
+        raise _invalid("models reply has no data list")
+    return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]

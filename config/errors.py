@@ -1,0 +1,96 @@
+"""The project's one error shape and the domain error every layer raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from ninja import Schema
+
+from config.clock import utc_now_iso
+from config.jsonio import dumps
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status, a machine word and one sentence for people."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        permanent: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+        self.permanent = permanent
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class ConversationNotFound(NotFound):
+    code = "conversation_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("Conversation not found")
+
+
+class BadRequest(ServiceError):
+    status = 400
+    code = "bad_request"
+
+
+class StoreUnavailable(ServiceError):
+    status = 503
+    code = "store_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The conversation store is not answering; try again shortly.")
+
+
+class FieldError(Schema):
+    field: str
+    reason: str
+
+
+class ErrorOut(Schema):
+    status: str = "error"
+    code: str
+    message: str
+    timestamp: str
+    errors: list[FieldError] | None = None
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "status": "error",
+        "code": code,
+        "message": message,
+        "timestamp": utc_now_iso(),
+    }
+    body.update(extra)
+    return body
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> HttpResponse:
+    response = HttpResponse(
+        dumps(error_body(code, message, **extra)), status=status, content_type="application/json"
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response

@@ -1,0 +1,34 @@
+"""A bounded ring buffer of this process's own log records, served by /api/hf/logs."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+BUFFER_SIZE = 1000
+_records: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)
+
+
+class RingBufferHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not take logging down
+            message = str(record.msg)
+        _records.append(
+            {
+                "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "level": record.levelname,
+                "levelno": record.levelno,
+                "logger": record.name,
+                "message": message,
+            }
+        )
+
+
+def recent(*, limit: int, min_level: int) -> list[dict[str, Any]]:
+    """The newest `limit` records at or above `min_level`, oldest first."""
+    matching = [r for r in _records if r["levelno"] >= min_level]
+    return [{k: v for k, v in r.items() if k != "levelno"} for r in matching[max(0, len(matching) - limit) :]]

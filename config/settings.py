@@ -1,0 +1,114 @@
+"""Django settings: read from the environment only, checked once at start-up."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_float, env_int, env_list, env_secret, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = "1.0.0"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer clearly and concisely; use Markdown code blocks for code."
+)
+
+try:
+    DEBUG = env_bool("DEBUG", False)
+    ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
+    LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+    if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ImproperlyConfigured(
+            f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {LOG_LEVEL!r}"
+        )
+    PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+
+    LLM_API_KEY = env_secret("LLM_API_KEY", "OPENROUTER_API_KEY")
+    LLM_MODEL = env_str("LLM_MODEL", "openai/gpt-4o-mini").strip() or "openai/gpt-4o-mini"
+    LLM_BASE_URL = env_url("LLM_BASE_URL", "https://openrouter.ai/api/v1", schemes=("http", "https"))
+    LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.7, minimum=0.0, maximum=2.0)
+    LLM_MAX_TOKENS_LIMIT = env_int("LLM_MAX_TOKENS_LIMIT", 4096, minimum=1)
+    LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 1000, minimum=1, maximum=LLM_MAX_TOKENS_LIMIT)
+    LLM_TIMEOUT = env_float("LLM_TIMEOUT", 60.0, minimum=1.0, maximum=3600.0)
+    LLM_HTTP_REFERER = env_str("LLM_HTTP_REFERER", "https://huggingface.co/spaces")
+    LLM_APP_TITLE = env_str("LLM_APP_TITLE", "LLM Chat Gateway")
+
+    CHAT_HISTORY_MESSAGES = env_int("CHAT_HISTORY_MESSAGES", 10, minimum=0, maximum=1000)
+    CHAT_SYSTEM_PROMPT = env_str("CHAT_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT)
+    CHAT_CONTEXT_TOKENS = env_int("CHAT_CONTEXT_TOKENS", 0, minimum=0)
+
+    CONVERSATION_TTL = env_int("CONVERSATION_TTL", 86400, minimum=1)
+    CONVERSATION_MAX = env_int("CONVERSATION_MAX", 1000, minimum=1)
+    CONVERSATION_MAX_MESSAGES = env_int("CONVERSATION_MAX_MESSAGES", 200, minimum=2)
+    MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
+
+    CORS_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "*")
+    GITHUB_CLIENT_ID = env_str("GITHUB_CLIENT_ID", "")
+    POSTHOG_CLIENT_KEY = env_str("POSTHOG_CLIENT_KEY", "")
+except ImproperlyConfigured as exc:
+    # One line naming the variable, not a traceback: this is the operator's mistake, not a bug.
+    sys.exit(f"Configuration error: {exc}")
+
+SECRET_KEY = secrets.token_urlsafe(50)  # nothing is signed: no sessions, no database
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+USE_TZ = True
+TIME_ZONE = "UTC"
+APPEND_SLASH = False
+DATABASES: dict[str, dict[str, str]] = {}
+
+INSTALLED_APPS = [
+    "corsheaders",
+    "ninja",
+    "chat",
+    "memory_chat",
+    "hfspaces",
+]
+
+MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
+    "config.middleware.error_shape",
+]
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
+    "conversations": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "conversations",
+        "TIMEOUT": CONVERSATION_TTL,
+        # The store evicts least-recently-used conversations itself; this is only a backstop.
+        "OPTIONS": {"MAX_ENTRIES": CONVERSATION_MAX * 4 + 100},
+    },
+}
+
+if CORS_ORIGINS == ["*"]:
+    CORS_ALLOW_ALL_ORIGINS = True
+    CORS_ALLOW_CREDENTIALS = False
+else:
+    CORS_ALLOWED_ORIGINS = CORS_ORIGINS
+    CORS_ALLOW_CREDENTIALS = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "text",
+        },
+        "buffer": {"class": "config.logbuffer.RingBufferHandler"},
+    },
+    "root": {"handlers": ["stdout", "buffer"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "httpx": {"level": "WARNING"},
+    },
+}

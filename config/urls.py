@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import path, re_path
+
+from config.api import api
+from config.errors import error_response
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None, **kwargs: object) -> HttpResponse:
+    return error_response(404, "not_found", f"No endpoint at {request.path}; see GET / for the list.")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return error_response(500, "internal_error", "The server failed to handle this request.")
+
+
+urlpatterns = [
+    path("", api.urls),
+    re_path(r"^.*$", not_found),
+]
+
+handler404 = not_found
+handler500 = server_error
