@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from django.test import AsyncClient
 
+from chat import upstream
 from chat.store import reset_store
 from tests.fake_upstream import FakeUpstream
 
@@ -25,6 +27,12 @@ def fake_upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream().start()
     yield fake
     fake.stop()
+
+
+@pytest_asyncio.fixture(scope="session", autouse=True)
+async def _upstream_client_closed() -> Any:
+    yield
+    await upstream.aclose()
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,7 @@ class Reply:
 class Received:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: Any
 
 
@@ -157,7 +157,8 @@ class FakeUpstream:
 
             def _record(self, body: Any) -> None:
                 with fake._lock:
-                    fake.requests.append(Received(self.command, self.path, dict(self.headers.items()), body))
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    fake.requests.append(Received(self.command, self.path, headers, body))
 
             def do_GET(self) -> None:
                 self._record(None)

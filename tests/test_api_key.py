@@ -1,0 +1,53 @@
+"""Which key goes upstream, and when none is needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.test import AsyncClient
+
+from tests.conftest import SECRET
+from tests.fake_upstream import FakeUpstream
+
+
+async def test_it_sends_the_server_key_as_bearer(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
+    response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
+    assert response.status_code == 200
+    sent = fake_upstream.completions()[0].headers
+    assert sent["authorization"] == f"Bearer {SECRET}"
+    assert sent["http-referer"] and sent["x-title"]
+    assert SECRET not in response.content.decode()
+
+
+async def test_it_prefers_the_request_key(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
+    body = {"message": "hi", "api_key": "sk-or-v1-request-key"}
+    response = await client.post("/chat/message", body, content_type="application/json")
+    assert response.status_code == 200
+    assert fake_upstream.completions()[0].headers["authorization"] == "Bearer sk-or-v1-request-key"
+    assert "sk-or-v1-request-key" not in response.content.decode()
+
+
+async def test_it_requires_a_key_for_openrouter(client: AsyncClient, fake_upstream: FakeUpstream, settings: Any) -> None:
+    settings.LLM_API_KEY = ""
+    settings.LLM_BASE_URL = "https://openrouter.ai/api/v1"
+    response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "api_key_required"
+    assert fake_upstream.requests == []
+
+
+async def test_it_calls_a_local_upstream_without_a_key(client: AsyncClient, fake_upstream: FakeUpstream, settings: Any) -> None:
+    settings.LLM_API_KEY = ""
+    response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
+    assert response.status_code == 200
+    assert "authorization" not in fake_upstream.completions()[0].headers
+
+
+async def test_it_reports_an_upstream_that_rejects_the_key(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.require_key = "sk-or-v1-the-right-one"
+    response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "upstream_unauthorized"
+    assert SECRET not in response.content.decode()

@@ -1,0 +1,38 @@
+"""/api/hf/logs serves this process's real log records."""
+
+from __future__ import annotations
+
+import logging
+
+from django.test import AsyncClient
+
+from tests.conftest import SECRET
+
+
+async def test_it_returns_real_records_newest_last(client: AsyncClient) -> None:
+    logging.getLogger("tests.logs").warning("first marker")
+    logging.getLogger("tests.logs").error("second marker")
+    logs = (await client.get("/api/hf/logs?limit=2")).json()["logs"]
+    assert [r["message"] for r in logs] == ["first marker", "second marker"]
+    assert logs[1]["level"] == "ERROR" and logs[1]["logger"] == "tests.logs"
+
+
+async def test_it_filters_by_level(client: AsyncClient) -> None:
+    logging.getLogger("tests.logs").info("quiet marker")
+    logging.getLogger("tests.logs").error("loud marker")
+    logs = (await client.get("/api/hf/logs?level=error&limit=1000")).json()["logs"]
+    assert logs and all(r["level"] in ("ERROR", "CRITICAL") for r in logs)
+    assert "quiet marker" not in [r["message"] for r in logs]
+
+
+async def test_it_logs_chat_calls_without_the_key(client: AsyncClient) -> None:
+    response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
+    conversation_id = response.json()["conversation_id"]
+    logs = (await client.get("/api/hf/logs?limit=50")).json()["logs"]
+    assert any(conversation_id in r["message"] for r in logs)
+    assert all(SECRET not in r["message"] for r in logs)
+
+
+async def test_it_rejects_a_bad_level(client: AsyncClient) -> None:
+    response = await client.get("/api/hf/logs?level=LOUD")
+    assert response.status_code == 422
