@@ -27,7 +27,9 @@ async def test_it_prefers_the_request_key(client: AsyncClient, fake_upstream: Fa
     assert "sk-or-v1-request-key" not in response.content.decode()
 
 
-async def test_it_requires_a_key_for_openrouter(client: AsyncClient, fake_upstream: FakeUpstream, settings: Any) -> None:
+async def test_it_requires_a_key_for_openrouter(
+    client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
+) -> None:
     settings.LLM_API_KEY = ""
     settings.LLM_BASE_URL = "https://openrouter.ai/api/v1"
     response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
@@ -36,7 +38,9 @@ async def test_it_requires_a_key_for_openrouter(client: AsyncClient, fake_upstre
     assert fake_upstream.requests == []
 
 
-async def test_it_calls_a_local_upstream_without_a_key(client: AsyncClient, fake_upstream: FakeUpstream, settings: Any) -> None:
+async def test_it_calls_a_local_upstream_without_a_key(
+    client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
+) -> None:
     settings.LLM_API_KEY = ""
     response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
     assert response.status_code == 200

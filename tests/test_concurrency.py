@@ -18,7 +18,11 @@ async def test_it_stores_concurrent_turns_to_one_conversation(
     fake_upstream.queue(*[Reply(delay=0.05 * (n % 3)) for n in range(10)])
     responses = await asyncio.gather(
         *[
-            client.post("/chat/message", {"message": f"q{n}", "conversation_id": "busy"}, content_type="application/json")
+            client.post(
+                "/chat/message",
+                {"message": f"q{n}", "conversation_id": "busy"},
+                content_type="application/json",
+            )
             for n in range(10)
         ]
     )

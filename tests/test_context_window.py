@@ -11,13 +11,17 @@ from tests.fake_upstream import FakeUpstream
 
 async def say(client: AsyncClient, text: str, conversation_id: str = "ctx") -> Any:
     response = await client.post(
-        "/chat/message", {"message": text, "conversation_id": conversation_id}, content_type="application/json"
+        "/chat/message",
+        {"message": text, "conversation_id": conversation_id},
+        content_type="application/json",
     )
     assert response.status_code == 200, response.content
     return response.json()
 
 
-async def test_it_sends_the_system_prompt_first(client: AsyncClient, fake_upstream: FakeUpstream, settings: Any) -> None:
+async def test_it_sends_the_system_prompt_first(
+    client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
+) -> None:
     settings.CHAT_SYSTEM_PROMPT = "Be brief."
     await say(client, "hi")
     sent = fake_upstream.completions()[0].body["messages"]
@@ -32,7 +36,9 @@ async def test_it_sends_no_system_message_when_the_prompt_is_empty(
     assert fake_upstream.completions()[0].body["messages"] == [{"role": "user", "content": "hi"}]
 
 
-async def test_it_sends_the_last_ten_stored_messages(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
+async def test_it_sends_the_last_ten_stored_messages(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
     for n in range(8):
         await say(client, f"m{n}")
     await say(client, "now")
@@ -73,20 +79,31 @@ async def test_it_drops_old_turns_to_fit_the_token_budget(
     assert len(sent) < 9
 
 
-async def test_it_passes_model_temperature_and_max_tokens(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
+async def test_it_passes_model_temperature_and_max_tokens(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
     body = {"message": "hi", "model": "anthropic/claude-3-haiku", "temperature": 0.2, "max_tokens": 50}
     response = await client.post("/chat/message", body, content_type="application/json")
     assert response.status_code == 200
     sent = fake_upstream.completions()[0].body
     assert (sent["model"], sent["temperature"], sent["max_tokens"], sent["stream"]) == (
-        "anthropic/claude-3-haiku", 0.2, 50, False,
+        "anthropic/claude-3-haiku",
+        0.2,
+        50,
+        False,
     )
 
 
-async def test_it_uses_the_configured_defaults(client: AsyncClient, fake_upstream: FakeUpstream, settings: Any) -> None:
+async def test_it_uses_the_configured_defaults(
+    client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
+) -> None:
     settings.LLM_MODEL = "meta-llama/llama-3.1-8b-instruct"
     settings.LLM_TEMPERATURE = 1.3
     settings.LLM_MAX_TOKENS = 321
     await say(client, "hi")
     sent = fake_upstream.completions()[0].body
-    assert (sent["model"], sent["temperature"], sent["max_tokens"]) == ("meta-llama/llama-3.1-8b-instruct", 1.3, 321)
+    assert (sent["model"], sent["temperature"], sent["max_tokens"]) == (
+        "meta-llama/llama-3.1-8b-instruct",
+        1.3,
+        321,
+    )

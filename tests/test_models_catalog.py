@@ -12,7 +12,9 @@ def model_calls(fake: FakeUpstream) -> int:
     return len([r for r in fake.requests if r.path.endswith("/models")])
 
 
-async def test_it_serves_the_upstream_list_and_caches_it(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
+async def test_it_serves_the_upstream_list_and_caches_it(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
     first = (await client.get("/chat/models")).json()
     second = (await client.get("/openrouter/models")).json()
     assert first["source"] == "upstream"

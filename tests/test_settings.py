@@ -35,7 +35,12 @@ def start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-c", "import config.asgi"], cwd=ROOT, env=full, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", "import config.asgi"],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -10,7 +10,9 @@ from django.test import AsyncClient
 
 async def echo(client: AsyncClient, conversation_id: str, text: str = "hi") -> Any:
     response = await client.post(
-        "/memory-chat/message", {"message": text, "conversation_id": conversation_id}, content_type="application/json"
+        "/memory-chat/message",
+        {"message": text, "conversation_id": conversation_id},
+        content_type="application/json",
     )
     assert response.status_code == 200
     return response.json()
@@ -65,5 +67,9 @@ async def test_it_clears_all_memory_conversations(client: AsyncClient) -> None:
     for n in range(3):
         await echo(client, f"c{n}")
     response = await client.delete("/memory-chat/conversations")
-    assert response.json() == {"status": "success", "message": "Cleared 3 conversations from memory", "remaining_conversations": 0}
+    assert response.json() == {
+        "status": "success",
+        "message": "Cleared 3 conversations from memory",
+        "remaining_conversations": 0,
+    }
     assert (await client.get("/memory-chat/conversations")).json()["total"] == 0

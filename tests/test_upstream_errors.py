@@ -21,13 +21,19 @@ CASES = [
     (Reply(status=503, body=error_body(503, "no provider")), 502, "upstream_error"),
     (Reply(status=400, body=error_body(400, "bad model")), 400, "upstream_bad_request"),
     (Reply(drop=True), 502, "upstream_unreachable"),
-    (Reply(body=b"<html>gateway</html>", headers={"Content-Type": "text/html"}), 502, "upstream_invalid_response"),
+    (
+        Reply(body=b"<html>gateway</html>", headers={"Content-Type": "text/html"}),
+        502,
+        "upstream_invalid_response",
+    ),
     (Reply(body={"id": "x", "object": "chat.completion"}), 502, "upstream_invalid_response"),
     (Reply(body={"error": {"code": 502, "message": "provider died"}}), 502, "upstream_error"),
     (
         Reply(
             body={
-                "choices": [{"index": 0, "finish_reason": "error", "message": {"role": "assistant", "content": ""}}],
+                "choices": [
+                    {"index": 0, "finish_reason": "error", "message": {"role": "assistant", "content": ""}}
+                ],
                 "error": {"code": "server_error", "message": "mid-generation failure"},
             }
         ),
@@ -53,7 +59,14 @@ async def test_it_maps_each_upstream_failure(
     assert body["code"] == code
     assert body["message"] and body["timestamp"]
     text = response.content.decode()
-    for leaked in (SECRET, "provider died", "mid-generation failure", "<html>", "Traceback", "scripted error"):
+    for leaked in (
+        SECRET,
+        "provider died",
+        "mid-generation failure",
+        "<html>",
+        "Traceback",
+        "scripted error",
+    ):
         assert leaked not in text
     stored = await client.get("/chat/conversations/conv-err")
     assert stored.status_code == 404

@@ -24,7 +24,9 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_BODIES)
-async def test_it_rejects_bad_fields(client: AsyncClient, fake_upstream: FakeUpstream, body: dict[str, Any], field: str) -> None:
+async def test_it_rejects_bad_fields(
+    client: AsyncClient, fake_upstream: FakeUpstream, body: dict[str, Any], field: str
+) -> None:
     body = {**body, "api_key": "sk-or-v1-echo-canary"}
     response = await client.post("/chat/message", body, content_type="application/json")
     assert response.status_code == 422
@@ -58,7 +60,11 @@ async def test_it_rejects_a_body_that_is_not_an_object(client: AsyncClient, raw:
 
 
 async def test_it_leaves_stored_conversations_alone_on_bad_input(client: AsyncClient) -> None:
-    ok = await client.post("/memory-chat/message", {"message": "keep", "conversation_id": "safe"}, content_type="application/json")
+    ok = await client.post(
+        "/memory-chat/message",
+        {"message": "keep", "conversation_id": "safe"},
+        content_type="application/json",
+    )
     assert ok.status_code == 200
     bad = await client.post(
         "/memory-chat/message", {"message": "", "conversation_id": "safe"}, content_type="application/json"
@@ -68,8 +74,12 @@ async def test_it_leaves_stored_conversations_alone_on_bad_input(client: AsyncCl
     assert [m["content"] for m in messages] == ["keep", "Echo from memory chat: keep"]
 
 
-async def test_it_refuses_stream_until_it_is_supported(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
-    response = await client.post("/chat/message", {"message": "hi", "stream": True}, content_type="application/json")
+async def test_it_refuses_stream_until_it_is_supported(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    response = await client.post(
+        "/chat/message", {"message": "hi", "stream": True}, content_type="application/json"
+    )
     assert response.status_code == 400
     assert fake_upstream.requests == []
 
