@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Schema
 from ninja.responses import Status
 
-from chat import catalog, services, upstream
+from chat import catalog, services, sse, upstream
 from chat.schemas import (
     ChatIn,
     ChatOut,
@@ -24,7 +24,7 @@ from chat.schemas import (
 )
 from chat.store import get_store
 from config.clock import utc_now_iso
-from config.errors import BadRequest, ErrorOut
+from config.errors import ErrorOut
 
 router = Router(tags=["chat"])
 openrouter_router = Router(tags=["openrouter"])
@@ -73,21 +73,25 @@ async def chat_info(request: HttpRequest) -> dict[str, Any]:
         }
     },
 )
-async def send_message(request: HttpRequest, payload: ChatIn) -> Status[dict[str, Any]]:
-    """Send one message; the reply and the message are stored in the conversation."""
-    if payload.stream:
-        raise BadRequest("Streaming is not available on this endpoint yet.", code="stream_unsupported")
-    return Status(
-        200,
-        await services.chat(
-            message=payload.message,
-            conversation_id=payload.conversation_id,
-            model=payload.model,
-            api_key=payload.api_key,
-            max_tokens=payload.max_tokens,
-            temperature=payload.temperature,
-        ),
+async def send_message(
+    request: HttpRequest, payload: ChatIn
+) -> Status[dict[str, Any]] | StreamingHttpResponse:
+    """Send one message; the reply and the message are stored in the conversation.
+
+    With `stream: true` the answer is `text/event-stream`: `delta` events, then one `done` event with
+    this operation's usual body (or one `error` event).
+    """
+    prepared = await services.prepare_turn(
+        message=payload.message,
+        conversation_id=payload.conversation_id,
+        model=payload.model,
+        api_key=payload.api_key,
+        max_tokens=payload.max_tokens,
+        temperature=payload.temperature,
     )
+    if payload.stream:
+        return sse.event_stream(await services.chat_stream(prepared, payload.message))
+    return Status(200, await services.chat(prepared, payload.message))
 
 
 @router.get("/models", response=ModelsOut, summary="Available models")

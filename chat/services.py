@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
-from chat import upstream
+from chat import sse, upstream
 from chat.store import Conversation, get_store
 from config.clock import utc_now_iso
-from config.errors import BadRequest, ConversationNotFound, ServiceError
+from config.errors import BadRequest, ConversationNotFound, ServiceError, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ async def complete_and_record(
     except ServiceError as exc:
         await store.record_call(model, prompt_tokens=0, completion_tokens=0, error=exc.code)
         raise
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **completion.usage}
+    usage = full_usage(completion.usage)
     await store.record_call(
         completion.model,
         prompt_tokens=usage["prompt_tokens"],
@@ -115,7 +118,17 @@ async def complete_and_record(
     return completion, usage
 
 
-async def chat(
+@dataclass(frozen=True)
+class PreparedTurn:
+    key: str
+    max_tokens: int
+    temperature: float | None
+    model: str
+    conversation_id: str
+    context: list[dict[str, str]]
+
+
+async def prepare_turn(
     *,
     message: str,
     conversation_id: str | None,
@@ -123,51 +136,128 @@ async def chat(
     api_key: str | None,
     max_tokens: int | None,
     temperature: float | None,
-) -> dict[str, Any]:
-    """One turn of /chat/message: stored only when the upstream answered."""
+) -> PreparedTurn:
+    """Every check that can fail before the upstream is called, and the context to send."""
     key = resolve_key(api_key)
     tokens = resolve_max_tokens(max_tokens)
-    model = model or settings.LLM_MODEL
     conversation_id = conversation_id or new_conversation_id()
-    store = get_store()
-    existing = await store.get("chat", conversation_id)
-    context = build_context(existing.messages if existing else [], message)
-    started = time.perf_counter()
-    try:
-        completion, usage = await complete_and_record(
-            messages=context,
-            model=model,
-            max_tokens=tokens,
-            temperature=temperature,
-            api_key=key,
-        )
-    except ServiceError as exc:
-        logger.info("chat failed conversation=%s model=%s code=%s", conversation_id, model, exc.code)
-        raise
-    conversation = await store.append(
+    existing = await get_store().get("chat", conversation_id)
+    return PreparedTurn(
+        key=key,
+        max_tokens=tokens,
+        temperature=temperature,
+        model=model or settings.LLM_MODEL,
+        conversation_id=conversation_id,
+        context=build_context(existing.messages if existing else [], message),
+    )
+
+
+async def store_turn(
+    turn_in: PreparedTurn, message: str, content: str, model: str, usage: dict[str, int]
+) -> dict[str, Any]:
+    """Store a finished turn; the body /chat/message answers with."""
+    conversation = await get_store().append(
         "chat",
-        conversation_id,
-        turn(message, completion.content, model=completion.model),
-        model=completion.model,
+        turn_in.conversation_id,
+        turn(message, content, model=model),
+        model=model,
         tokens=usage["total_tokens"],
     )
-    logger.info(
-        "chat ok conversation=%s model=%s tokens=%s upstream_ms=%.1f",
-        conversation_id,
-        completion.model,
-        usage["total_tokens"],
-        (time.perf_counter() - started) * 1000,
-    )
     return {
-        "conversation_id": conversation_id,
-        "response": completion.content,
-        "model": completion.model,
+        "conversation_id": turn_in.conversation_id,
+        "response": content,
+        "model": model,
         "timestamp": utc_now_iso(),
         "usage": usage,
         "status": "success",
         "message_count": conversation.message_count,
         "total_tokens": conversation.total_tokens,
     }
+
+
+def full_usage(usage: dict[str, int]) -> dict[str, int]:
+    merged = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **usage}
+    if not usage.get("total_tokens"):
+        merged["total_tokens"] = merged["prompt_tokens"] + merged["completion_tokens"]
+    return merged
+
+
+async def chat(prepared: PreparedTurn, message: str) -> dict[str, Any]:
+    """One turn of /chat/message: stored only when the upstream answered."""
+    started = time.perf_counter()
+    try:
+        completion, usage = await complete_and_record(
+            messages=prepared.context,
+            model=prepared.model,
+            max_tokens=prepared.max_tokens,
+            temperature=prepared.temperature,
+            api_key=prepared.key,
+        )
+    except ServiceError as exc:
+        logger.info(
+            "chat failed conversation=%s model=%s code=%s", prepared.conversation_id, prepared.model, exc.code
+        )
+        raise
+    body = await store_turn(prepared, message, completion.content, completion.model, usage)
+    logger.info(
+        "chat ok conversation=%s model=%s tokens=%s upstream_ms=%.1f",
+        prepared.conversation_id,
+        completion.model,
+        usage["total_tokens"],
+        (time.perf_counter() - started) * 1000,
+    )
+    return body
+
+
+async def chat_stream(prepared: PreparedTurn, message: str) -> AsyncIterator[bytes]:
+    """Open the upstream stream (failures here get their real status), then frame it."""
+    store = get_store()
+    try:
+        stream = await upstream.open_stream(
+            messages=prepared.context,
+            model=prepared.model,
+            max_tokens=prepared.max_tokens,
+            temperature=settings.LLM_TEMPERATURE if prepared.temperature is None else prepared.temperature,
+            api_key=prepared.key,
+        )
+    except ServiceError as exc:
+        await store.record_call(prepared.model, prompt_tokens=0, completion_tokens=0, error=exc.code)
+        raise
+    return _chat_frames(prepared, message, stream)
+
+
+async def _chat_frames(
+    prepared: PreparedTurn, message: str, stream: upstream.UpstreamStream
+) -> AsyncIterator[bytes]:
+    store = get_store()
+    parts: list[str] = []
+    try:
+        async for chunk in stream.chunks():
+            text = upstream.delta_text(chunk)
+            if text:
+                parts.append(text)
+                yield sse.frame("delta", {"delta": text})
+    except ServiceError as exc:
+        await store.record_call(stream.model, prompt_tokens=0, completion_tokens=0, error=exc.code)
+        logger.info("chat stream failed conversation=%s code=%s", prepared.conversation_id, exc.code)
+        yield sse.frame("error", error_body(exc.code, exc.message))
+        return
+    except (asyncio.CancelledError, GeneratorExit):
+        logger.info(
+            "client disconnected mid-stream; upstream request closed, nothing stored conversation=%s",
+            prepared.conversation_id,
+        )
+        raise
+    finally:
+        await stream.aclose()
+    usage = full_usage(stream.usage)
+    await store.record_call(
+        stream.model,
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+        error=None,
+    )
+    yield sse.frame("done", await store_turn(prepared, message, "".join(parts), stream.model, usage))
 
 
 async def test_upstream(*, message: str, model: str | None, api_key: str | None) -> dict[str, Any]:

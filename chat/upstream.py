@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -40,6 +41,7 @@ class Completion:
     finish_reason: str | None = None
     id: str | None = None
     provider: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def key_required() -> bool:
@@ -206,12 +208,29 @@ def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
         finish_reason=first.get("finish_reason"),
         id=body.get("id") if isinstance(body.get("id"), str) else None,
         provider=body.get("provider") if isinstance(body.get("provider"), str) else None,
+        raw=body,
     )
+
+
+def _payload(
+    messages: list[dict[str, Any]],
+    model: str,
+    max_tokens: int,
+    temperature: float,
+    extra: dict[str, Any] | None,
+    *,
+    stream: bool,
+) -> bytes:
+    payload: dict[str, Any] = dict(extra or {})
+    payload.update(
+        model=model, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=stream
+    )
+    return orjson.dumps(payload)
 
 
 async def complete(
     *,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     model: str,
     max_tokens: int,
     temperature: float,
@@ -219,16 +238,12 @@ async def complete(
     extra: dict[str, Any] | None = None,
 ) -> Completion:
     """One non-streaming chat completion."""
-    payload: dict[str, Any] = dict(extra or {})
-    payload.update(
-        model=model, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=False
-    )
     client = _client_for_loop()
     try:
         async with asyncio.timeout(settings.LLM_TIMEOUT):
             response = await client.post(
                 f"{settings.LLM_BASE_URL}/chat/completions",
-                content=orjson.dumps(payload),
+                content=_payload(messages, model, max_tokens, temperature, extra, stream=False),
                 headers=_headers(api_key),
             )
     except (httpx.HTTPError, TimeoutError) as exc:
@@ -236,6 +251,108 @@ async def complete(
     if response.status_code != 200:
         raise _status_error(response)
     return parse_completion(_parse_json(response), model)
+
+
+def _stream_failed(code: str, message: str) -> UpstreamError:
+    logger.warning("upstream stream failed: %s", code)
+    return UpstreamError(message, status=502, code=code, permanent=False)
+
+
+class UpstreamStream:
+    """An upstream stream whose status was 200: iterate `chunks()`, then read model and usage."""
+
+    def __init__(self, response: httpx.Response, requested_model: str) -> None:
+        self._response = response
+        self.model = requested_model
+        self.usage: dict[str, int] = {}
+        self.finish_reason: str | None = None
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """Each chunk with choices, as the upstream sent it; errors and cut streams raise."""
+        done = False
+        try:
+            async for line in self._response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, ": OPENROUTER PROCESSING" keep-alives, event names
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise _stream_failed(
+                        "upstream_invalid_response",
+                        "The model provider sent a reply this service cannot use.",
+                    ) from None
+                if not isinstance(chunk, dict):
+                    continue
+                if chunk.get("error"):
+                    raise _stream_failed("upstream_error", "The model provider reported an error mid-reply.")
+                self._note(chunk)
+                if chunk.get("choices"):
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        if not done and self.finish_reason is None:
+            raise _stream_failed(
+                "upstream_stream_cut", "The model provider's reply was cut off before it finished."
+            )
+
+    def _note(self, chunk: dict[str, Any]) -> None:
+        if isinstance(chunk.get("model"), str) and chunk["model"]:
+            self.model = chunk["model"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = {
+                k: int(usage[k])
+                for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                if isinstance(usage.get(k), (int, float))
+            }
+        for choice in chunk.get("choices") or []:
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                if choice["finish_reason"] == "error":
+                    raise _stream_failed("upstream_error", "The model provider reported an error mid-reply.")
+                self.finish_reason = choice["finish_reason"]
+
+    async def aclose(self) -> None:
+        """Close the upstream connection (at once, if the reply is unfinished)."""
+        await self._response.aclose()
+
+
+def delta_text(chunk: dict[str, Any]) -> str:
+    choice = chunk["choices"][0] if isinstance(chunk["choices"][0], dict) else {}
+    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+    content = delta.get("content")
+    return content if isinstance(content, str) else ""
+
+
+async def open_stream(
+    *,
+    messages: list[dict[str, Any]],
+    model: str,
+    max_tokens: int,
+    temperature: float,
+    api_key: str,
+    extra: dict[str, Any] | None = None,
+) -> UpstreamStream:
+    """Start a streaming completion; returns once the upstream answered 200, else raises."""
+    client = _client_for_loop()
+    request = client.build_request(
+        "POST",
+        f"{settings.LLM_BASE_URL}/chat/completions",
+        content=_payload(messages, model, max_tokens, temperature, extra, stream=True),
+        headers=_headers(api_key),
+    )
+    try:
+        async with asyncio.timeout(settings.LLM_TIMEOUT):
+            response = await client.send(request, stream=True)
+    except (httpx.HTTPError, TimeoutError) as exc:
+        raise _transport_error(exc) from None
+    if response.status_code != 200:
+        await response.aclose()
+        raise _status_error(response)
+    return UpstreamStream(response, model)
 
 
 async def list_models(*, api_key: str) -> list[dict[str, Any]]:

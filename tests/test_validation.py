@@ -74,16 +74,6 @@ async def test_it_leaves_stored_conversations_alone_on_bad_input(client: AsyncCl
     assert [m["content"] for m in messages] == ["keep", "Echo from memory chat: keep"]
 
 
-async def test_it_refuses_stream_until_it_is_supported(
-    client: AsyncClient, fake_upstream: FakeUpstream
-) -> None:
-    response = await client.post(
-        "/chat/message", {"message": "hi", "stream": True}, content_type="application/json"
-    )
-    assert response.status_code == 400
-    assert fake_upstream.requests == []
-
-
 @pytest.mark.parametrize("query", ["limit=0", "limit=501", "offset=-1", "limit=abc"])
 async def test_it_rejects_bad_paging(client: AsyncClient, query: str) -> None:
     response = await client.get(f"/chat/conversations?{query}")
