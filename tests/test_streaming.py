@@ -53,7 +53,9 @@ def test_it_streams_deltas_before_the_upstream_finishes(
 def test_it_stores_exactly_what_the_done_frame_says(http: httpx.Client, fake_upstream: FakeUpstream) -> None:
     fake_upstream.queue(Reply(chunks=["a", "b"], model="fake/streamer"))
     with stream_chat(http, {"message": "q", "conversation_id": "s-2"}) as response:
-        done = [data for event, data, _ in frames(response) if event == "done"][0]
+        received = list(frames(response))
+    event, done, _ = received[-1]
+    assert event == "done"
     stored = http.get("/chat/conversations/s-2").json()["conversation"]
     assert stored["messages"][-1]["content"] == done["response"] == "ab"
     assert stored["messages"][-1]["model"] == done["model"] == "fake/streamer"
