@@ -53,6 +53,7 @@ def _normalise(raw: dict[str, Any]) -> dict[str, Any]:
         "name": raw.get("name") if isinstance(raw.get("name"), str) else raw["id"],
         "description": raw.get("description") if isinstance(raw.get("description"), str) else "",
         "context_length": context if isinstance(context, int) else None,
+        "created": raw["created"] if isinstance(raw.get("created"), int) else 0,
     }
 
 

@@ -94,6 +94,7 @@ async def complete_and_record(
     max_tokens: int,
     temperature: float | None,
     api_key: str,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[upstream.Completion, dict[str, int]]:
     """Call the upstream and count the call (tokens, or the error's kind) in the statistics."""
     store = get_store()
@@ -104,6 +105,7 @@ async def complete_and_record(
             max_tokens=max_tokens,
             temperature=settings.LLM_TEMPERATURE if temperature is None else temperature,
             api_key=api_key,
+            extra=extra,
         )
     except ServiceError as exc:
         await store.record_call(model, prompt_tokens=0, completion_tokens=0, error=exc.code)

@@ -268,7 +268,7 @@ class UpstreamStream:
         self.finish_reason: str | None = None
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Each chunk with choices, as the upstream sent it; errors and cut streams raise."""
+        """Each chunk as the upstream sent it; error events and cut streams raise."""
         done = False
         try:
             async for line in self._response.aiter_lines():
@@ -290,8 +290,7 @@ class UpstreamStream:
                 if chunk.get("error"):
                     raise _stream_failed("upstream_error", "The model provider reported an error mid-reply.")
                 self._note(chunk)
-                if chunk.get("choices"):
-                    yield chunk
+                yield chunk
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from None
         if not done and self.finish_reason is None:
@@ -321,7 +320,8 @@ class UpstreamStream:
 
 
 def delta_text(chunk: dict[str, Any]) -> str:
-    choice = chunk["choices"][0] if isinstance(chunk["choices"][0], dict) else {}
+    choices = chunk.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
     content = delta.get("content")
     return content if isinstance(content, str) else ""

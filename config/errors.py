@@ -85,12 +85,47 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return body
 
 
+class OpenAIError(Schema):
+    message: str
+    type: str
+    code: str
+
+
+class OpenAIErrorOut(Schema):
+    error: OpenAIError
+
+
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    """OpenAI's error shape, so the SDKs raise the right exception class."""
+    kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
 def error_response(
-    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    path: str = "",
+    **extra: Any,
 ) -> HttpResponse:
-    response = HttpResponse(
-        dumps(error_body(code, message, **extra)), status=status, content_type="application/json"
+    """The error answer: the project's shape, or OpenAI's under /v1/."""
+    body = (
+        openai_error_body(status, code, message)
+        if path.startswith(OPENAI_PREFIX)
+        else error_body(code, message, **extra)
     )
+    response = HttpResponse(dumps(body), status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value
     return response

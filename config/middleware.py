@@ -14,11 +14,14 @@ Handler = Callable[[HttpRequest], HttpResponse]
 AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
-def _shaped(response: HttpResponse) -> HttpResponse:
+def _shaped(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     if response.status_code == 405 and not response.get("Content-Type", "").startswith("application/json"):
         allowed = response.get("Allow", "")
         shaped = error_response(
-            405, "method_not_allowed", f"This endpoint does not accept that method; use {allowed}."
+            405,
+            "method_not_allowed",
+            f"This endpoint does not accept that method; use {allowed}.",
+            path=request.path,
         )
         shaped["Allow"] = allowed
         return shaped
@@ -30,11 +33,11 @@ def error_shape(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return _shaped(await get_response(request))  # type: ignore[misc]
+            return _shaped(request, await get_response(request))  # type: ignore[misc]
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        return _shaped(get_response(request))  # type: ignore[arg-type]
+        return _shaped(request, get_response(request))  # type: ignore[arg-type]
 
     return middleware

@@ -8,7 +8,9 @@ from config.errors import error_response
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None, **kwargs: object) -> HttpResponse:
-    return error_response(404, "not_found", f"No endpoint at {request.path}; see GET / for the list.")
+    return error_response(
+        404, "not_found", f"No endpoint at {request.path}; see GET / for the list.", path=request.path
+    )
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

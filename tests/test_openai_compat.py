@@ -1,0 +1,106 @@
+"""/v1 with the real `openai` package as the client, against the live server and the fake upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import SECRET
+from tests.fake_upstream import FakeUpstream, Reply, error_body
+
+
+@pytest.fixture
+def sdk(live_server_url: str) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=f"{live_server_url}/v1", api_key="sk-client-token", max_retries=0)
+    yield client
+    client.close()
+
+
+def test_it_answers_a_plain_completion(sdk: openai.OpenAI, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.queue(Reply(model="fake/answered", content="Hi from upstream"))
+    completion = sdk.chat.completions.create(
+        model="openai/gpt-4o-mini",
+        messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hello"}],
+        temperature=0.3,
+        top_p=0.9,
+    )
+    assert completion.choices[0].message.content == "Hi from upstream"
+    assert completion.model == "fake/answered"
+    assert completion.usage is not None and completion.usage.total_tokens == 19
+    sent = fake_upstream.completions()[0]
+    assert sent.body["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hello"},
+    ]
+    assert sent.body["top_p"] == 0.9 and sent.body["temperature"] == 0.3
+    assert sent.headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_it_streams_a_completion(sdk: openai.OpenAI, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.queue(Reply(chunks=["Str", "eam", "ed!"]))
+    stream = sdk.chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "go"}], stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == "Streamed!"
+
+
+@pytest.mark.parametrize(
+    ("status", "exception"),
+    [
+        (401, openai.AuthenticationError),
+        (429, openai.RateLimitError),
+        (502, openai.InternalServerError),
+    ],
+)
+def test_it_raises_the_sdk_error_class(
+    sdk: openai.OpenAI, fake_upstream: FakeUpstream, status: int, exception: type[Exception]
+) -> None:
+    fake_upstream.queue(Reply(status=status, body=error_body(status, "upstream says no")))
+    with pytest.raises(exception) as raised:
+        sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert "upstream says no" not in str(raised.value)
+
+
+def test_it_reports_a_mid_stream_error_to_the_sdk(sdk: openai.OpenAI, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.queue(Reply(chunks=["a", "b", "c"], stream_error_after=1))
+    stream = sdk.chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "go"}], stream=True
+    )
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+
+
+def test_it_lists_models_in_openai_shape(sdk: openai.OpenAI) -> None:
+    models = list(sdk.models.list())
+    assert [m.id for m in models] == ["fake/alpha", "openai/gpt-4o-mini"]
+    assert all(m.object == "model" and m.owned_by for m in models)
+
+
+def test_it_answers_errors_in_openai_shape(http: httpx.Client) -> None:
+    response = http.post("/v1/chat/completions", json={"messages": []})
+    assert response.status_code == 422
+    assert set(response.json()["error"]) == {"message", "type", "code"}
+    missing = http.get("/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "not_found_error"
+
+
+def test_it_caps_max_tokens(http: httpx.Client, fake_upstream: FakeUpstream) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6}
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "max_tokens_too_large"
+    assert fake_upstream.requests == []
+
+
+def test_it_counts_v1_usage_in_the_statistics(sdk: openai.OpenAI, http: httpx.Client) -> None:
+    before = http.get("/chat/health").json()["usage"]["requests"]
+    sdk.chat.completions.create(model="fake/alpha", messages=[{"role": "user", "content": "x"}])
+    after = http.get("/chat/health").json()["usage"]
+    assert after["requests"] == before + 1
+    assert after["by_model"]["fake/alpha"]["completion_tokens"] >= 7
