@@ -69,6 +69,15 @@ INSTALLED_APPS = [
     "hfspaces",
 ]
 
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": []},
+    }
+]
+
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "config.middleware.error_shape",
