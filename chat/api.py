@@ -22,7 +22,6 @@ from chat.schemas import (
     OpenRouterTestOut,
     Page,
 )
-from chat.store import get_store
 from config.clock import utc_now_iso
 from config.errors import ErrorOut
 
@@ -45,7 +44,7 @@ async def chat_info(request: HttpRequest) -> dict[str, Any]:
         "service": "openrouter-chat",
         "status": "running",
         "description": "Chat with models on OpenRouter (or any OpenAI-compatible upstream), with memory.",
-        "active_conversations": await get_store().count("chat"),
+        "active_conversations": await services.count_or_none("chat"),
         "supported_models": [m["id"] for m in catalog.BUILTIN_MODELS],
         "default_model": settings.LLM_MODEL,
         "endpoints": {
@@ -104,14 +103,13 @@ async def chat_models(request: HttpRequest) -> dict[str, Any]:
 @router.get("/health", response=dict[str, Any], summary="Chat health")
 async def chat_health(request: HttpRequest) -> dict[str, Any]:
     """Liveness and usage figures; makes no upstream call."""
-    store = get_store()
     return {
         "status": "healthy",
         "service": "openrouter-chat",
         "api_key_configured": api_key_configured(),
-        "active_conversations": await store.count("chat"),
+        "active_conversations": await services.count_or_none("chat"),
         "openrouter_endpoint": settings.LLM_BASE_URL,
-        "usage": await store.usage(),
+        "usage": await services.usage_or_none(),
         "timestamp": utc_now_iso(),
     }
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from chat import sse, upstream
 from chat.store import Conversation, get_store
 from config.clock import utc_now_iso
-from config.errors import BadRequest, ConversationNotFound, ServiceError, error_body
+from config.errors import BadRequest, ConversationNotFound, ServiceError, StoreUnavailable, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +297,21 @@ async def echo_turn(
     return await get_store().append(
         kind, conversation_id, turn(message, reply, model=model), model=model or "echo", tokens=0
     )
+
+
+async def count_or_none(kind: str) -> int | None:
+    """A figure for health and info answers: None while the store is down, never an error."""
+    try:
+        return await get_store().count(kind)
+    except StoreUnavailable:
+        return None
+
+
+async def usage_or_none() -> dict[str, Any] | None:
+    try:
+        return await get_store().usage()
+    except StoreUnavailable:
+        return None
 
 
 def summary(conversation: Conversation) -> dict[str, Any]:

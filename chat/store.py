@@ -29,10 +29,7 @@ class Conversation:
     total_tokens: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
     dropped_messages: int = 0
-
-    @property
-    def message_count(self) -> int:
-        return len(self.messages)
+    message_count: int = 0  # all stored messages, even when `messages` holds only some of them
 
     @property
     def last_message(self) -> str:
@@ -79,6 +76,7 @@ def trim(conversation: Conversation, max_messages: int) -> None:
         kept = kept[1:]
     conversation.dropped_messages += len(conversation.messages) - len(kept)
     conversation.messages = kept
+    conversation.message_count = len(kept)
 
 
 class LocalStore:
@@ -128,6 +126,7 @@ class LocalStore:
             id=conversation_id, created_at=now, updated_at=now, model=model
         )
         conversation.messages.extend(messages)
+        conversation.message_count = len(conversation.messages)
         conversation.model = model
         conversation.updated_at = now
         conversation.total_tokens += tokens
@@ -219,9 +218,15 @@ _store: ConversationStore | None = None
 
 
 def get_store() -> ConversationStore:
+    """The process's store: Redis when REDIS_URL is set, else local memory."""
     global _store
     if _store is None:
-        _store = LocalStore()
+        if settings.REDIS_URL:
+            from chat.redis_store import RedisStore
+
+            _store = RedisStore(settings.REDIS_URL)
+        else:
+            _store = LocalStore()
     return _store
 
 

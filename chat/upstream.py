@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
@@ -21,6 +22,7 @@ from httpx_aiohttp import AiohttpTransport
 from config.errors import ServiceError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _client: httpx.AsyncClient | None = None
 _client_loop: asyncio.AbstractEventLoop | None = None
@@ -120,7 +122,7 @@ def _status_error(response: httpx.Response) -> UpstreamError:
         ours, code, message, permanent = _STATUS_ERRORS[status]
         headers = _retry_after(response) if ours == 429 else {}
         return UpstreamError(message, status=ours, code=code, headers=headers, permanent=permanent)
-    transient = status >= 500
+    transient = status in (502, 503)
     return UpstreamError(
         f"The model provider failed (HTTP {status}).",
         status=502,
@@ -143,7 +145,7 @@ def _transport_error(exc: httpx.HTTPError | TimeoutError) -> UpstreamError:
             f"The model provider did not answer within {settings.LLM_TIMEOUT:g} seconds.",
             status=504,
             code="upstream_timeout",
-            permanent=False,
+            permanent=True,
         )
     logger.warning("upstream connection failed: %s", type(exc).__name__)
     return UpstreamError(
@@ -160,7 +162,7 @@ def _invalid(reason: str) -> UpstreamError:
         "The model provider sent a reply this service cannot use.",
         status=502,
         code="upstream_invalid_response",
-        permanent=False,
+        permanent=True,
     )
 
 
@@ -184,7 +186,7 @@ def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
             "The model provider reported an error instead of a reply.",
             status=502,
             code="upstream_error",
-            permanent=False,
+            permanent=True,
         )
     if not first:
         raise _invalid("no choices")
@@ -228,6 +230,42 @@ def _payload(
     return orjson.dumps(payload)
 
 
+def _wait_before_retry(exc: UpstreamError, attempt: int) -> float | None:
+    """Seconds to wait before trying again, or None when the upstream asks for longer than we may wait."""
+    limit = settings.LLM_RETRY_MAX_WAIT
+    asked = exc.headers.get("Retry-After")
+    if asked is not None:
+        return float(asked) if float(asked) <= limit else None
+    return min(limit, 0.25 * 2**attempt) * random.uniform(0.5, 1.5)
+
+
+async def with_retries(call: Callable[[str], Awaitable[T]], model: str) -> T:
+    """Try `call(model)`, retrying transient failures with backoff, then each fallback model in turn."""
+    candidates = [model, *[m for m in settings.LLM_FALLBACK_MODELS if m != model]]
+    failure: UpstreamError | None = None
+    for candidate in candidates:
+        for attempt in range(settings.LLM_MAX_RETRIES + 1):
+            try:
+                return await call(candidate)
+            except UpstreamError as exc:
+                if exc.permanent:
+                    raise
+                failure = exc
+                wait = None if attempt == settings.LLM_MAX_RETRIES else _wait_before_retry(exc, attempt)
+                if wait is None:
+                    break
+                logger.info("upstream %s for %s; retry %d in %.2fs", exc.code, candidate, attempt + 1, wait)
+                await asyncio.sleep(wait)
+        if candidate != candidates[-1]:
+            logger.warning(
+                "model %s failed (%s); trying the next fallback model",
+                candidate,
+                failure.code if failure else "",
+            )
+    assert failure is not None
+    raise failure
+
+
 async def complete(
     *,
     messages: list[dict[str, Any]],
@@ -237,20 +275,24 @@ async def complete(
     api_key: str,
     extra: dict[str, Any] | None = None,
 ) -> Completion:
-    """One non-streaming chat completion."""
-    client = _client_for_loop()
-    try:
-        async with asyncio.timeout(settings.LLM_TIMEOUT):
-            response = await client.post(
-                f"{settings.LLM_BASE_URL}/chat/completions",
-                content=_payload(messages, model, max_tokens, temperature, extra, stream=False),
-                headers=_headers(api_key),
-            )
-    except (httpx.HTTPError, TimeoutError) as exc:
-        raise _transport_error(exc) from None
-    if response.status_code != 200:
-        raise _status_error(response)
-    return parse_completion(_parse_json(response), model)
+    """One non-streaming chat completion, with retries and fallback models."""
+
+    async def once(candidate: str) -> Completion:
+        client = _client_for_loop()
+        try:
+            async with asyncio.timeout(settings.LLM_TIMEOUT):
+                response = await client.post(
+                    f"{settings.LLM_BASE_URL}/chat/completions",
+                    content=_payload(messages, candidate, max_tokens, temperature, extra, stream=False),
+                    headers=_headers(api_key),
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise _transport_error(exc) from None
+        if response.status_code != 200:
+            raise _status_error(response)
+        return parse_completion(_parse_json(response), candidate)
+
+    return await with_retries(once, model)
 
 
 def _stream_failed(code: str, message: str) -> UpstreamError:
@@ -336,23 +378,30 @@ async def open_stream(
     api_key: str,
     extra: dict[str, Any] | None = None,
 ) -> UpstreamStream:
-    """Start a streaming completion; returns once the upstream answered 200, else raises."""
-    client = _client_for_loop()
-    request = client.build_request(
-        "POST",
-        f"{settings.LLM_BASE_URL}/chat/completions",
-        content=_payload(messages, model, max_tokens, temperature, extra, stream=True),
-        headers=_headers(api_key),
-    )
-    try:
-        async with asyncio.timeout(settings.LLM_TIMEOUT):
-            response = await client.send(request, stream=True)
-    except (httpx.HTTPError, TimeoutError) as exc:
-        raise _transport_error(exc) from None
-    if response.status_code != 200:
-        await response.aclose()
-        raise _status_error(response)
-    return UpstreamStream(response, model)
+    """Start a streaming completion; returns once the upstream answered 200, else raises.
+
+    Retries and fallbacks happen here, before our client has been sent a single byte; never later.
+    """
+
+    async def once(candidate: str) -> UpstreamStream:
+        client = _client_for_loop()
+        request = client.build_request(
+            "POST",
+            f"{settings.LLM_BASE_URL}/chat/completions",
+            content=_payload(messages, candidate, max_tokens, temperature, extra, stream=True),
+            headers=_headers(api_key),
+        )
+        try:
+            async with asyncio.timeout(settings.LLM_TIMEOUT):
+                response = await client.send(request, stream=True)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise _transport_error(exc) from None
+        if response.status_code != 200:
+            await response.aclose()
+            raise _status_error(response)
+        return UpstreamStream(response, candidate)
+
+    return await with_retries(once, model)
 
 
 async def list_models(*, api_key: str) -> list[dict[str, Any]]:

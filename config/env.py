@@ -61,8 +61,10 @@ def env_list(name: str, default: str) -> list[str]:
 
 def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     raw = os.environ.get(name, default).strip()
+    if not raw and not default:
+        return ""
     parsed = urlparse(raw)
-    if parsed.scheme not in schemes or not parsed.netloc:
+    if parsed.scheme not in schemes or not (parsed.netloc or (parsed.scheme == "unix" and parsed.path)):
         allowed = ", ".join(f"{s}://" for s in schemes)
         raise ImproperlyConfigured(f"{name} must be a URL starting with {allowed}, got {raw!r}")
     return raw.rstrip("/")

@@ -34,6 +34,9 @@ try:
     LLM_MAX_TOKENS_LIMIT = env_int("LLM_MAX_TOKENS_LIMIT", 4096, minimum=1)
     LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 1000, minimum=1, maximum=LLM_MAX_TOKENS_LIMIT)
     LLM_TIMEOUT = env_float("LLM_TIMEOUT", 60.0, minimum=1.0, maximum=3600.0)
+    LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0, maximum=10)
+    LLM_RETRY_MAX_WAIT = env_float("LLM_RETRY_MAX_WAIT", 10.0, minimum=0.0, maximum=600.0)
+    LLM_FALLBACK_MODELS = env_list("LLM_FALLBACK_MODELS", "")
     LLM_HTTP_REFERER = env_str("LLM_HTTP_REFERER", "https://huggingface.co/spaces")
     LLM_APP_TITLE = env_str("LLM_APP_TITLE", "LLM Chat Gateway")
 
@@ -45,6 +48,7 @@ try:
     CONVERSATION_MAX = env_int("CONVERSATION_MAX", 1000, minimum=1)
     CONVERSATION_MAX_MESSAGES = env_int("CONVERSATION_MAX_MESSAGES", 200, minimum=2)
     MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
+    REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"))
 
     CORS_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "*")
     GITHUB_CLIENT_ID = env_str("GITHUB_CLIENT_ID", "")

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.responses import Status
 
-from chat import upstream
+from chat import services, upstream
 from chat.schemas import MessageIn
 from chat.services import new_conversation_id
 from chat.store import get_store
@@ -115,10 +115,10 @@ async def hf_status(request: HttpRequest) -> dict[str, Any]:
         **public_settings(),
         "store": store.kind_name,
         "active_conversations": {
-            "chat": await store.count("chat"),
-            "memory_chat": await store.count("memory"),
+            "chat": await services.count_or_none("chat"),
+            "memory_chat": await services.count_or_none("memory"),
         },
-        "usage": await store.usage(),
+        "usage": await services.usage_or_none(),
         "timestamp": utc_now_iso(),
     }
 

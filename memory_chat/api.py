@@ -11,7 +11,6 @@ from ninja.responses import Status
 
 from chat import services
 from chat.schemas import ConversationListOut, ConversationOut, DeletedOut, MessageIn, Page
-from chat.store import get_store
 from config.clock import utc_now_iso
 from config.errors import ErrorOut
 from memory_chat.schemas import MemoryChatIn, MemoryChatOut, TestChatOut
@@ -29,7 +28,7 @@ async def memory_info(request: HttpRequest) -> dict[str, Any]:
         "service": "memory-chat",
         "status": "running",
         "description": "Echo chat with conversation memory; never calls the upstream.",
-        "active_conversations": await get_store().count(KIND),
+        "active_conversations": await services.count_or_none(KIND),
         "endpoints": {
             "send": "POST /memory-chat/message",
             "conversations": "GET /memory-chat/conversations",
@@ -68,7 +67,7 @@ async def memory_health(request: HttpRequest) -> dict[str, Any]:
     return {
         "status": "healthy",
         "service": "memory-chat",
-        "active_conversations": await get_store().count(KIND),
+        "active_conversations": await services.count_or_none(KIND),
         "memory_usage": "in-memory only",
         "file_dependencies": "none",
         "timestamp": utc_now_iso(),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def _isolated(settings: Any, fake_upstream: FakeUpstream) -> Iterator[None]:
     """Every test: the fake upstream behind the app, a known server key, an empty store."""
     settings.LLM_BASE_URL = fake_upstream.url
     settings.LLM_API_KEY = SECRET
+    settings.LLM_MAX_RETRIES = 0
     fake_upstream.reset()
     reset_store()
     yield
@@ -108,7 +110,14 @@ class LiveServer:
 @pytest.fixture(scope="session")
 def live_server_url(fake_upstream: FakeUpstream) -> Iterator[str]:
     """The service under uvicorn, on loopback, in front of the fake upstream."""
-    server = LiveServer({"LLM_BASE_URL": fake_upstream.url, "LLM_API_KEY": SECRET, "LOG_LEVEL": "INFO"})
+    server = LiveServer(
+        {
+            "LLM_BASE_URL": fake_upstream.url,
+            "LLM_API_KEY": SECRET,
+            "LOG_LEVEL": "INFO",
+            "LLM_MAX_RETRIES": "0",
+        }
+    )
     yield server.url
     server.stop()
 
@@ -117,3 +126,65 @@ def live_server_url(fake_upstream: FakeUpstream) -> Iterator[str]:
 def http(live_server_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server_url, timeout=30) as c:
         yield c
+
+
+def require_program(name: str, package: str) -> str:
+    """The program's path; with CI=true a missing program fails the test, elsewhere it skips."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not found: install Debian package {package}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, stoppable and restartable on the same port."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    binary = require_program("redis-server", "redis-server")
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

@@ -1,0 +1,277 @@
+"""The shared store on Redis: every write is one atomic script or transaction, so processes
+sharing one Redis never overwrite each other."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from chat.store import Conversation
+from config.clock import utc_now_iso
+from config.errors import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+# KEYS: meta, msgs, index, stats. ARGV: id, now (iso), model, tokens, max messages, ttl,
+# score (epoch seconds), max conversations, key base for evictions, messages (JSON)...
+APPEND = """
+local meta, msgs, index, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl, score = tonumber(ARGV[6]), tonumber(ARGV[7])
+redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. (score - ttl))
+if redis.call('EXISTS', meta) == 0 then
+  redis.call('DEL', msgs)
+  redis.call('HSET', meta, 'id', ARGV[1], 'created_at', ARGV[2], 'total_tokens', 0, 'dropped_messages', 0)
+end
+redis.call('HSET', meta, 'updated_at', ARGV[2], 'model', ARGV[3])
+local total = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
+for i = 10, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
+local length = redis.call('LLEN', msgs)
+local max_messages = tonumber(ARGV[5])
+if length > max_messages then
+  local excess = length - max_messages
+  if excess % 2 == 1 then excess = excess + 1 end
+  redis.call('LTRIM', msgs, excess, -1)
+  redis.call('HINCRBY', meta, 'dropped_messages', excess)
+  length = length - excess
+end
+redis.call('EXPIRE', meta, ttl)
+redis.call('EXPIRE', msgs, ttl)
+redis.call('ZADD', index, score, ARGV[1])
+local count = redis.call('ZCARD', index)
+local max_conversations = tonumber(ARGV[8])
+if count > max_conversations then
+  local victims = redis.call('ZPOPMIN', index, count - max_conversations)
+  for i = 1, #victims, 2 do
+    redis.call('DEL', ARGV[9] .. victims[i] .. ':meta', ARGV[9] .. victims[i] .. ':msgs')
+  end
+  redis.call('HINCRBY', stats, 'evictions', #victims / 2)
+end
+return {length, total}
+"""
+
+# KEYS: index. ARGV: key base. Deletes every conversation of one kind.
+CLEAR = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[1] .. id .. ':meta', ARGV[1] .. id .. ':msgs')
+end
+redis.call('DEL', KEYS[1])
+return #ids
+"""
+
+
+class RedisStore:
+    kind_name = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "gw:") -> None:
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+        )
+        self._prefix = prefix
+        self._append = self._redis.register_script(APPEND)
+        self._clear = self._redis.register_script(CLEAR)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            logger.warning("redis store unavailable: %s", type(exc).__name__)
+            raise StoreUnavailable() from None
+
+    def _base(self, kind: str) -> str:
+        return f"{self._prefix}conv:{kind}:"
+
+    def _index(self, kind: str) -> str:
+        return f"{self._prefix}index:{kind}"
+
+    async def _prune(self, kind: str) -> None:
+        cutoff = time.time() - settings.CONVERSATION_TTL
+        await self._redis.zremrangebyscore(self._index(kind), "-inf", f"({cutoff}")
+
+    async def get(self, kind: str, conversation_id: str) -> Conversation | None:
+        base = self._base(kind) + conversation_id
+        with self._guard():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(f"{base}:meta")
+                pipe.lrange(f"{base}:msgs", 0, -1)
+                meta, raw_messages = await pipe.execute()
+        if not meta:
+            return None
+        messages = [orjson.loads(m) for m in raw_messages]
+        return _conversation(meta, messages, len(messages))
+
+    async def append(
+        self, kind: str, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+    ) -> Conversation:
+        base = self._base(kind)
+        now = utc_now_iso()
+        with self._guard():
+            length, total = await self._append(
+                keys=[
+                    f"{base}{conversation_id}:meta",
+                    f"{base}{conversation_id}:msgs",
+                    self._index(kind),
+                    self._stats_key(),
+                ],
+                args=[
+                    conversation_id,
+                    now,
+                    model,
+                    tokens,
+                    settings.CONVERSATION_MAX_MESSAGES,
+                    settings.CONVERSATION_TTL,
+                    repr(time.time()),
+                    settings.CONVERSATION_MAX,
+                    base,
+                    *[orjson.dumps(m) for m in messages],
+                ],
+            )
+        return Conversation(
+            id=conversation_id,
+            created_at=now,
+            updated_at=now,
+            model=model,
+            total_tokens=int(total),
+            messages=messages,
+            message_count=int(length),
+        )
+
+    async def page(self, kind: str, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
+        base = self._base(kind)
+        with self._guard():
+            await self._prune(kind)
+            total = await self._redis.zcard(self._index(kind))
+            ids = [
+                i.decode() for i in await self._redis.zrevrange(self._index(kind), offset, offset + limit - 1)
+            ]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for conversation_id in ids:
+                    pipe.hgetall(f"{base}{conversation_id}:meta")
+                    pipe.lrange(f"{base}{conversation_id}:msgs", -1, -1)
+                    pipe.llen(f"{base}{conversation_id}:msgs")
+                results = await pipe.execute()
+        page = []
+        for n in range(len(ids)):
+            meta, last, length = results[3 * n : 3 * n + 3]
+            if meta:
+                page.append(_conversation(meta, [orjson.loads(m) for m in last], int(length)))
+        return int(total), page
+
+    async def delete(self, kind: str, conversation_id: str) -> bool:
+        base = self._base(kind) + conversation_id
+        with self._guard():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self._index(kind), conversation_id)
+                pipe.delete(f"{base}:meta", f"{base}:msgs")
+                removed, deleted = await pipe.execute()
+        return bool(removed or deleted)
+
+    async def clear(self, kind: str) -> int:
+        with self._guard():
+            await self._prune(kind)
+            return int(await self._clear(keys=[self._index(kind)], args=[self._base(kind)]))
+
+    async def count(self, kind: str) -> int:
+        with self._guard():
+            await self._prune(kind)
+            return int(await self._redis.zcard(self._index(kind)))
+
+    async def ping(self) -> None:
+        with self._guard():
+            await self._redis.ping()
+
+    def _stats_key(self, suffix: str = "") -> str:
+        return f"{self._prefix}stats{suffix}"
+
+    async def record_call(
+        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
+    ) -> None:
+        model_key = self._stats_key(f":model:{model}")
+        with self._guard():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hincrby(self._stats_key(), "requests", 1)
+                pipe.sadd(self._stats_key(":models"), model)
+                pipe.hincrby(model_key, "requests", 1)
+                pipe.hincrby(model_key, "prompt_tokens", prompt_tokens)
+                pipe.hincrby(model_key, "completion_tokens", completion_tokens)
+                if error:
+                    pipe.hincrby(self._stats_key(), "errors", 1)
+                    pipe.hincrby(model_key, "errors", 1)
+                    pipe.hincrby(self._stats_key(":errors"), error, 1)
+                await pipe.execute()
+
+    async def usage(self) -> dict[str, Any]:
+        with self._guard():
+            totals = _ints(await self._redis.hgetall(self._stats_key()))
+            models = sorted(m.decode() for m in await self._redis.smembers(self._stats_key(":models")))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for model in models:
+                    pipe.hgetall(self._stats_key(f":model:{model}"))
+                per_model = await pipe.execute()
+            errors = _ints(await self._redis.hgetall(self._stats_key(":errors")))
+        by_model = {
+            model: {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, **_ints(raw)}
+            for model, raw in zip(models, per_model, strict=True)
+        }
+        requests, failed = totals.get("requests", 0), totals.get("errors", 0)
+        return {
+            "requests": requests,
+            "errors": failed,
+            "error_rate": round(failed / requests, 4) if requests else 0.0,
+            "total_tokens": sum(m["prompt_tokens"] + m["completion_tokens"] for m in by_model.values()),
+            "by_model": by_model,
+            "errors_by_kind": errors,
+            "evictions": totals.get("evictions", 0),
+        }
+
+    async def cache_get(self, key: str) -> Any:
+        with self._guard():
+            raw = await self._redis.get(f"{self._prefix}cache:{key}")
+        return None if raw is None else orjson.loads(raw)
+
+    async def cache_set(self, key: str, value: Any, ttl: int | None) -> None:
+        with self._guard():
+            await self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl)
+
+    async def flush(self) -> None:
+        """Delete every key of this store (tests)."""
+        with self._guard():
+            keys = [k async for k in self._redis.scan_iter(match=f"{self._prefix}*")]
+            if keys:
+                await self._redis.delete(*keys)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def _conversation(meta: dict[bytes, bytes], messages: list[dict[str, Any]], count: int) -> Conversation:
+    fields = {k.decode(): v.decode() for k, v in meta.items()}
+    return Conversation(
+        id=fields["id"],
+        created_at=fields["created_at"],
+        updated_at=fields.get("updated_at", fields["created_at"]),
+        model=fields.get("model", ""),
+        total_tokens=int(fields.get("total_tokens", 0)),
+        dropped_messages=int(fields.get("dropped_messages", 0)),
+        messages=messages,
+        message_count=count,
+    )
