@@ -21,6 +21,10 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
+	@if [ "$(WORKERS)" -gt 1 ] && [ -z "$$REDIS_URL" ]; then \
+		echo "WORKERS=$(WORKERS) needs REDIS_URL: each worker would keep its own conversations and figures."; \
+		exit 2; \
+	fi
 	$(VENV)/bin/uvicorn config.asgi:application --host 0.0.0.0 --port $(PORT) --workers $(WORKERS) --no-access-log
 
 lint: install-dev

@@ -15,7 +15,7 @@ from tests.fake_upstream import FakeUpstream, Reply
 async def test_it_stores_concurrent_turns_to_one_conversation(
     client: AsyncClient, fake_upstream: FakeUpstream
 ) -> None:
-    fake_upstream.queue(*[Reply(delay=0.05 * (n % 3)) for n in range(10)])
+    fake_upstream.queue(*[Reply(delay=0.05 * (n % 3)) for n in range(50)])
     responses = await asyncio.gather(
         *[
             client.post(
@@ -23,16 +23,16 @@ async def test_it_stores_concurrent_turns_to_one_conversation(
                 {"message": f"q{n}", "conversation_id": "busy"},
                 content_type="application/json",
             )
-            for n in range(10)
+            for n in range(50)
         ]
     )
-    assert [r.status_code for r in responses] == [200] * 10
+    assert [r.status_code for r in responses] == [200] * 50
     messages = (await client.get("/chat/conversations/busy")).json()["conversation"]["messages"]
-    assert len(messages) == 20
+    assert len(messages) == 100
     for user, reply in zip(messages[::2], messages[1::2], strict=True):
         assert user["role"] == "user"
         assert reply["content"] == f"Fake reply to: {user['content']}"
-    assert sorted(m["content"] for m in messages[::2]) == sorted(f"q{n}" for n in range(10))
+    assert sorted(m["content"] for m in messages[::2]) == sorted(f"q{n}" for n in range(50))
 
 
 def test_it_answers_health_while_an_upstream_call_is_slow(

@@ -1,0 +1,110 @@
+"""Two server processes sharing one real Redis; Redis stopping and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SECRET, LiveServer, RedisServer, require_program
+from tests.fake_upstream import FakeUpstream
+
+
+def server_env(fake: FakeUpstream, redis_url: str) -> dict[str, str]:
+    return {"LLM_BASE_URL": fake.url, "LLM_API_KEY": SECRET, "REDIS_URL": redis_url, "LLM_MAX_RETRIES": "0"}
+
+
+@pytest.fixture(scope="module")
+def two_servers(fake_upstream: FakeUpstream, redis_server: RedisServer) -> Iterator[tuple[str, str]]:
+    first = LiveServer(server_env(fake_upstream, redis_server.url.replace("/0", "/1")))
+    second = LiveServer(server_env(fake_upstream, redis_server.url.replace("/0", "/1")))
+    yield first.url, second.url
+    first.stop()
+    second.stop()
+
+
+def test_it_continues_a_conversation_on_the_other_process(two_servers: tuple[str, str]) -> None:
+    one, two = two_servers
+    started = httpx.post(
+        f"{one}/chat/message", json={"message": "first", "conversation_id": "hop"}, timeout=10
+    )
+    assert started.status_code == 200
+    continued = httpx.post(
+        f"{two}/chat/message", json={"message": "second", "conversation_id": "hop"}, timeout=10
+    )
+    assert continued.json()["message_count"] == 4
+    messages = httpx.get(f"{one}/chat/conversations/hop").json()["conversation"]["messages"]
+    assert [m["content"] for m in messages[::2]] == ["first", "second"]
+
+
+def test_it_keeps_every_concurrent_message_across_processes(
+    two_servers: tuple[str, str], fake_upstream: FakeUpstream
+) -> None:
+    one, two = two_servers
+
+    async def post_all() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            calls = [
+                client.post(
+                    f"{(one, two)[n % 2]}/chat/message",
+                    json={"message": f"msg-{n}", "conversation_id": "crowd"},
+                )
+                for n in range(50)
+            ]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    assert asyncio.run(post_all()) == [200] * 50
+    conversation = httpx.get(f"{two}/chat/conversations/crowd").json()["conversation"]
+    messages = conversation["messages"]
+    assert conversation["message_count"] == 100 and len(messages) == 100
+    for user, reply in zip(messages[::2], messages[1::2], strict=True):
+        assert user["role"] == "user" and reply["role"] == "assistant"
+        assert reply["content"] == f"Fake reply to: {user['content']}"
+    assert sorted(m["content"] for m in messages[::2]) == sorted(f"msg-{n}" for n in range(50))
+
+
+def test_it_shares_usage_figures(two_servers: tuple[str, str]) -> None:
+    one, two = two_servers
+    before = httpx.get(f"{one}/chat/health").json()["usage"]["requests"]
+    httpx.post(f"{two}/chat/message", json={"message": "count me"}, timeout=10)
+    assert httpx.get(f"{one}/chat/health").json()["usage"]["requests"] == before + 1
+
+
+def test_it_answers_503_while_redis_is_down_and_recovers(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    redis = RedisServer(require_program("redis-server", "redis-server"), tmp_path).start()
+    server = LiveServer(server_env(fake_upstream, redis.url))
+    try:
+        base = server.url
+        assert (
+            httpx.post(f"{base}/chat/message", json={"message": "a", "conversation_id": "r"}).status_code
+            == 200
+        )
+        redis.stop()
+        for method, path, body in (
+            ("GET", "/api/hf/ready", None),
+            ("POST", "/chat/message", {"message": "b", "conversation_id": "r"}),
+            ("POST", "/memory-chat/message", {"message": "b"}),
+            ("GET", "/chat/conversations", None),
+        ):
+            started = time.monotonic()
+            response = httpx.request(method, f"{base}{path}", json=body, timeout=10)
+            assert response.status_code == 503, path
+            assert time.monotonic() - started < 1.0, path
+            if path != "/api/hf/ready":
+                assert response.json()["code"] == "store_unavailable"
+        assert httpx.get(f"{base}/health").status_code == 200
+        assert httpx.get(f"{base}/chat/health").status_code == 200
+        redis.start()
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{base}/api/hf/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(f"{base}/api/hf/ready").status_code == 200
+        again = httpx.post(f"{base}/chat/message", json={"message": "c", "conversation_id": "fresh"})
+        assert again.status_code == 200
+    finally:
+        server.stop()
+        redis.stop()
