@@ -9,7 +9,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Schema
 from ninja.responses import Status
 
-from chat import catalog, services, sse, upstream
+from chat import catalog, limits, services, sse, upstream
 from chat.schemas import (
     ChatIn,
     ChatOut,
@@ -80,6 +80,7 @@ async def send_message(
     With `stream: true` the answer is `text/event-stream`: `delta` events, then one `done` event with
     this operation's usual body (or one `error` event).
     """
+    await limits.check_rate(request)
     prepared = await services.prepare_turn(
         message=payload.message,
         conversation_id=payload.conversation_id,
@@ -100,7 +101,7 @@ async def chat_models(request: HttpRequest) -> dict[str, Any]:
     return {"status": "success", "source": source, "models": models}
 
 
-@router.get("/health", response=dict[str, Any], summary="Chat health")
+@router.get("/health", response=dict[str, Any], summary="Chat health", auth=None)
 async def chat_health(request: HttpRequest) -> dict[str, Any]:
     """Liveness and usage figures; makes no upstream call."""
     return {
@@ -164,6 +165,7 @@ async def openrouter_info(request: HttpRequest) -> dict[str, Any]:
 )
 async def openrouter_test(request: HttpRequest, payload: OpenRouterTestIn) -> Status[dict[str, Any]]:
     """One message, no memory: reports what the upstream said."""
+    await limits.check_rate(request)
     return Status(
         200,
         await services.test_upstream(message=payload.message, model=payload.model, api_key=payload.api_key),
@@ -183,7 +185,7 @@ async def openrouter_models(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-@openrouter_router.get("/health", response=dict[str, Any], summary="OpenRouter health")
+@openrouter_router.get("/health", response=dict[str, Any], summary="OpenRouter health", auth=None)
 async def openrouter_health(request: HttpRequest) -> dict[str, Any]:
     """Configuration check; makes no upstream call and shows no secret."""
     return {

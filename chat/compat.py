@@ -12,11 +12,12 @@ from ninja import Field, Router, Schema
 from ninja.responses import Status
 from pydantic import BaseModel, ConfigDict
 
-from chat import catalog, services, sse, upstream
+from chat import catalog, limits, services, sse, upstream
 from chat.schemas import MODEL_PATTERN
 from chat.store import get_store
 from config.errors import OpenAIErrorOut, ServiceError, openai_error_body
 from config.jsonio import dumps
+from config.security import bearer_token, matching_key
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +63,15 @@ class ModelList(Schema):
     data: list[ModelCard]
 
 
-def _bearer(request: HttpRequest) -> str:
-    header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header.lower().startswith("bearer ") else ""
-
-
 def upstream_key(request: HttpRequest) -> str:
-    """The server's key; without one, the client's own Bearer token (bring your own key)."""
-    return services.resolve_key(settings.LLM_API_KEY or _bearer(request))
+    """The server's key; without one, the client's own Bearer token (bring your own key).
+
+    A Bearer token that is one of our access keys only authenticates: it never goes upstream.
+    """
+    if settings.LLM_API_KEY:
+        return settings.LLM_API_KEY
+    token = bearer_token(request)
+    return services.resolve_key(None if matching_key(token) else token)
 
 
 @v1_router.post(
@@ -93,9 +95,11 @@ async def chat_completions(
     request: HttpRequest, payload: CompletionsIn
 ) -> Status[dict[str, Any]] | StreamingHttpResponse:
     """The OpenAI Chat Completions API, streaming or not, forwarded upstream; nothing is stored."""
+    await limits.check_rate(request)
     key = upstream_key(request)
     max_tokens = services.resolve_max_tokens(payload.max_completion_tokens or payload.max_tokens)
     model = payload.model or settings.LLM_MODEL
+    limits.check_model(model)
     messages = [m.model_dump(exclude_none=True) for m in payload.messages]
     extra = {k: v for k, v in payload.model_dump(exclude_none=True).items() if k not in HANDLED_FIELDS}
     if payload.stream:

@@ -248,6 +248,17 @@ class RedisStore:
         with self._guard():
             await self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl)
 
+    async def hit(self, key: str, window: int) -> tuple[int, int]:
+        now = time.time()
+        slot = int(now // window)
+        counter = f"{self._prefix}{key}:{slot}"
+        with self._guard():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(counter)
+                pipe.expire(counter, window + 1)
+                count, _ = await pipe.execute()
+        return int(count), max(1, int((slot + 1) * window - now + 0.999))
+
     async def flush(self) -> None:
         """Delete every key of this store (tests)."""
         with self._guard():

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 
-from chat import sse, upstream
+from chat import limits, sse, upstream
 from chat.store import Conversation, get_store
 from config.clock import utc_now_iso
 from config.errors import BadRequest, ConversationNotFound, ServiceError, StoreUnavailable, error_body
@@ -33,7 +33,13 @@ class ApiKeyRequired(ServiceError):
 
 
 def resolve_key(request_key: str | None) -> str:
-    key = (request_key or "").strip() or settings.LLM_API_KEY
+    """The client's key if it sent one (and they are allowed), else the server's."""
+    request_key = (request_key or "").strip()
+    if request_key and not settings.ALLOW_CLIENT_API_KEY:
+        raise BadRequest(
+            "This server does not accept api_key in requests.", code="client_api_key_not_allowed"
+        )
+    key = request_key or settings.LLM_API_KEY
     if not key and upstream.key_required():
         raise ApiKeyRequired()
     return key
@@ -140,6 +146,8 @@ async def prepare_turn(
     temperature: float | None,
 ) -> PreparedTurn:
     """Every check that can fail before the upstream is called, and the context to send."""
+    model = model or settings.LLM_MODEL
+    limits.check_model(model)
     key = resolve_key(api_key)
     tokens = resolve_max_tokens(max_tokens)
     conversation_id = conversation_id or new_conversation_id()
@@ -148,7 +156,7 @@ async def prepare_turn(
         key=key,
         max_tokens=tokens,
         temperature=temperature,
-        model=model or settings.LLM_MODEL,
+        model=model,
         conversation_id=conversation_id,
         context=build_context(existing.messages if existing else [], message),
     )
@@ -264,8 +272,9 @@ async def _chat_frames(
 
 async def test_upstream(*, message: str, model: str | None, api_key: str | None) -> dict[str, Any]:
     """One message to the upstream, no memory: what did it say?"""
-    key = resolve_key(api_key)
     model = model or settings.LLM_MODEL
+    limits.check_model(model)
+    key = resolve_key(api_key)
     completion, usage = await complete_and_record(
         messages=[{"role": "user", "content": message}],
         model=model,

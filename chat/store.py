@@ -65,6 +65,10 @@ class ConversationStore(Protocol):
 
     async def cache_set(self, key: str, value: Any, ttl: int | None) -> None: ...
 
+    async def hit(self, key: str, window: int) -> tuple[int, int]:
+        """Count one event in the current fixed window: (count so far, seconds until it resets)."""
+        ...
+
 
 def trim(conversation: Conversation, max_messages: int) -> None:
     """Drop the oldest messages beyond the cap, never leaving an assistant reply first."""
@@ -179,6 +183,17 @@ class LocalStore:
 
     async def cache_set(self, key: str, value: Any, ttl: int | None) -> None:
         self._values.set(key, value, ttl)
+
+    async def hit(self, key: str, window: int) -> tuple[int, int]:
+        now = time.time()
+        slot = int(now // window)
+        counter = f"{key}:{slot}"
+        try:
+            count = self._values.incr(counter)
+        except ValueError:
+            self._values.set(counter, 1, window + 1)
+            count = 1
+        return count, max(1, int((slot + 1) * window - now + 0.999))
 
 
 @dataclass

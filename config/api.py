@@ -6,13 +6,14 @@ import logging
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import HttpError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from chat.api import openrouter_router
 from chat.api import router as chat_router
 from chat.compat import v1_router
 from config.errors import ServiceError, error_response
 from config.jsonio import ORJSONParser, ORJSONRenderer
+from config.security import ACCESS
 from hfspaces.api import hf_router, options_router, root_router, simple_router
 from memory_chat.api import router as memory_router
 from memory_chat.api import test_chat_router
@@ -28,6 +29,7 @@ api = NinjaAPI(
     ),
     renderer=ORJSONRenderer(),
     parser=ORJSONParser(),
+    auth=ACCESS,
 )
 
 api.add_router("/", root_router)
@@ -57,6 +59,17 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     errors = [{"field": _field_name(e.get("loc", ())), "reason": e.get("msg", "invalid")} for e in exc.errors]
     return error_response(
         422, "validation_error", "The request is not valid; see errors.", path=request.path, errors=errors
+    )
+
+
+@api.exception_handler(AuthenticationError)
+def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return error_response(
+        401,
+        "unauthorized",
+        "A valid access key is required: send Authorization: Bearer <key> or X-API-Key: <key>.",
+        headers={"WWW-Authenticate": 'Bearer realm="llm-gateway"'},
+        path=request.path,
     )
 
 

@@ -77,3 +77,19 @@ def env_secret(*names: str) -> str:
         if value:
             return value
     return ""
+
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """`N/second|minute|hour|day` as (N, seconds); `0` turns the limit off: (0, 0)."""
+    raw = os.environ.get(name, default).strip().lower()
+    if raw in ("0", "off", ""):
+        return (0, 0)
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or int(count) < 1 or period not in _PERIODS:
+        raise ImproperlyConfigured(
+            f"{name} must look like 60/minute (second, minute, hour or day) or 0, got {raw!r}"
+        )
+    return (int(count), _PERIODS[period])

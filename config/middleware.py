@@ -1,4 +1,5 @@
-"""Gives answers that Django or Ninja produce outside our handlers the project's error shape."""
+"""Finishing touches on every answer: the project's error shape where Django or Ninja wrote their
+own, and security headers."""
 
 from __future__ import annotations
 
@@ -24,20 +25,31 @@ def _shaped(request: HttpRequest, response: HttpResponse) -> HttpResponse:
             path=request.path,
         )
         shaped["Allow"] = allowed
-        return shaped
+        response = shaped
     return response
 
 
+def _secured(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    response.setdefault("X-Content-Type-Options", "nosniff")
+    response.setdefault("Referrer-Policy", "same-origin")
+    response.setdefault("X-Frame-Options", "SAMEORIGIN" if request.path.startswith("/docs") else "DENY")
+    return response
+
+
+def finish(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    return _secured(request, _shaped(request, response))
+
+
 @sync_and_async_middleware
-def error_shape(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
+def finishing(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return _shaped(request, await get_response(request))  # type: ignore[misc]
+            return finish(request, await get_response(request))  # type: ignore[misc]
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        return _shaped(request, get_response(request))  # type: ignore[arg-type]
+        return finish(request, get_response(request))  # type: ignore[arg-type]
 
     return middleware

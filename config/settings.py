@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_secret, env_str, env_url
+from config.env import env_bool, env_float, env_int, env_list, env_rate, env_secret, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VERSION = "1.0.0"
@@ -50,6 +50,14 @@ try:
     MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
     REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"))
 
+    BACKEND_API_KEYS = env_list("BACKEND_API_KEYS", "")
+    DEBUG_ENDPOINTS = env_bool("DEBUG_ENDPOINTS", True)
+    RATE_LIMIT = env_rate("RATE_LIMIT", "60/minute")
+    TRUST_PROXY_HEADERS = env_bool("TRUST_PROXY_HEADERS", False)
+    ALLOWED_MODELS = env_list("ALLOWED_MODELS", "*")
+    ALLOW_CLIENT_API_KEY = env_bool("ALLOW_CLIENT_API_KEY", True)
+    MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1048576, minimum=1024)
+
     CORS_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "*")
     GITHUB_CLIENT_ID = env_str("GITHUB_CLIENT_ID", "")
     POSTHOG_CLIENT_KEY = env_str("POSTHOG_CLIENT_KEY", "")
@@ -84,8 +92,9 @@ TEMPLATES = [
 
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
-    "config.middleware.error_shape",
+    "config.middleware.finishing",
 ]
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
@@ -108,6 +117,7 @@ else:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "config.redact.RedactingFilter"}},
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
@@ -116,8 +126,9 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "text",
+            "filters": ["redact"],
         },
-        "buffer": {"class": "config.logbuffer.RingBufferHandler"},
+        "buffer": {"class": "config.logbuffer.RingBufferHandler", "filters": ["redact"]},
     },
     "root": {"handlers": ["stdout", "buffer"], "level": LOG_LEVEL},
     "loggers": {

@@ -11,7 +11,7 @@ from typing import Any
 import django
 import ninja
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from ninja import Field, Query, Router, Schema
 from ninja.responses import Status
 
@@ -21,7 +21,7 @@ from chat.services import new_conversation_id
 from chat.store import get_store
 from config import logbuffer
 from config.clock import utc_now_iso
-from config.errors import ErrorOut, ServiceError
+from config.errors import ErrorOut, NotFound, ServiceError
 
 logger = logging.getLogger(__name__)
 STARTED = time.monotonic()
@@ -77,9 +77,25 @@ def endpoint_index() -> dict[str, str]:
 _index_cache: dict[str, str] = {}
 
 
-@root_router.get("/", response=dict[str, Any], summary="API index with every endpoint")
-async def root(request: HttpRequest) -> dict[str, Any]:
-    """Name, version and every endpoint of this service."""
+def require_debug_endpoints(request: HttpRequest) -> None:
+    """DEBUG_ENDPOINTS=false hides the diagnostic endpoints as if they did not exist."""
+    if not settings.DEBUG_ENDPOINTS:
+        raise NotFound(f"No endpoint at {request.path}; see GET / for the list.")
+
+
+def prefers_html(request: HttpRequest) -> bool:
+    """True when the Accept header ranks text/html above application/json (browsers, not curl or */*)."""
+    return request.get_preferred_type(["application/json", "text/html"]) == "text/html"
+
+
+@root_router.get("/", response=dict[str, Any], summary="API index with every endpoint", auth=None)
+async def root(request: HttpRequest, response: HttpResponse) -> dict[str, Any] | HttpResponse:
+    """Name, version and every endpoint of this service; browsers are sent to the chat page /ui."""
+    response["Vary"] = "Accept"
+    if prefers_html(request):
+        redirect = HttpResponseRedirect("/ui")
+        redirect["Vary"] = "Accept"
+        return redirect
     if not _index_cache:
         _index_cache.update(endpoint_index())
     return {
@@ -93,7 +109,7 @@ async def root(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-@root_router.get("/health", response=dict[str, Any], summary="Main health check")
+@root_router.get("/health", response=dict[str, Any], summary="Main health check", auth=None)
 async def health(request: HttpRequest) -> dict[str, Any]:
     """Liveness: the process answers. No upstream call."""
     return {
@@ -130,7 +146,7 @@ class ReadyOut(Schema):
     store: str
 
 
-@hf_router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, summary="Readiness check")
+@hf_router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, summary="Readiness check", auth=None)
 async def hf_ready(request: HttpRequest) -> Status[dict[str, Any]]:
     """200 when the conversation store answers, else 503."""
     store = get_store()
@@ -161,12 +177,14 @@ async def hf_ready(request: HttpRequest) -> Status[dict[str, Any]]:
 @hf_router.get("/environment", response=dict[str, Any], summary="Settings (secrets only as set/missing)")
 async def hf_environment(request: HttpRequest) -> dict[str, Any]:
     """The service's settings; secrets show only whether they are set."""
+    require_debug_endpoints(request)
     return {"environment_variables": public_settings()}
 
 
 @hf_router.get("/debug", response=dict[str, Any], summary="Debug information")
 async def hf_debug(request: HttpRequest) -> dict[str, Any]:
     """Versions, platform, store and uptime."""
+    require_debug_endpoints(request)
     return {
         "system": {
             "platform": platform.platform(),
@@ -188,6 +206,7 @@ class LogQuery(Schema):
 @hf_router.get("/logs", response={200: dict[str, Any], 422: ErrorOut}, summary="Recent log records")
 async def hf_logs(request: HttpRequest, query: Query[LogQuery]) -> Status[dict[str, Any]]:
     """This process's latest log records, newest last."""
+    require_debug_endpoints(request)
     records = logbuffer.recent(limit=query.limit, min_level=logging.getLevelName(query.level.upper()))
     return Status(200, {"status": "success", "total": len(records), "logs": records})
 
@@ -210,7 +229,7 @@ async def hf_test_conversation(
     )
 
 
-@simple_router.get("/health", response=dict[str, Any], summary="Simple health check")
+@simple_router.get("/health", response=dict[str, Any], summary="Simple health check", auth=None)
 async def simple_health(request: HttpRequest) -> dict[str, Any]:
     """Liveness; no upstream call."""
     return {

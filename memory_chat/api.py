@@ -61,7 +61,7 @@ async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[
     )
 
 
-@router.get("/health", response=dict[str, Any], summary="Memory chat health")
+@router.get("/health", response=dict[str, Any], summary="Memory chat health", auth=None)
 async def memory_health(request: HttpRequest) -> dict[str, Any]:
     """Liveness; no upstream call."""
     return {

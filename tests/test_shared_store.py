@@ -15,7 +15,13 @@ from tests.fake_upstream import FakeUpstream
 
 
 def server_env(fake: FakeUpstream, redis_url: str) -> dict[str, str]:
-    return {"LLM_BASE_URL": fake.url, "LLM_API_KEY": SECRET, "REDIS_URL": redis_url, "LLM_MAX_RETRIES": "0"}
+    return {
+        "LLM_BASE_URL": fake.url,
+        "LLM_API_KEY": SECRET,
+        "REDIS_URL": redis_url,
+        "LLM_MAX_RETRIES": "0",
+        "RATE_LIMIT": "0",
+    }
 
 
 @pytest.fixture(scope="module")
