@@ -116,6 +116,7 @@ def live_server_url(fake_upstream: FakeUpstream) -> Iterator[str]:
             "LLM_API_KEY": SECRET,
             "LOG_LEVEL": "INFO",
             "LLM_MAX_RETRIES": "0",
+            "RATE_LIMIT": "100000/minute",  # the whole suite is one client; limits have tests of their own
         }
     )
     yield server.url
