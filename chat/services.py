@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from config.errors import BadRequest, ConversationNotFound, ServiceError, StoreU
 logger = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 200
+KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII: what an HTTP header can carry
 
 
 class ApiKeyRequired(ServiceError):
@@ -39,6 +41,8 @@ def resolve_key(request_key: str | None) -> str:
         raise BadRequest(
             "This server does not accept api_key in requests.", code="client_api_key_not_allowed"
         )
+    if request_key and not KEY_SHAPE.fullmatch(request_key):
+        raise BadRequest("That API key has characters no key can have.", code="invalid_api_key")
     key = request_key or settings.LLM_API_KEY
     if not key and upstream.key_required():
         raise ApiKeyRequired()

@@ -30,4 +30,8 @@ class ORJSONRenderer(BaseRenderer):
 
 class ORJSONParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
-        return orjson.loads(request.body)
+        data = orjson.loads(request.body)
+        # JSON may escape lone surrogates (\ud800) that no UTF-8 text can hold: refuse them here,
+        # once, rather than fail later when the text is written out again.
+        orjson.dumps(data)
+        return data

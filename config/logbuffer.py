@@ -13,10 +13,7 @@ _records: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)
 
 class RingBufferHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string must not take logging down
-            message = str(record.msg)
+        message = record.getMessage()
         _records.append(
             {
                 "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),

@@ -1,9 +1,10 @@
-"""A logging filter that keeps secrets out of every log record (stdout and /api/hf/logs alike)."""
+"""Keeps secrets out of every log record: stdout, /api/hf/logs and any other handler alike."""
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from django.conf import settings
 
@@ -26,14 +27,23 @@ def redact(text: str) -> str:
     return text
 
 
-class RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            message = str(record.msg)
-        record.msg, record.args = redact(message), None
-        if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        return True
+def _redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _make_record(*args, **kwargs)
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string must not take logging down
+        message = str(record.msg)
+    record.msg, record.args = redact(message), None
+    if record.exc_info:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+    return record
+
+
+_make_record = logging.getLogRecordFactory()
+
+
+def install() -> None:
+    """Redact every log record as it is made, whichever logger made it and whichever handler gets it."""
+    if logging.getLogRecordFactory() is not _redacted_record:
+        logging.setLogRecordFactory(_redacted_record)

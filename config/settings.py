@@ -6,8 +6,10 @@ import secrets
 import sys
 from pathlib import Path
 
+from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from config import redact
 from config.env import env_bool, env_float, env_int, env_list, env_rate, env_secret, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -107,6 +109,14 @@ CACHES = {
     },
 }
 
+CORS_ALLOW_HEADERS = (*default_headers, "x-api-key", "x-request-id")
+CORS_EXPOSE_HEADERS = [
+    "Retry-After",
+    "X-Request-ID",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+]
 if CORS_ORIGINS == ["*"]:
     CORS_ALLOW_ALL_ORIGINS = True
     CORS_ALLOW_CREDENTIALS = False
@@ -117,7 +127,6 @@ else:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "config.redact.RedactingFilter"}},
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
@@ -126,9 +135,8 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "text",
-            "filters": ["redact"],
         },
-        "buffer": {"class": "config.logbuffer.RingBufferHandler", "filters": ["redact"]},
+        "buffer": {"class": "config.logbuffer.RingBufferHandler"},
     },
     "root": {"handlers": ["stdout", "buffer"], "level": LOG_LEVEL},
     "loggers": {
@@ -136,3 +144,5 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+
+redact.install()

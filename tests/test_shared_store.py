@@ -114,3 +114,21 @@ def test_it_answers_503_while_redis_is_down_and_recovers(fake_upstream: FakeUpst
     finally:
         server.stop()
         redis.stop()
+
+
+def test_it_holds_the_rate_limit_across_processes(
+    fake_upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    env = {**server_env(fake_upstream, redis_server.url.replace("/0", "/2")), "RATE_LIMIT": "4/hour"}
+    first, second = LiveServer(env), LiveServer(env)
+    try:
+        statuses = [
+            httpx.post(
+                f"{(first, second)[n % 2].url}/chat/message", json={"message": "x"}, timeout=10
+            ).status_code
+            for n in range(6)
+        ]
+        assert statuses == [200, 200, 200, 200, 429, 429]
+    finally:
+        first.stop()
+        second.stop()
