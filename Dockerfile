@@ -3,7 +3,8 @@ FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PORT=7860
+    PORT=7860 \
+    LOG_FORMAT=json
 
 RUN useradd --create-home --uid 1000 user
 WORKDIR /home/user/app
@@ -18,4 +19,4 @@ EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '7860') + '/health', timeout=4)"]
 
-CMD ["sh", "-c", "if [ \"${WORKERS:-1}\" -gt 1 ] && [ -z \"${REDIS_URL}\" ]; then echo 'WORKERS > 1 needs REDIS_URL' >&2; exit 2; fi; exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WORKERS:-1} --no-access-log"]
+CMD ["sh", "-c", "if [ \"${WORKERS:-1}\" -gt 1 ] && [ -z \"${REDIS_URL}\" ]; then echo 'WORKERS > 1 needs REDIS_URL' >&2; exit 2; fi; if [ \"${WORKERS:-1}\" -gt 1 ]; then export PROMETHEUS_MULTIPROC_DIR=$(mktemp -d); fi; exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WORKERS:-1} --no-access-log"]

@@ -4,7 +4,7 @@ PORT ?= 8000
 WORKERS ?= 1
 PYTHON ?= python3
 
-.PHONY: run test lint fmt install install-dev clean
+.PHONY: run test lint fmt install install-dev clean bench
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,8 @@ run: install
 		echo "WORKERS=$(WORKERS) needs REDIS_URL: each worker would keep its own conversations and figures."; \
 		exit 2; \
 	fi
-	$(VENV)/bin/uvicorn config.asgi:application --host 0.0.0.0 --port $(PORT) --workers $(WORKERS) --no-access-log
+	@if [ "$(WORKERS)" -gt 1 ]; then export PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d); fi; \
+	exec $(VENV)/bin/uvicorn config.asgi:application --host 0.0.0.0 --port $(PORT) --workers $(WORKERS) --no-access-log
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
@@ -41,3 +42,7 @@ test: lint
 
 clean:
 	rm -rf $(VENV)
+
+# Loopback benchmark: latency, throughput, streaming and memory against a fake upstream (installs wrk).
+bench: install-dev
+	$(PY) bench/run.py

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict
 
 from chat import catalog, limits, services, sse, upstream
 from chat.schemas import MODEL_PATTERN
-from chat.store import get_store
 from config.errors import OpenAIErrorOut, ServiceError, openai_error_body
 from config.jsonio import dumps
 from config.security import bearer_token, matching_key
@@ -103,7 +102,14 @@ async def chat_completions(
     messages = [m.model_dump(exclude_none=True) for m in payload.messages]
     extra = {k: v for k, v in payload.model_dump(exclude_none=True).items() if k not in HANDLED_FIELDS}
     if payload.stream:
-        stream = await _open(messages, model, max_tokens, payload.temperature, key, extra)
+        stream = await services.open_and_record(
+            messages=messages,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=payload.temperature,
+            api_key=key,
+            extra=extra,
+        )
         return sse.event_stream(_openai_frames(stream))
     completion, _ = await services.complete_and_record(
         messages=messages,
@@ -119,46 +125,13 @@ async def chat_completions(
     return Status(200, body)
 
 
-async def _open(
-    messages: list[dict[str, Any]],
-    model: str,
-    max_tokens: int,
-    temperature: float | None,
-    key: str,
-    extra: dict[str, Any],
-) -> upstream.UpstreamStream:
-    try:
-        return await upstream.open_stream(
-            messages=messages,
-            model=model,
-            max_tokens=max_tokens,
-            temperature=settings.LLM_TEMPERATURE if temperature is None else temperature,
-            api_key=key,
-            extra=extra,
-        )
-    except ServiceError as exc:
-        await get_store().record_call(model, prompt_tokens=0, completion_tokens=0, error=exc.code)
-        raise
-
-
 async def _openai_frames(stream: upstream.UpstreamStream) -> AsyncIterator[bytes]:
-    store = get_store()
     try:
-        async for chunk in stream.chunks():
+        async for chunk in services.relay(stream):
             yield sse.frame(None, dumps(chunk))
     except ServiceError as exc:
-        await store.record_call(stream.model, prompt_tokens=0, completion_tokens=0, error=exc.code)
         yield sse.frame(None, openai_error_body(exc.status, exc.code, exc.message))
         return
-    finally:
-        await stream.aclose()
-    usage = services.full_usage(stream.usage)
-    await store.record_call(
-        stream.model,
-        prompt_tokens=usage["prompt_tokens"],
-        completion_tokens=usage["completion_tokens"],
-        error=None,
-    )
     yield sse.frame(None, b"[DONE]")
 
 

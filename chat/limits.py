@@ -9,6 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from chat.store import get_store
+from config import metrics
 from config.errors import BadRequest, ServiceError
 from config.security import OPEN
 
@@ -37,6 +38,7 @@ async def check_rate(request: HttpRequest) -> None:
         return
     count, reset = await get_store().hit(f"rate:{client_identity(request)}", window)
     if count > limit:
+        metrics.RATE_LIMITED.inc()
         raise RateLimited(
             f"Too many requests: the limit is {limit} per {window} seconds; try again in {reset} seconds.",
             headers={

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from django.conf import settings
 
 from chat import limits, sse, upstream
 from chat.store import Conversation, get_store
+from config import metrics, telemetry
 from config.clock import utc_now_iso
 from config.errors import BadRequest, ConversationNotFound, ServiceError, StoreUnavailable, error_body
 
@@ -97,17 +97,28 @@ def turn(user_text: str, reply_text: str, *, model: str | None) -> list[dict[str
     return [{"role": "user", "content": user_text, "timestamp": now}, reply]
 
 
+async def record(model: str, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
+    """Count one upstream call (its tokens, or its error's kind) in the statistics and the access line."""
+    usage = usage or {}
+    await get_store().record_call(
+        model,
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        completion_tokens=usage.get("completion_tokens", 0),
+        error=error,
+    )
+    telemetry.note(model=model, tokens=usage.get("total_tokens", 0), **({"error": error} if error else {}))
+
+
 async def complete_and_record(
     *,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     model: str,
     max_tokens: int,
     temperature: float | None,
     api_key: str,
     extra: dict[str, Any] | None = None,
 ) -> tuple[upstream.Completion, dict[str, int]]:
-    """Call the upstream and count the call (tokens, or the error's kind) in the statistics."""
-    store = get_store()
+    """A non-streaming upstream call, counted."""
     try:
         completion = await upstream.complete(
             messages=messages,
@@ -118,16 +129,58 @@ async def complete_and_record(
             extra=extra,
         )
     except ServiceError as exc:
-        await store.record_call(model, prompt_tokens=0, completion_tokens=0, error=exc.code)
+        await record(model, error=exc.code)
         raise
     usage = full_usage(completion.usage)
-    await store.record_call(
-        completion.model,
-        prompt_tokens=usage["prompt_tokens"],
-        completion_tokens=usage["completion_tokens"],
-        error=None,
-    )
+    await record(completion.model, usage=usage)
     return completion, usage
+
+
+async def open_and_record(
+    *,
+    messages: list[dict[str, Any]],
+    model: str,
+    max_tokens: int,
+    temperature: float | None,
+    api_key: str,
+    extra: dict[str, Any] | None = None,
+) -> upstream.UpstreamStream:
+    """Open a streaming upstream call; a failure to open is counted."""
+    try:
+        return await upstream.open_stream(
+            messages=messages,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=settings.LLM_TEMPERATURE if temperature is None else temperature,
+            api_key=api_key,
+            extra=extra,
+        )
+    except ServiceError as exc:
+        await record(model, error=exc.code)
+        raise
+
+
+async def relay(stream: upstream.UpstreamStream) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of an open stream. The call is counted when it ends, and the upstream connection is
+    closed whatever happens: at once if our client goes away, so nobody pays for unread tokens."""
+    metrics.STREAMS_IN_FLIGHT.inc()
+    try:
+        async for chunk in stream.chunks():
+            yield chunk
+    except ServiceError as exc:
+        await record(stream.model, error=exc.code)
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        logger.info(
+            "client disconnected mid-stream; upstream request closed, nothing stored conversation=%s",
+            telemetry.current().get("conversation_id", "-"),
+        )
+        telemetry.note(disconnected=True)
+        raise
+    finally:
+        metrics.STREAMS_IN_FLIGHT.dec()
+        await stream.aclose()
+    await record(stream.model, usage=full_usage(stream.usage))
 
 
 @dataclass(frozen=True)
@@ -155,6 +208,7 @@ async def prepare_turn(
     key = resolve_key(api_key)
     tokens = resolve_max_tokens(max_tokens)
     conversation_id = conversation_id or new_conversation_id()
+    telemetry.note(conversation_id=conversation_id)
     existing = await get_store().get("chat", conversation_id)
     return PreparedTurn(
         key=key,
@@ -198,79 +252,42 @@ def full_usage(usage: dict[str, int]) -> dict[str, int]:
 
 async def chat(prepared: PreparedTurn, message: str) -> dict[str, Any]:
     """One turn of /chat/message: stored only when the upstream answered."""
-    started = time.perf_counter()
-    try:
-        completion, usage = await complete_and_record(
-            messages=prepared.context,
-            model=prepared.model,
-            max_tokens=prepared.max_tokens,
-            temperature=prepared.temperature,
-            api_key=prepared.key,
-        )
-    except ServiceError as exc:
-        logger.info(
-            "chat failed conversation=%s model=%s code=%s", prepared.conversation_id, prepared.model, exc.code
-        )
-        raise
-    body = await store_turn(prepared, message, completion.content, completion.model, usage)
-    logger.info(
-        "chat ok conversation=%s model=%s tokens=%s upstream_ms=%.1f",
-        prepared.conversation_id,
-        completion.model,
-        usage["total_tokens"],
-        (time.perf_counter() - started) * 1000,
+    completion, usage = await complete_and_record(
+        messages=prepared.context,
+        model=prepared.model,
+        max_tokens=prepared.max_tokens,
+        temperature=prepared.temperature,
+        api_key=prepared.key,
     )
-    return body
+    return await store_turn(prepared, message, completion.content, completion.model, usage)
 
 
 async def chat_stream(prepared: PreparedTurn, message: str) -> AsyncIterator[bytes]:
     """Open the upstream stream (failures here get their real status), then frame it."""
-    store = get_store()
-    try:
-        stream = await upstream.open_stream(
-            messages=prepared.context,
-            model=prepared.model,
-            max_tokens=prepared.max_tokens,
-            temperature=settings.LLM_TEMPERATURE if prepared.temperature is None else prepared.temperature,
-            api_key=prepared.key,
-        )
-    except ServiceError as exc:
-        await store.record_call(prepared.model, prompt_tokens=0, completion_tokens=0, error=exc.code)
-        raise
+    stream = await open_and_record(
+        messages=prepared.context,
+        model=prepared.model,
+        max_tokens=prepared.max_tokens,
+        temperature=prepared.temperature,
+        api_key=prepared.key,
+    )
     return _chat_frames(prepared, message, stream)
 
 
 async def _chat_frames(
     prepared: PreparedTurn, message: str, stream: upstream.UpstreamStream
 ) -> AsyncIterator[bytes]:
-    store = get_store()
     parts: list[str] = []
     try:
-        async for chunk in stream.chunks():
+        async for chunk in relay(stream):
             text = upstream.delta_text(chunk)
             if text:
                 parts.append(text)
                 yield sse.frame("delta", {"delta": text})
     except ServiceError as exc:
-        await store.record_call(stream.model, prompt_tokens=0, completion_tokens=0, error=exc.code)
-        logger.info("chat stream failed conversation=%s code=%s", prepared.conversation_id, exc.code)
         yield sse.frame("error", error_body(exc.code, exc.message))
         return
-    except (asyncio.CancelledError, GeneratorExit):
-        logger.info(
-            "client disconnected mid-stream; upstream request closed, nothing stored conversation=%s",
-            prepared.conversation_id,
-        )
-        raise
-    finally:
-        await stream.aclose()
     usage = full_usage(stream.usage)
-    await store.record_call(
-        stream.model,
-        prompt_tokens=usage["prompt_tokens"],
-        completion_tokens=usage["completion_tokens"],
-        error=None,
-    )
     yield sse.frame("done", await store_turn(prepared, message, "".join(parts), stream.model, usage))
 
 

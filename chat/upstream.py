@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ import orjson
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
+from config import metrics, telemetry
 from config.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,9 @@ def _headers(api_key: str) -> dict[str, str]:
     }
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
+    request_id = telemetry.current_request_id()
+    if request_id:
+        headers["X-Request-ID"] = request_id
     return headers
 
 
@@ -239,6 +244,22 @@ def _wait_before_retry(exc: UpstreamError, attempt: int) -> float | None:
     return min(limit, 0.25 * 2**attempt) * random.uniform(0.5, 1.5)
 
 
+async def _measured(call: Callable[[str], Awaitable[T]], model: str) -> T:
+    """One attempt, timed and counted in the metrics and the request's access line."""
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        return await call(model)
+    except UpstreamError as exc:
+        outcome = "error"
+        metrics.UPSTREAM_ERRORS.labels(exc.code).inc()
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.UPSTREAM_SECONDS.labels(outcome).observe(elapsed)
+        telemetry.add_to("upstream_ms", round(elapsed * 1000, 2))
+
+
 async def with_retries(call: Callable[[str], Awaitable[T]], model: str) -> T:
     """Try `call(model)`, retrying transient failures with backoff, then each fallback model in turn."""
     candidates = [model, *[m for m in settings.LLM_FALLBACK_MODELS if m != model]]
@@ -246,7 +267,7 @@ async def with_retries(call: Callable[[str], Awaitable[T]], model: str) -> T:
     for candidate in candidates:
         for attempt in range(settings.LLM_MAX_RETRIES + 1):
             try:
-                return await call(candidate)
+                return await _measured(call, candidate)
             except UpstreamError as exc:
                 if exc.permanent:
                     raise
@@ -255,6 +276,8 @@ async def with_retries(call: Callable[[str], Awaitable[T]], model: str) -> T:
                 if wait is None:
                     break
                 logger.info("upstream %s for %s; retry %d in %.2fs", exc.code, candidate, attempt + 1, wait)
+                metrics.UPSTREAM_RETRIES.inc()
+                telemetry.add_to("retries")
                 await asyncio.sleep(wait)
         if candidate != candidates[-1]:
             logger.warning(

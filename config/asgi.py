@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -15,8 +17,11 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
+from config import metrics, telemetry  # noqa: E402
 from config.errors import error_body  # noqa: E402
 from config.jsonio import dumps  # noqa: E402
+
+access_log = logging.getLogger("gateway.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,10 +42,74 @@ async def too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
 async def http(scope: Scope, receive: Receive, send: Send) -> None:
+    """Request id, access line and metrics around every request; bodies over MAX_REQUEST_BYTES refused."""
+    context: dict[str, Any] = {"request_id": telemetry.request_id_for(_header(scope, b"x-request-id"))}
+    token = telemetry.request_context.set(context)
+    started = time.perf_counter()
+    status = 0
+    logged = False
+
+    async def send_with_id(message: Message) -> None:
+        nonlocal status, logged
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", context["request_id"].encode()),
+            ]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False) and not logged:
+            # Before the last byte leaves: whoever reads the answer can already find its access line.
+            logged = True
+            finished(scope, context, status, time.perf_counter() - started)
+        await send(message)
+
+    try:
+        await sized(scope, receive, send_with_id)
+    finally:
+        if not logged:
+            finished(scope, context, status, time.perf_counter() - started)
+        telemetry.request_context.reset(token)
+
+
+def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float) -> None:
+    """The access line and the request metrics."""
+    route = context.get("route", "unmatched")
+    metrics.REQUESTS.labels(scope["method"], route, str(status)).inc()
+    metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
+    client = (scope.get("client") or ("-", 0))[0]
+    facts = {k: v for k, v in context.items() if k not in ("request_id", "route")}
+    fields = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 2),
+        "client": client,
+        **facts,
+    }
+    access_log.info(
+        "%s %s %s %.1fms client=%s %s",
+        scope["method"],
+        scope["path"],
+        status,
+        elapsed * 1000,
+        client,
+        " ".join(f"{k}={v}" for k, v in facts.items()),
+        extra={"fields": fields},
+    )
+
+
+async def sized(scope: Scope, receive: Receive, send: Send) -> None:
     """Refuse bodies over MAX_REQUEST_BYTES without reading them whole."""
     limit = settings.MAX_REQUEST_BYTES
-    declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+    declared = _header(scope, b"content-length")
     if declared.isdigit() and int(declared) > limit:
         await too_large(send)
         return

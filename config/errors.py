@@ -7,6 +7,7 @@ from typing import Any
 from django.http import HttpResponse
 from ninja import Schema
 
+from config import telemetry
 from config.clock import utc_now_iso
 from config.jsonio import dumps
 
@@ -71,6 +72,7 @@ class ErrorOut(Schema):
     code: str
     message: str
     timestamp: str
+    request_id: str | None = None
     errors: list[FieldError] | None = None
 
 
@@ -80,6 +82,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
         "code": code,
         "message": message,
         "timestamp": utc_now_iso(),
+        "request_id": telemetry.current_request_id(),
     }
     body.update(extra)
     return body

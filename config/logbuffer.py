@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any
+
+from config.telemetry import record_fields
 
 BUFFER_SIZE = 1000
 _records: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)
@@ -13,16 +14,7 @@ _records: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)
 
 class RingBufferHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        _records.append(
-            {
-                "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
-                "level": record.levelname,
-                "levelno": record.levelno,
-                "logger": record.name,
-                "message": message,
-            }
-        )
+        _records.append({**record_fields(record), "levelno": record.levelno})
 
 
 def recent(*, limit: int, min_level: int) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
+from config import telemetry
 from config.errors import error_response
 
 Handler = Callable[[HttpRequest], HttpResponse]
@@ -37,6 +38,8 @@ def _secured(request: HttpRequest, response: HttpResponse) -> HttpResponse:
 
 
 def finish(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    match = request.resolver_match
+    telemetry.note(route="/" + match.route if match and match.route != "^.*$" else "unmatched")
     return _secured(request, _shaped(request, response))
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from django.conf import settings
 
+from config import telemetry
+
 MASK = "[redacted]"
 PATTERNS = [
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer\s+)?[^\s\"',}]+"),
@@ -29,6 +31,7 @@ def redact(text: str) -> str:
 
 def _redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _make_record(*args, **kwargs)
+    record.request_id = telemetry.current_request_id()
     try:
         message = record.getMessage()
     except Exception:  # a bad format string must not take logging down

@@ -27,6 +27,10 @@ try:
         raise ImproperlyConfigured(
             f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {LOG_LEVEL!r}"
         )
+    LOG_FORMAT = env_str("LOG_FORMAT", "text").lower()
+    if LOG_FORMAT not in {"text", "json"}:
+        raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, got {LOG_FORMAT!r}")
+    METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
     PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 
     LLM_API_KEY = env_secret("LLM_API_KEY", "OPENROUTER_API_KEY")
@@ -128,13 +132,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "text": {
+            "()": "config.telemetry.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
+        "json": {"()": "config.telemetry.JsonFormatter"},
     },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
-            "formatter": "text",
+            "formatter": LOG_FORMAT,
         },
         "buffer": {"class": "config.logbuffer.RingBufferHandler"},
     },
@@ -142,6 +150,10 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "httpx": {"level": "WARNING"},
+        # uvicorn's own lines take this service's format too (JSON in the container)
+        "uvicorn": {"handlers": ["stdout", "buffer"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"handlers": ["stdout", "buffer"], "level": "INFO", "propagate": False},
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},  # ours is gateway.access
     },
 }
 

@@ -19,7 +19,7 @@ from chat import services, upstream
 from chat.schemas import MessageIn
 from chat.services import new_conversation_id
 from chat.store import get_store
-from config import logbuffer
+from config import logbuffer, metrics
 from config.clock import utc_now_iso
 from config.errors import ErrorOut, NotFound, ServiceError
 
@@ -119,6 +119,16 @@ async def health(request: HttpRequest) -> dict[str, Any]:
         "uptime_seconds": round(time.monotonic() - STARTED, 1),
         "timestamp": utc_now_iso(),
     }
+
+
+@root_router.get("/metrics", summary="Prometheus metrics", response={200: str, 404: ErrorOut})
+async def metrics_text(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format; see the README for what each metric means."""
+    if not settings.METRICS_ENABLED:
+        raise NotFound(f"No endpoint at {request.path}; see GET / for the list.")
+    conversations = {kind: await services.count_or_none(kind) for kind in ("chat", "memory", "test")}
+    body = metrics.render(await services.usage_or_none(), conversations)
+    return HttpResponse(body, content_type=metrics.CONTENT_TYPE)
 
 
 @hf_router.get("/status", response=dict[str, Any], summary="Spaces status, settings and usage")

@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **env, "PORT": str(self.port)}
@@ -76,6 +76,8 @@ class LiveServer:
                 "--port",
                 str(self.port),
                 "--no-access-log",
+                "--workers",
+                str(workers),
             ],
             cwd=ROOT,
             env=full_env,

@@ -97,7 +97,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 def assert_conversation_not_found(response: httpx.Response) -> None:
     body = assert_error(response, 404, "conversation_not_found")
     assert body["message"] == "Conversation not found"
-    assert set(body) == {"status", "code", "message", "timestamp"}
+    assert set(body) == {"status", "code", "message", "timestamp", "request_id"}
 
 
 def own_id(prefix: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 from django.test import AsyncClient
 
 from tests.conftest import SECRET
@@ -25,12 +26,17 @@ async def test_it_filters_by_level(client: AsyncClient) -> None:
     assert "quiet marker" not in [r["message"] for r in logs]
 
 
-async def test_it_logs_chat_calls_without_the_key(client: AsyncClient) -> None:
-    response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
+def test_it_logs_chat_calls_without_the_key(http: httpx.Client) -> None:
+    response = http.post("/chat/message", json={"message": "hi"})
     conversation_id = response.json()["conversation_id"]
-    logs = (await client.get("/api/hf/logs?limit=50")).json()["logs"]
-    assert any(conversation_id in r["message"] for r in logs)
-    assert all(SECRET not in r["message"] for r in logs)
+    logs = http.get("/api/hf/logs?limit=50").json()["logs"]
+    access = [
+        r for r in logs if r["logger"] == "gateway.access" and r.get("conversation_id") == conversation_id
+    ]
+    assert len(access) == 1, [r["message"] for r in logs[-6:]]
+    assert conversation_id in access[0]["message"]
+    assert access[0]["status"] == 200 and access[0]["tokens"] == 19
+    assert SECRET not in str(logs)
 
 
 async def test_it_rejects_a_bad_level(client: AsyncClient) -> None:
