@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -70,6 +70,10 @@ class ConversationStore(Protocol):
         ...
 
 
+def astuple_shallow(conversation: Conversation) -> tuple[Any, ...]:
+    return tuple(getattr(conversation, f.name) for f in fields(Conversation))
+
+
 def trim(conversation: Conversation, max_messages: int) -> None:
     """Drop the oldest messages beyond the cap, never leaving an assistant reply first."""
     excess = len(conversation.messages) - max_messages
@@ -117,7 +121,7 @@ class LocalStore:
         if raw is None:
             self._index[kind].pop(conversation_id, None)
             return None
-        return Conversation(**raw)
+        return Conversation(*raw)
 
     async def get(self, kind: str, conversation_id: str) -> Conversation | None:
         return self._load(kind, conversation_id)
@@ -136,7 +140,8 @@ class LocalStore:
         conversation.total_tokens += tokens
         trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
         ttl = settings.CONVERSATION_TTL
-        self._cache.set(self._key(kind, conversation_id), asdict(conversation), ttl)
+        # A plain tuple, not dataclasses.asdict: that deep-copies every message before pickling.
+        self._cache.set(self._key(kind, conversation_id), astuple_shallow(conversation), ttl)
         index = self._index[kind]
         index[conversation_id] = time.monotonic() + ttl
         index.move_to_end(conversation_id)

@@ -10,10 +10,38 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+import django.core.handlers.asgi as django_asgi
 from django.core.asgi import get_asgi_application
+from django.http import HttpResponseBase
+
+
+def _inline_response_close(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Django's ASGI handler closes every response through sync_to_async: two new threads per request.
+    Closing our responses does no I/O (no database, in-memory or async stores), so do it inline."""
+    if getattr(func, "__name__", "") == "close" and isinstance(
+        getattr(func, "__self__", None), HttpResponseBase
+    ):
+
+        async def close() -> None:
+            func()
+
+        return close
+    return _sync_to_async(func, *args, **kwargs)
+
+
+_sync_to_async = django_asgi.sync_to_async
+django_asgi.sync_to_async = _inline_response_close
 
 # Settings load here (a bad one stops start-up with one line) before anything else touches them.
 django_application = get_asgi_application()
+
+# There is no database: its per-request signal receivers would only cost a thread hop each.
+from django.core import signals  # noqa: E402
+from django.db import close_old_connections, reset_queries  # noqa: E402
+
+signals.request_started.disconnect(reset_queries)
+signals.request_started.disconnect(close_old_connections)
+signals.request_finished.disconnect(close_old_connections)
 
 from django.conf import settings  # noqa: E402
 
