@@ -101,24 +101,17 @@ async def chat_completions(
     limits.check_model(model)
     messages = [m.model_dump(exclude_none=True) for m in payload.messages]
     extra = {k: v for k, v in payload.model_dump(exclude_none=True).items() if k not in HANDLED_FIELDS}
-    if payload.stream:
-        stream = await services.open_and_record(
-            messages=messages,
-            model=model,
-            max_tokens=max_tokens,
-            temperature=payload.temperature,
-            api_key=key,
-            extra=extra,
-        )
-        return sse.event_stream(_openai_frames(stream))
-    completion, _ = await services.complete_and_record(
-        messages=messages,
+    call = services.upstream_call(
+        messages,
         model=model,
         max_tokens=max_tokens,
         temperature=payload.temperature,
         api_key=key,
         extra=extra,
     )
+    if payload.stream:
+        return sse.event_stream(_openai_frames(await services.open_and_record(call)))
+    completion, _ = await services.complete_and_record(call)
     body = dict(completion.raw)
     body.setdefault("object", "chat.completion")
     body["model"] = completion.model

@@ -109,54 +109,43 @@ async def record(model: str, *, usage: dict[str, int] | None = None, error: str 
     telemetry.note(model=model, tokens=usage.get("total_tokens", 0), **({"error": error} if error else {}))
 
 
-async def complete_and_record(
-    *,
+def upstream_call(
     messages: list[dict[str, Any]],
+    *,
     model: str,
     max_tokens: int,
     temperature: float | None,
     api_key: str,
     extra: dict[str, Any] | None = None,
-) -> tuple[upstream.Completion, dict[str, int]]:
+) -> upstream.UpstreamCall:
+    return upstream.UpstreamCall(
+        messages=messages,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=settings.LLM_TEMPERATURE if temperature is None else temperature,
+        api_key=api_key,
+        extra=extra or {},
+    )
+
+
+async def complete_and_record(call: upstream.UpstreamCall) -> tuple[upstream.Completion, dict[str, int]]:
     """A non-streaming upstream call, counted."""
     try:
-        completion = await upstream.complete(
-            messages=messages,
-            model=model,
-            max_tokens=max_tokens,
-            temperature=settings.LLM_TEMPERATURE if temperature is None else temperature,
-            api_key=api_key,
-            extra=extra,
-        )
+        completion = await upstream.complete(call)
     except ServiceError as exc:
-        await record(model, error=exc.code)
+        await record(call.model, error=exc.code)
         raise
     usage = full_usage(completion.usage)
     await record(completion.model, usage=usage)
     return completion, usage
 
 
-async def open_and_record(
-    *,
-    messages: list[dict[str, Any]],
-    model: str,
-    max_tokens: int,
-    temperature: float | None,
-    api_key: str,
-    extra: dict[str, Any] | None = None,
-) -> upstream.UpstreamStream:
+async def open_and_record(call: upstream.UpstreamCall) -> upstream.UpstreamStream:
     """Open a streaming upstream call; a failure to open is counted."""
     try:
-        return await upstream.open_stream(
-            messages=messages,
-            model=model,
-            max_tokens=max_tokens,
-            temperature=settings.LLM_TEMPERATURE if temperature is None else temperature,
-            api_key=api_key,
-            extra=extra,
-        )
+        return await upstream.open_stream(call)
     except ServiceError as exc:
-        await record(model, error=exc.code)
+        await record(call.model, error=exc.code)
         raise
 
 
@@ -185,12 +174,8 @@ async def relay(stream: upstream.UpstreamStream) -> AsyncIterator[dict[str, Any]
 
 @dataclass(frozen=True)
 class PreparedTurn:
-    key: str
-    max_tokens: int
-    temperature: float | None
-    model: str
     conversation_id: str
-    context: list[dict[str, str]]
+    call: upstream.UpstreamCall
 
 
 async def prepare_turn(
@@ -210,13 +195,10 @@ async def prepare_turn(
     conversation_id = conversation_id or new_conversation_id()
     telemetry.note(conversation_id=conversation_id)
     existing = await get_store().get("chat", conversation_id)
+    context = build_context(existing.messages if existing else [], message)
     return PreparedTurn(
-        key=key,
-        max_tokens=tokens,
-        temperature=temperature,
-        model=model,
         conversation_id=conversation_id,
-        context=build_context(existing.messages if existing else [], message),
+        call=upstream_call(context, model=model, max_tokens=tokens, temperature=temperature, api_key=key),
     )
 
 
@@ -252,25 +234,13 @@ def full_usage(usage: dict[str, int]) -> dict[str, int]:
 
 async def chat(prepared: PreparedTurn, message: str) -> dict[str, Any]:
     """One turn of /chat/message: stored only when the upstream answered."""
-    completion, usage = await complete_and_record(
-        messages=prepared.context,
-        model=prepared.model,
-        max_tokens=prepared.max_tokens,
-        temperature=prepared.temperature,
-        api_key=prepared.key,
-    )
+    completion, usage = await complete_and_record(prepared.call)
     return await store_turn(prepared, message, completion.content, completion.model, usage)
 
 
 async def chat_stream(prepared: PreparedTurn, message: str) -> AsyncIterator[bytes]:
     """Open the upstream stream (failures here get their real status), then frame it."""
-    stream = await open_and_record(
-        messages=prepared.context,
-        model=prepared.model,
-        max_tokens=prepared.max_tokens,
-        temperature=prepared.temperature,
-        api_key=prepared.key,
-    )
+    stream = await open_and_record(prepared.call)
     return _chat_frames(prepared, message, stream)
 
 
@@ -296,13 +266,14 @@ async def test_upstream(*, message: str, model: str | None, api_key: str | None)
     model = model or settings.LLM_MODEL
     limits.check_model(model)
     key = resolve_key(api_key)
-    completion, usage = await complete_and_record(
-        messages=[{"role": "user", "content": message}],
+    call = upstream_call(
+        [{"role": "user", "content": message}],
         model=model,
         max_tokens=settings.LLM_MAX_TOKENS,
         temperature=None,
         api_key=key,
     )
+    completion, usage = await complete_and_record(call)
     return {
         "status": "success",
         "request_message": message,

@@ -219,20 +219,27 @@ def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
     )
 
 
-def _payload(
-    messages: list[dict[str, Any]],
-    model: str,
-    max_tokens: int,
-    temperature: float,
-    extra: dict[str, Any] | None,
-    *,
-    stream: bool,
-) -> bytes:
-    payload: dict[str, Any] = dict(extra or {})
-    payload.update(
-        model=model, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=stream
-    )
-    return orjson.dumps(payload)
+@dataclass(frozen=True)
+class UpstreamCall:
+    """One chat completion request, as sent upstream (the model may change to a fallback)."""
+
+    messages: list[dict[str, Any]]
+    model: str
+    max_tokens: int
+    temperature: float
+    api_key: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self, model: str, *, stream: bool) -> bytes:
+        body: dict[str, Any] = dict(self.extra)
+        body.update(
+            model=model,
+            messages=self.messages,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            stream=stream,
+        )
+        return orjson.dumps(body)
 
 
 def _wait_before_retry(exc: UpstreamError, attempt: int) -> float | None:
@@ -289,15 +296,7 @@ async def with_retries(call: Callable[[str], Awaitable[T]], model: str) -> T:
     raise failure
 
 
-async def complete(
-    *,
-    messages: list[dict[str, Any]],
-    model: str,
-    max_tokens: int,
-    temperature: float,
-    api_key: str,
-    extra: dict[str, Any] | None = None,
-) -> Completion:
+async def complete(call: UpstreamCall) -> Completion:
     """One non-streaming chat completion, with retries and fallback models."""
 
     async def once(candidate: str) -> Completion:
@@ -306,8 +305,8 @@ async def complete(
             async with asyncio.timeout(settings.LLM_TIMEOUT):
                 response = await client.post(
                     f"{settings.LLM_BASE_URL}/chat/completions",
-                    content=_payload(messages, candidate, max_tokens, temperature, extra, stream=False),
-                    headers=_headers(api_key),
+                    content=call.payload(candidate, stream=False),
+                    headers=_headers(call.api_key),
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
             raise _transport_error(exc) from None
@@ -315,7 +314,7 @@ async def complete(
             raise _status_error(response)
         return parse_completion(_parse_json(response), candidate)
 
-    return await with_retries(once, model)
+    return await with_retries(once, call.model)
 
 
 def _stream_failed(code: str, message: str) -> UpstreamError:
@@ -392,15 +391,7 @@ def delta_text(chunk: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
-async def open_stream(
-    *,
-    messages: list[dict[str, Any]],
-    model: str,
-    max_tokens: int,
-    temperature: float,
-    api_key: str,
-    extra: dict[str, Any] | None = None,
-) -> UpstreamStream:
+async def open_stream(call: UpstreamCall) -> UpstreamStream:
     """Start a streaming completion; returns once the upstream answered 200, else raises.
 
     Retries and fallbacks happen here, before our client has been sent a single byte; never later.
@@ -411,8 +402,8 @@ async def open_stream(
         request = client.build_request(
             "POST",
             f"{settings.LLM_BASE_URL}/chat/completions",
-            content=_payload(messages, candidate, max_tokens, temperature, extra, stream=True),
-            headers=_headers(api_key),
+            content=call.payload(candidate, stream=True),
+            headers=_headers(call.api_key),
         )
         try:
             async with asyncio.timeout(settings.LLM_TIMEOUT):
@@ -424,7 +415,7 @@ async def open_stream(
             raise _status_error(response)
         return UpstreamStream(response, candidate)
 
-    return await with_retries(once, model)
+    return await with_retries(once, call.model)
 
 
 async def list_models(*, api_key: str) -> list[dict[str, Any]]:
