@@ -145,4 +145,4 @@ class OpenRouterTestOut(Schema):
 
 class Page(Schema):
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=1_000_000_000)

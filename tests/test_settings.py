@@ -28,6 +28,18 @@ BAD = [
     ("PORT", "99999"),
     ("DEBUG", "maybe"),
     ("LOG_LEVEL", "LOUD"),
+    ("LOG_FORMAT", "xml"),
+    ("REDIS_URL", "http://127.0.0.1:6379"),
+    ("REDIS_URL", "memcached://cache:11211"),
+    ("RATE_LIMIT", "lots"),
+    ("RATE_LIMIT", "60/fortnight"),
+    ("LLM_MAX_RETRIES", "-1"),
+    ("LLM_RETRY_MAX_WAIT", "soon"),
+    ("MAX_REQUEST_BYTES", "12"),
+    ("ALLOW_CLIENT_API_KEY", "perhaps"),
+    ("DEBUG_ENDPOINTS", "2"),
+    ("TRUST_PROXY_HEADERS", "yes please"),
+    ("METRICS_ENABLED", "sometimes"),
 ]
 
 

@@ -74,7 +74,9 @@ async def test_it_leaves_stored_conversations_alone_on_bad_input(client: AsyncCl
     assert [m["content"] for m in messages] == ["keep", "Echo from memory chat: keep"]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=501", "offset=-1", "limit=abc"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=501", "offset=-1", "limit=abc", "offset=99999999999999999999999"]
+)
 async def test_it_rejects_bad_paging(client: AsyncClient, query: str) -> None:
     response = await client.get(f"/chat/conversations?{query}")
     assert response.status_code == 422
