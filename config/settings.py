@@ -103,7 +103,12 @@ MIDDLEWARE = [
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
+    # model list and rate-limit counters (one per client and window)
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "default",
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    },
     "conversations": {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": "conversations",
