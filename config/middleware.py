@@ -33,7 +33,9 @@ def _shaped(request: HttpRequest, response: HttpResponse) -> HttpResponse:
 def _secured(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     response.setdefault("X-Content-Type-Options", "nosniff")
     response.setdefault("Referrer-Policy", "same-origin")
-    response.setdefault("X-Frame-Options", "SAMEORIGIN" if request.path.startswith("/docs") else "DENY")
+    if "frame-ancestors" not in response.get("Content-Security-Policy", ""):
+        # A page that names who may frame it (the chat page: the Space) keeps that; nothing else is framed.
+        response.setdefault("X-Frame-Options", "SAMEORIGIN" if request.path.startswith("/docs") else "DENY")
     return response
 
 

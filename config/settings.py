@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "chat",
     "memory_chat",
     "hfspaces",
+    "webui",
 ]
 
 TEMPLATES = [

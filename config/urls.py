@@ -5,6 +5,7 @@ from django.urls import path, re_path
 
 from config.api import api
 from config.errors import error_response
+from webui.views import chat_page
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None, **kwargs: object) -> HttpResponse:
@@ -18,6 +19,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [
+    path("ui", chat_page, name="ui"),
     path("", api.urls),
     re_path(r"^.*$", not_found),
 ]

@@ -49,3 +49,9 @@ async def test_it_answers_a_preflight(client: AsyncClient, settings: Any) -> Non
     assert "POST" in response["Access-Control-Allow-Methods"]
     assert "authorization" in response["Access-Control-Allow-Headers"].lower()
     assert "x-api-key" in response["Access-Control-Allow-Headers"].lower()
+
+
+async def test_it_lets_only_the_space_frame_the_chat_page(client: AsyncClient) -> None:
+    response = await client.get("/ui")
+    assert "X-Frame-Options" not in response
+    assert "frame-ancestors 'self' https://huggingface.co" in response["Content-Security-Policy"]
