@@ -254,11 +254,12 @@ async def _chat_frames(
             if text:
                 parts.append(text)
                 yield sse.frame("delta", {"delta": text})
-    except ServiceError as exc:
+        usage = full_usage(stream.usage)
+        done = await store_turn(prepared, message, "".join(parts), stream.model, usage)
+    except ServiceError as exc:  # the upstream failed mid-reply, or the store did at the end
         yield sse.frame("error", error_body(exc.code, exc.message))
         return
-    usage = full_usage(stream.usage)
-    yield sse.frame("done", await store_turn(prepared, message, "".join(parts), stream.model, usage))
+    yield sse.frame("done", done)
 
 
 async def test_upstream(*, message: str, model: str | None, api_key: str | None) -> dict[str, Any]:

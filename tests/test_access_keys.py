@@ -85,16 +85,20 @@ async def test_it_accepts_either_header(client: AsyncClient, headers: dict[str, 
     assert response.status_code == 200
 
 
+async def completion(client: AsyncClient, headers: dict[str, str]) -> Any:
+    return await client.post(
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}]},
+        content_type="application/json",
+        headers=headers,
+    )
+
+
 async def test_it_never_forwards_an_access_key_upstream(
     client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
 ) -> None:
     settings.LLM_API_KEY = ""
-    response = await client.post(
-        "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": "hi"}]},
-        content_type="application/json",
-        headers={"Authorization": f"Bearer {ACCESS_KEY}"},
-    )
+    response = await completion(client, {"Authorization": f"Bearer {ACCESS_KEY}"})
     assert response.status_code == 200
     assert "authorization" not in fake_upstream.completions()[0].headers
 
@@ -103,11 +107,8 @@ async def test_it_lets_an_access_key_and_an_own_upstream_key_travel_together(
     client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
 ) -> None:
     settings.LLM_API_KEY = ""
-    response = await client.post(
-        "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": "hi"}]},
-        content_type="application/json",
-        headers={"X-API-Key": ACCESS_KEY, "Authorization": "Bearer sk-or-v1-users-own"},
+    response = await completion(
+        client, {"X-API-Key": ACCESS_KEY, "Authorization": "Bearer sk-or-v1-users-own"}
     )
     assert response.status_code == 200
     assert fake_upstream.completions()[0].headers["authorization"] == "Bearer sk-or-v1-users-own"

@@ -135,3 +135,24 @@ async def test_it_sends_keep_alive_comments_while_the_upstream_is_quiet(
     assert sse.KEEPALIVE in parts
     assert body.index(b"event: delta") < body.index(sse.KEEPALIVE) < body.rindex(b"event: delta")
     assert body.rstrip().split(b"\n\n")[-1].startswith(b"event: done")
+
+
+async def test_it_ends_with_an_error_frame_when_the_store_fails_at_the_end(
+    fake_upstream: FakeUpstream, monkeypatch: Any
+) -> None:
+    from django.test import AsyncClient
+
+    from chat.store import LocalStore
+    from config.errors import StoreUnavailable
+
+    async def broken_append(*args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(LocalStore, "append", broken_append)
+    fake_upstream.queue(Reply(chunks=["a", "b"]))
+    response = await AsyncClient().post(
+        "/chat/message", {"message": "q", "stream": True}, content_type="application/json"
+    )
+    body = b"".join([part async for part in response.streaming_content])
+    last = body.rstrip().split(b"\n\n")[-1]
+    assert last.startswith(b"event: error") and b"store_unavailable" in last
