@@ -181,6 +181,17 @@ def _parse_json(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+def token_counts(raw: Any) -> dict[str, int]:
+    """The token counts of an upstream `usage` object (its other fields, such as cost, are left out)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        k: int(raw[k])
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+        if isinstance(raw.get(k), (int, float))
+    }
+
+
 def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
     """A 200 body into a Completion; a 200 that carries an error or no choices is a failure."""
     choices = body.get("choices")
@@ -199,14 +210,7 @@ def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
     content = message.get("content")
     if not isinstance(content, str):
         content = "" if content is None else str(content)
-    usage_raw = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    usage = {
-        k: int(usage_raw[k])
-        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-        if isinstance(usage_raw.get(k), (int, float))
-    }
-    if usage and "total_tokens" not in usage:
-        usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+    usage = token_counts(body.get("usage"))
     model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else requested_model
     return Completion(
         content=content,
@@ -367,11 +371,7 @@ class UpstreamStream:
             self.model = chunk["model"]
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self.usage = {
-                k: int(usage[k])
-                for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-                if isinstance(usage.get(k), (int, float))
-            }
+            self.usage = token_counts(usage)
         for choice in chunk.get("choices") or []:
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 if choice["finish_reason"] == "error":
