@@ -71,6 +71,9 @@ def endpoint_index() -> dict[str, str]:
     for path, operations in api.get_openapi_schema()["paths"].items():
         for method, operation in operations.items():
             index[f"{method.upper()} {path}"] = operation.get("summary", "")
+    index["GET /docs"] = "Interactive API documentation"
+    index["GET /openapi.json"] = "OpenAPI specification"
+    index["GET /ui"] = "Chat page for people"
     return index
 
 

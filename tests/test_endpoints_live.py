@@ -126,6 +126,8 @@ def test_it_lists_every_documented_endpoint_at_the_root(http: httpx.Client) -> N
     listed = {re.sub(r"\{[^}]+\}", "{id}", key) for key in body["endpoints"]}
     missing = [f"{m} {p}" for m, p in DOCUMENTED if f"{m} {p}" not in listed]
     assert missing == []
+    for extra in ("GET /docs", "GET /openapi.json", "GET /ui", "POST /v1/chat/completions", "GET /metrics"):
+        assert extra in listed
 
 
 def test_it_answers_the_main_health_check(http: httpx.Client) -> None:
