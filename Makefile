@@ -1,6 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+HOST ?= 127.0.0.1
 WORKERS ?= 1
 PYTHON ?= python3
 
@@ -26,7 +27,7 @@ run: install
 		exit 2; \
 	fi
 	@if [ "$(WORKERS)" -gt 1 ]; then export PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d); fi; \
-	exec $(VENV)/bin/uvicorn config.asgi:application --host 0.0.0.0 --port $(PORT) --workers $(WORKERS) --no-access-log
+	exec $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --workers $(WORKERS) --no-access-log
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -101,6 +101,7 @@ async def chat_completions(
     limits.check_model(model)
     messages = [m.model_dump(exclude_none=True) for m in payload.messages]
     extra = {k: v for k, v in payload.model_dump(exclude_none=True).items() if k not in HANDLED_FIELDS}
+    limits.check_passthrough(extra)
     call = services.upstream_call(
         messages,
         model=model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -48,6 +49,25 @@ async def check_rate(request: HttpRequest) -> None:
                 "RateLimit-Reset": str(reset),
                 "RateLimit-Policy": f"{limit};w={window}",
             },
+        )
+
+
+def check_passthrough(extra: dict[str, Any]) -> None:
+    """OpenAI/OpenRouter fields that could spend past the guards: fallback models, n, reasoning budget."""
+    fallbacks = extra.get("models")
+    if fallbacks is not None:
+        if not isinstance(fallbacks, list) or not all(isinstance(m, str) for m in fallbacks):
+            raise BadRequest("models must be a list of model names.", code="bad_request")
+        for model in fallbacks:
+            check_model(model)
+    if extra.get("n", 1) != 1:
+        raise BadRequest("Only one choice per request (n=1) is supported.", code="n_not_supported")
+    reasoning = extra.get("reasoning")
+    budget = reasoning.get("max_tokens") if isinstance(reasoning, dict) else None
+    if budget is not None and (not isinstance(budget, int) or budget > settings.LLM_MAX_TOKENS_LIMIT):
+        raise BadRequest(
+            f"reasoning.max_tokens may be at most {settings.LLM_MAX_TOKENS_LIMIT}.",
+            code="max_tokens_too_large",
         )
 
 

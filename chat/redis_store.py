@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from chat.store import Conversation
+from chat.store import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation
 from config.clock import utc_now_iso
 from config.errors import StoreUnavailable
 
@@ -70,6 +70,28 @@ return #ids
 """
 
 
+# KEYS: totals hash, model set, errors hash. ARGV: model, prompt tokens, completion tokens, error
+# kind ("" for none), most models tracked, the name the rest are counted under.
+RECORD = """
+local model = ARGV[1]
+if redis.call('SISMEMBER', KEYS[2], model) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[5]) then
+  model = ARGV[6]
+end
+redis.call('SADD', KEYS[2], model)
+local per_model = KEYS[1] .. ':model:' .. model
+redis.call('HINCRBY', KEYS[1], 'requests', 1)
+redis.call('HINCRBY', per_model, 'requests', 1)
+redis.call('HINCRBY', per_model, 'prompt_tokens', tonumber(ARGV[2]))
+redis.call('HINCRBY', per_model, 'completion_tokens', tonumber(ARGV[3]))
+if ARGV[4] ~= '' then
+  redis.call('HINCRBY', KEYS[1], 'errors', 1)
+  redis.call('HINCRBY', per_model, 'errors', 1)
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+end
+return 1
+"""
+
+
 class RedisStore:
     kind_name = "redis"
 
@@ -84,6 +106,7 @@ class RedisStore:
         self._prefix = prefix
         self._append = self._redis.register_script(APPEND)
         self._clear = self._redis.register_script(CLEAR)
+        self._record = self._redis.register_script(RECORD)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -201,19 +224,11 @@ class RedisStore:
     async def record_call(
         self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
     ) -> None:
-        model_key = self._stats_key(f":model:{model}")
         with self._guard():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hincrby(self._stats_key(), "requests", 1)
-                pipe.sadd(self._stats_key(":models"), model)
-                pipe.hincrby(model_key, "requests", 1)
-                pipe.hincrby(model_key, "prompt_tokens", prompt_tokens)
-                pipe.hincrby(model_key, "completion_tokens", completion_tokens)
-                if error:
-                    pipe.hincrby(self._stats_key(), "errors", 1)
-                    pipe.hincrby(model_key, "errors", 1)
-                    pipe.hincrby(self._stats_key(":errors"), error, 1)
-                await pipe.execute()
+            await self._record(
+                keys=[self._stats_key(), self._stats_key(":models"), self._stats_key(":errors")],
+                args=[model, prompt_tokens, completion_tokens, error or "", MAX_MODELS_TRACKED, OTHER_MODEL],
+            )
 
     async def usage(self) -> dict[str, Any]:
         with self._guard():

@@ -160,6 +160,7 @@ async def relay(stream: upstream.UpstreamStream) -> AsyncIterator[dict[str, Any]
         await record(stream.model, error=exc.code)
         raise
     except (asyncio.CancelledError, GeneratorExit):
+        await record(stream.model, error="client_disconnected")
         logger.info(
             "client disconnected mid-stream; upstream request closed, nothing stored conversation=%s",
             telemetry.current().get("conversation_id", "-"),

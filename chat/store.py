@@ -18,6 +18,8 @@ from django.core.cache import caches
 from config.clock import utc_now_iso
 
 KINDS = ("chat", "memory", "test")
+MAX_MODELS_TRACKED = 200  # distinct model names in the statistics; the rest are counted as "other"
+OTHER_MODEL = "other"
 
 
 @dataclass
@@ -157,7 +159,7 @@ class LocalStore:
         return len(ids), page
 
     async def delete(self, kind: str, conversation_id: str) -> bool:
-        if self._index[kind].pop(conversation_id, None) is None:
+        if self._live_index(kind).pop(conversation_id, None) is None:
             return False
         self._cache.delete(self._key(kind, conversation_id))
         return True
@@ -210,6 +212,8 @@ class _Stats:
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     def record(self, model: str, prompt_tokens: int, completion_tokens: int, error: str | None) -> None:
+        if model not in self.by_model and len(self.by_model) >= MAX_MODELS_TRACKED:
+            model = OTHER_MODEL
         self.requests += 1
         entry = self.by_model.setdefault(
             model, {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0}

@@ -26,6 +26,8 @@ from config.errors import ServiceError
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+MAX_TOKEN_COUNT = 2**31
+
 _client: httpx.AsyncClient | None = None
 _client_loop: asyncio.AbstractEventLoop | None = None
 
@@ -185,10 +187,12 @@ def token_counts(raw: Any) -> dict[str, int]:
     """The token counts of an upstream `usage` object (its other fields, such as cost, are left out)."""
     if not isinstance(raw, dict):
         return {}
+    # Only plausible counts: a huge or negative number from a faulty upstream must not poison the
+    # stored totals and statistics (nor make them impossible to write as JSON).
     return {
         k: int(raw[k])
         for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-        if isinstance(raw.get(k), (int, float))
+        if isinstance(raw.get(k), (int, float)) and 0 <= raw[k] < MAX_TOKEN_COUNT
     }
 
 

@@ -45,9 +45,8 @@ signals.request_finished.disconnect(close_old_connections)
 
 from django.conf import settings  # noqa: E402
 
-from config import metrics, telemetry  # noqa: E402
-from config.errors import error_body  # noqa: E402
-from config.jsonio import dumps  # noqa: E402
+from config import metrics, redact, telemetry  # noqa: E402
+from config.errors import error_response  # noqa: E402
 
 access_log = logging.getLogger("gateway.access")
 
@@ -57,17 +56,24 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-async def too_large(send: Send) -> None:
+async def too_large(scope: Scope, send: Send) -> None:
+    """413 in the shape the path expects, with the headers Django's middleware would have added."""
     limit = settings.MAX_REQUEST_BYTES
-    body = dumps(error_body("request_too_large", f"The request body is larger than {limit} bytes."))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
+    response = error_response(
+        413, "request_too_large", f"The request body is larger than {limit} bytes.", path=scope["path"]
     )
-    await send({"type": "http.response.body", "body": body})
+    response["X-Content-Type-Options"] = "nosniff"
+    response["X-Frame-Options"] = "DENY"
+    response["Referrer-Policy"] = "same-origin"
+    origin = _header(scope, b"origin")
+    if origin and (
+        settings.CORS_ALLOW_ALL_ORIGINS or origin in getattr(settings, "CORS_ALLOWED_ORIGINS", [])
+    ):
+        response["Access-Control-Allow-Origin"] = "*" if settings.CORS_ALLOW_ALL_ORIGINS else origin
+    headers = [(k.lower().encode(), v.encode()) for k, v in response.items()]
+    headers.append((b"content-length", str(len(response.content)).encode()))
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": response.content})
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -113,10 +119,11 @@ def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float)
     metrics.REQUESTS.labels(scope["method"], route, str(status)).inc()
     metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
     client = (scope.get("client") or ("-", 0))[0]
-    facts = {k: v for k, v in context.items() if k not in ("request_id", "route")}
+    facts = {k: redact.clean(v) for k, v in context.items() if k not in ("request_id", "route")}
+    path = redact.clean(scope["path"])
     fields = {
         "method": scope["method"],
-        "path": scope["path"],
+        "path": path,
         "status": status,
         "duration_ms": round(elapsed * 1000, 2),
         "client": client,
@@ -125,7 +132,7 @@ def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float)
     access_log.info(
         "%s %s %s %.1fms client=%s %s",
         scope["method"],
-        scope["path"],
+        path,
         status,
         elapsed * 1000,
         client,
@@ -139,7 +146,7 @@ async def sized(scope: Scope, receive: Receive, send: Send) -> None:
     limit = settings.MAX_REQUEST_BYTES
     declared = _header(scope, b"content-length")
     if declared.isdigit() and int(declared) > limit:
-        await too_large(send)
+        await too_large(scope, send)
         return
     seen = 0
     overflow = False
@@ -156,7 +163,7 @@ async def sized(scope: Scope, receive: Receive, send: Send) -> None:
 
     await django_application(scope, counting_receive, send)
     if overflow:
-        await too_large(send)
+        await too_large(scope, send)
 
 
 async def lifespan(receive: Receive, send: Send) -> None:

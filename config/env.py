@@ -59,14 +59,18 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+def env_url(name: str, default: str, *, schemes: tuple[str, ...], plain: bool = True) -> str:
+    """A URL with one of `schemes`. `plain` ones may hold no user:password and no query: the upstream's
+    key belongs in LLM_API_KEY, where it is never shown. The value is never repeated in the error."""
     raw = os.environ.get(name, default).strip()
     if not raw and not default:
         return ""
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not (parsed.netloc or (parsed.scheme == "unix" and parsed.path)):
         allowed = ", ".join(f"{s}://" for s in schemes)
-        raise ImproperlyConfigured(f"{name} must be a URL starting with {allowed}, got {raw!r}")
+        raise ImproperlyConfigured(f"{name} must be a URL starting with {allowed}")
+    if plain and (parsed.username or parsed.password or parsed.query or parsed.fragment):
+        raise ImproperlyConfigured(f"{name} must not contain user:password, a query string or a fragment")
     return raw.rstrip("/")
 
 

@@ -123,11 +123,11 @@ def error_response(
     **extra: Any,
 ) -> HttpResponse:
     """The error answer: the project's shape, or OpenAI's under /v1/."""
-    body = (
-        openai_error_body(status, code, message)
-        if path.startswith(OPENAI_PREFIX)
-        else error_body(code, message, **extra)
-    )
+    if path.startswith(OPENAI_PREFIX):
+        details = "; ".join(f"{e['field']}: {e['reason']}" for e in extra.get("errors") or [])
+        body = openai_error_body(status, code, f"{message} {details}".strip() if details else message)
+    else:
+        body = error_body(code, message, **extra)
     response = HttpResponse(dumps(body), status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value

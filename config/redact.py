@@ -29,6 +29,16 @@ def redact(text: str) -> str:
     return text
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean(value: Any) -> Any:
+    """A value fit for a log line: secrets masked, control characters (forged line breaks) escaped."""
+    if not isinstance(value, str):
+        return value
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", redact(value))
+
+
 def _redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _make_record(*args, **kwargs)
     record.request_id = telemetry.current_request_id()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import secrets
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ try:
     CONVERSATION_MAX = env_int("CONVERSATION_MAX", 1000, minimum=1)
     CONVERSATION_MAX_MESSAGES = env_int("CONVERSATION_MAX_MESSAGES", 200, minimum=2)
     MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
-    REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"))
+    REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"), plain=False)
 
     BACKEND_API_KEYS = env_list("BACKEND_API_KEYS", "")
     DEBUG_ENDPOINTS = env_bool("DEBUG_ENDPOINTS", True)
@@ -63,6 +64,8 @@ try:
     ALLOWED_MODELS = env_list("ALLOWED_MODELS", "*")
     ALLOW_CLIENT_API_KEY = env_bool("ALLOW_CLIENT_API_KEY", True)
     MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1048576, minimum=1024)
+    if not any(fnmatch.fnmatchcase(LLM_MODEL, pattern) for pattern in ALLOWED_MODELS):
+        raise ImproperlyConfigured(f"LLM_MODEL {LLM_MODEL!r} is not allowed by ALLOWED_MODELS")
 
     CORS_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "*")
     GITHUB_CLIENT_ID = env_str("GITHUB_CLIENT_ID", "")

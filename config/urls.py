@@ -10,7 +10,7 @@ from webui.views import chat_page
 
 def not_found(request: HttpRequest, exception: Exception | None = None, **kwargs: object) -> HttpResponse:
     return error_response(
-        404, "not_found", f"No endpoint at {request.path}; see GET / for the list.", path=request.path
+        404, "not_found", "No endpoint at this path; see GET / for the list.", path=request.path
     )
 
 

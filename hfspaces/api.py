@@ -83,7 +83,7 @@ _index_cache: dict[str, str] = {}
 def require_debug_endpoints(request: HttpRequest) -> None:
     """DEBUG_ENDPOINTS=false hides the diagnostic endpoints as if they did not exist."""
     if not settings.DEBUG_ENDPOINTS:
-        raise NotFound(f"No endpoint at {request.path}; see GET / for the list.")
+        raise NotFound("No endpoint at this path; see GET / for the list.")
 
 
 def prefers_html(request: HttpRequest) -> bool:
@@ -112,7 +112,9 @@ async def root(request: HttpRequest, response: HttpResponse) -> dict[str, Any] |
     }
 
 
-@root_router.get("/health", response=dict[str, Any], summary="Main health check", auth=None)
+@root_router.api_operation(
+    ["GET", "HEAD"], "/health", response=dict[str, Any], summary="Main health check", auth=None
+)
 async def health(request: HttpRequest) -> dict[str, Any]:
     """Liveness: the process answers. No upstream call."""
     return {
@@ -128,7 +130,7 @@ async def health(request: HttpRequest) -> dict[str, Any]:
 async def metrics_text(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; see the README for what each metric means."""
     if not settings.METRICS_ENABLED:
-        raise NotFound(f"No endpoint at {request.path}; see GET / for the list.")
+        raise NotFound("No endpoint at this path; see GET / for the list.")
     conversations = {kind: await services.count_or_none(kind) for kind in ("chat", "memory", "test")}
     body = metrics.render(await services.usage_or_none(), conversations)
     return HttpResponse(body, content_type=metrics.CONTENT_TYPE)
@@ -159,7 +161,9 @@ class ReadyOut(Schema):
     store: str
 
 
-@hf_router.get("/ready", response={200: ReadyOut, 503: ReadyOut}, summary="Readiness check", auth=None)
+@hf_router.api_operation(
+    ["GET", "HEAD"], "/ready", response={200: ReadyOut, 503: ReadyOut}, summary="Readiness check", auth=None
+)
 async def hf_ready(request: HttpRequest) -> Status[dict[str, Any]]:
     """200 when the conversation store answers, else 503."""
     store = get_store()

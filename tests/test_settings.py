@@ -19,6 +19,9 @@ BAD = [
     ("LLM_TIMEOUT", "-1"),
     ("LLM_BASE_URL", "ftp://example.org"),
     ("LLM_BASE_URL", "not a url"),
+    ("LLM_BASE_URL", "https://example.org/v1?key=secret"),
+    ("LLM_BASE_URL", "https://user:pass@example.org/v1"),
+    ("ALLOWED_MODELS", "anthropic/*"),
     ("CHAT_HISTORY_MESSAGES", "ten"),
     ("CHAT_CONTEXT_TOKENS", "-5"),
     ("CONVERSATION_TTL", "0"),
@@ -75,3 +78,9 @@ def test_it_never_prints_the_key_when_refusing() -> None:
     result = start({"LLM_API_KEY": "sk-or-v1-never-print-me", "LLM_TEMPERATURE": "9"})
     assert result.returncode != 0
     assert "sk-or-v1-never-print-me" not in result.stderr + result.stdout
+    in_url = start({"LLM_BASE_URL": "ftp://user:url-secret-123@example.org/v1"})
+    assert in_url.returncode != 0 and "url-secret-123" not in in_url.stderr + in_url.stdout
+
+
+def test_it_accepts_a_redis_url_with_a_password() -> None:
+    assert start({"REDIS_URL": "redis://:pa55word@127.0.0.1:6399/0?socket_timeout=1"}).returncode == 0
