@@ -22,6 +22,8 @@ BAD_BODIES: list[Any] = [
     {"message": "", "api_key": UPSTREAM_SECRET},
     {"message": "x", "temperature": 9, "api_key": ACCESS_SECRET},
     {"messages": "nope", "api_key": UPSTREAM_SECRET},
+    {"message": "stream me", "stream": True},
+    {"messages": [{"role": "user", "content": "x"}], "stream": True},
 ]
 
 
@@ -39,8 +41,14 @@ def _secrets(settings: Any) -> None:
     settings.BACKEND_API_KEYS = [ACCESS_SECRET]
 
 
-def assert_clean(response: Any, where: str) -> None:
-    text = response.content.decode(errors="replace") if not response.streaming else ""
+async def body_text(response: Any) -> str:
+    if response.streaming:
+        return b"".join([part async for part in response.streaming_content]).decode(errors="replace")
+    return response.content.decode(errors="replace")
+
+
+async def assert_clean(response: Any, where: str) -> None:
+    text = await body_text(response)
     headers = " ".join(f"{k}: {v}" for k, v in response.items())
     for secret in (UPSTREAM_SECRET, ACCESS_SECRET):
         assert secret not in text, where
@@ -66,9 +74,11 @@ async def test_it_leaks_no_secret_anywhere(
         for headers in ({}, {"Authorization": f"Bearer {ACCESS_SECRET}"}, {"X-API-Key": "wrong"}):
             bodies = [GOOD_BODIES.get(path, {"message": "hello", "conversation_id": "sweep-id"}), *BAD_BODIES]
             for body in bodies if method == "post" else [None]:
-                fake_upstream.queue(Reply(status=401, body=error_body(401, f"bad key {UPSTREAM_SECRET}")))
+                fake_upstream.reset()
+                if not (isinstance(body, dict) and body.get("stream")):  # streams get a real reply to sweep
+                    fake_upstream.queue(Reply(status=401, body=error_body(401, f"bad key {UPSTREAM_SECRET}")))
                 response = await call(client, method, path, body, headers)
-                assert_clean(response, f"{method} {path} {headers} {body}")
+                await assert_clean(response, f"{method} {path} {headers} {body}")
                 calls += 1
     assert calls > 100
     logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
