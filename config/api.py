@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+from pathlib import Path
+from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
@@ -20,7 +24,32 @@ from memory_chat.api import test_chat_router
 
 logger = logging.getLogger(__name__)
 
-api = NinjaAPI(
+EXAMPLES_FILE = Path(__file__).with_name("openapi_examples.json")
+
+
+@functools.cache
+def recorded_examples() -> dict[str, Any]:
+    """Answers recorded from a running service (tidied by hand), keyed "METHOD /path"."""
+    return json.loads(EXAMPLES_FILE.read_text())
+
+
+class GatewayAPI(NinjaAPI):
+    """The NinjaAPI, with a recorded answer as the example of each operation in /openapi.json."""
+
+    def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
+        schema = super().get_openapi_schema(*args, **kwargs)
+        examples = recorded_examples()
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                example = examples.get(f"{method.upper()} {path}")
+                ok = operation.get("responses", {}).get(200)
+                if example is not None and ok is not None:
+                    content = ok.setdefault("content", {}).setdefault("application/json", {})
+                    content["example"] = example
+        return schema
+
+
+api = GatewayAPI(
     title="LLM Chat Gateway",
     version="1.0.0",
     description=(

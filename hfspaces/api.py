@@ -126,7 +126,25 @@ async def health(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-@root_router.get("/metrics", summary="Prometheus metrics", response={200: str, 404: ErrorOut})
+@root_router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response={200: str, 404: ErrorOut},
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "Prometheus text format",
+                "content": {
+                    "text/plain": {
+                        "example": "# HELP gateway_http_requests_total HTTP requests answered.\n"
+                        "# TYPE gateway_http_requests_total counter\n"
+                        'gateway_http_requests_total{method="POST",route="/chat/message",status="200"} 42.0\n'
+                    }
+                },
+            }
+        }
+    },
+)
 async def metrics_text(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; see the README for what each metric means."""
     if not settings.METRICS_ENABLED:

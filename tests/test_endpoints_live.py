@@ -673,3 +673,15 @@ def test_it_does_not_pass_on_upstream_error_text(http: httpx.Client, fake_upstre
     body = assert_error(response, 400)
     assert "raw-upstream-text" not in response.text
     assert set(body) >= {"status", "code", "message", "timestamp"}
+
+
+def test_it_documents_an_example_for_every_operation(http: httpx.Client) -> None:
+    schema = http.get("/openapi.json").json()
+    without = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("summary"), f"{method} {path} has no summary"
+            answers = operation["responses"]["200"].get("content", {})
+            if not any("example" in media for media in answers.values()):
+                without.append(f"{method} {path}")
+    assert without == []
