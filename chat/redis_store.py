@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from chat.store import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation
+from chat.store import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation, fixed_window
 from config.clock import utc_now_iso
 from config.errors import StoreUnavailable
 
@@ -264,15 +264,14 @@ class RedisStore:
             await self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl)
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
-        now = time.time()
-        slot = int(now // window)
+        slot, reset = fixed_window(window)
         counter = f"{self._prefix}{key}:{slot}"
         with self._guard():
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.incr(counter)
                 pipe.expire(counter, window + 1)
                 count, _ = await pipe.execute()
-        return int(count), max(1, int((slot + 1) * window - now + 0.999))
+        return int(count), reset
 
     async def flush(self) -> None:
         """Delete every key of this store (tests)."""

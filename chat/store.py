@@ -72,6 +72,13 @@ class ConversationStore(Protocol):
         ...
 
 
+def fixed_window(window: int) -> tuple[int, int]:
+    """The current rate-limit window of `window` seconds: (its number, whole seconds until it ends)."""
+    now = time.time()
+    slot = int(now // window)
+    return slot, max(1, int((slot + 1) * window - now + 0.999))
+
+
 def astuple_shallow(conversation: Conversation) -> tuple[Any, ...]:
     return tuple(getattr(conversation, f.name) for f in fields(Conversation))
 
@@ -192,15 +199,14 @@ class LocalStore:
         self._values.set(key, value, ttl)
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
-        now = time.time()
-        slot = int(now // window)
+        slot, reset = fixed_window(window)
         counter = f"{key}:{slot}"
         try:
             count = self._values.incr(counter)
         except ValueError:
             self._values.set(counter, 1, window + 1)
             count = 1
-        return count, max(1, int((slot + 1) * window - now + 0.999))
+        return count, reset
 
 
 @dataclass

@@ -46,9 +46,6 @@ def add_to(field: str, amount: int = 1) -> None:
         context[field] = context.get(field, 0) + amount
 
 
-STANDARD = set(vars(logging.makeLogRecord({})))
-
-
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     """What a log line says: the basics, the request id, and any structured extras."""
     fields: dict[str, Any] = {
