@@ -1,55 +1,34 @@
-"""The one NinjaAPI: every router, and every error mapped to an HTTP answer in one place."""
+"""The one NinjaAPI: every router under its prefix, the root index, and every error mapped to an HTTP
+answer in one place."""
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from ninja import Field, NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from chat.api import openrouter_router
 from chat.api import router as chat_router
-from chat.compat import v1_router
-from config.errors import ServiceError, error_response
-from config.jsonio import ORJSONParser, ORJSONRenderer
-from config.security import ACCESS
-from hfspaces.api import hf_router, options_router, root_router, simple_router
-from memory_chat.api import router as memory_router
-from memory_chat.api import test_chat_router
+from core.auth import ACCESS
+from core.errors import ServiceError, error_response
+from core.jsonio import ORJSONParser, ORJSONRenderer
+from hfspaces.api import router as hf_router
+from memory_chat.api import router as memory_chat_router
+from openrouter.api import router as openrouter_router
+from ops.api import router as ops_router
+from options.api import router as options_router
+from simple.api import router as simple_router
+from test_chat.api import router as test_chat_router
+from v1.api import router as v1_router
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES_FILE = Path(__file__).with_name("openapi_examples.json")
-
-
-@functools.cache
-def recorded_examples() -> dict[str, Any]:
-    """Answers recorded from a running service (tidied by hand), keyed "METHOD /path"."""
-    return json.loads(EXAMPLES_FILE.read_text())
-
-
-class GatewayAPI(NinjaAPI):
-    """The NinjaAPI, with a recorded answer as the example of each operation in /openapi.json."""
-
-    def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
-        schema = super().get_openapi_schema(*args, **kwargs)
-        examples = recorded_examples()
-        for path, operations in schema["paths"].items():
-            for method, operation in operations.items():
-                example = examples.get(f"{method.upper()} {path}")
-                ok = operation.get("responses", {}).get(200)
-                if example is not None and ok is not None:
-                    content = ok.setdefault("content", {}).setdefault("application/json", {})
-                    content["example"] = example
-        return schema
-
-
-api = GatewayAPI(
+api = NinjaAPI(
     title="LLM Chat Gateway",
     version="1.0.0",
     description=(
@@ -59,17 +38,76 @@ api = GatewayAPI(
     renderer=ORJSONRenderer(),
     parser=ORJSONParser(),
     auth=ACCESS,
+    docs_decorator=xframe_options_sameorigin,
 )
 
-api.add_router("/", root_router)
-api.add_router("/chat/", chat_router)
-api.add_router("/openrouter/", openrouter_router)
-api.add_router("/memory-chat/", memory_router)
-api.add_router("/test-chat/", test_chat_router)
-api.add_router("/api/hf/", hf_router)
-api.add_router("/api/simple/", simple_router)
-api.add_router("/api/options/", options_router)
-api.add_router("/v1/", v1_router)
+ROUTERS = {
+    "/": ops_router,
+    "/chat/": chat_router,
+    "/openrouter/": openrouter_router,
+    "/memory-chat/": memory_chat_router,
+    "/test-chat/": test_chat_router,
+    "/api/hf/": hf_router,
+    "/api/simple/": simple_router,
+    "/api/options/": options_router,
+    "/v1/": v1_router,
+}
+for prefix, router in ROUTERS.items():
+    api.add_router(prefix, router)
+
+PAGES = {
+    "GET /docs": "Interactive API documentation",
+    "GET /openapi.json": "OpenAPI specification",
+    "GET /ui": "Chat page for people",
+}
+
+
+class IndexOut(Schema):
+    name: str = Field(..., examples=["LLM Chat Gateway"])
+    version: str = Field(..., examples=["1.0.0"])
+    description: str
+    status: str = Field(..., examples=["running"])
+    endpoints: dict[str, str] = Field(
+        ...,
+        description='"METHOD /path": summary, for every operation',
+        examples=[{"GET /health": "Main health check"}],
+    )
+    documentation: str = "/docs"
+    openapi: str = "/openapi.json"
+
+
+@functools.cache
+def endpoint_index() -> dict[str, str]:
+    """Every operation of this API, "METHOD /path": summary, read from its OpenAPI schema once."""
+    index: dict[str, str] = {}
+    for path, operations in api.get_openapi_schema()["paths"].items():
+        for method, operation in operations.items():
+            index[f"{method.upper()} {path}"] = operation.get("summary", "")
+    return {**index, **PAGES}
+
+
+def prefers_html(request: HttpRequest) -> bool:
+    """True when the Accept header ranks text/html above application/json (browsers, not curl or */*)."""
+    return request.get_preferred_type(["application/json", "text/html"]) == "text/html"
+
+
+@api.get("/", response=IndexOut, summary="API index with every endpoint", auth=None, tags=["service"])
+async def root(request: HttpRequest, response: HttpResponse) -> dict[str, Any] | HttpResponse:
+    """Name, version and every endpoint of this service; browsers are sent to the chat page /ui."""
+    response["Vary"] = "Accept"
+    if prefers_html(request):
+        redirect = HttpResponseRedirect("/ui")
+        redirect["Vary"] = "Accept"
+        return redirect
+    return {
+        "name": "LLM Chat Gateway",
+        "version": settings.VERSION,
+        "description": "Chat with LLMs on OpenRouter or any OpenAI-compatible upstream, with memory.",
+        "status": "running",
+        "endpoints": endpoint_index(),
+        "documentation": "/docs",
+        "openapi": "/openapi.json",
+    }
 
 
 def _field_name(loc: tuple[object, ...] | list[object]) -> str:
@@ -116,7 +154,8 @@ def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 @api.exception_handler(Exception)
 def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
-    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path)
+    # The traceback goes to the log (redacted by its filter); the caller gets one plain sentence.
+    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=exc)
     return error_response(
         500, "internal_error", "The server failed to handle this request.", path=request.path
     )

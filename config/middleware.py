@@ -1,19 +1,30 @@
-"""Finishing touches on every answer: the project's error shape where Django or Ninja wrote their
-own, and security headers."""
+"""The last middleware: the 413 for a body the edge stopped reading, the project's error shape where
+Django wrote its own 405, and the route name for the access line and metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
-from config import telemetry
-from config.errors import error_response
+from config.edge import TOO_LARGE
+from core import telemetry
+from core.errors import error_response
 
 Handler = Callable[[HttpRequest], HttpResponse]
 AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+def too_large(request: HttpRequest) -> HttpResponse | None:
+    if not getattr(request, "scope", {}).get(TOO_LARGE):
+        return None
+    limit = settings.MAX_REQUEST_BYTES
+    return error_response(
+        413, "request_too_large", f"The request body is larger than {limit} bytes.", path=request.path
+    )
 
 
 def _shaped(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -30,19 +41,10 @@ def _shaped(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _secured(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    response.setdefault("X-Content-Type-Options", "nosniff")
-    response.setdefault("Referrer-Policy", "same-origin")
-    if "frame-ancestors" not in response.get("Content-Security-Policy", ""):
-        # A page that names who may frame it (the chat page: the Space) keeps that; nothing else is framed.
-        response.setdefault("X-Frame-Options", "SAMEORIGIN" if request.path.startswith("/docs") else "DENY")
-    return response
-
-
 def finish(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     match = request.resolver_match
     telemetry.note(route="/" + match.route if match and match.route != "^.*$" else "unmatched")
-    return _secured(request, _shaped(request, response))
+    return _shaped(request, response)
 
 
 @sync_and_async_middleware
@@ -50,11 +52,11 @@ def finishing(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return finish(request, await get_response(request))  # type: ignore[misc]
+            return too_large(request) or finish(request, await get_response(request))  # type: ignore[misc]
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        return finish(request, get_response(request))  # type: ignore[arg-type]
+        return too_large(request) or finish(request, get_response(request))  # type: ignore[arg-type]
 
     return middleware

@@ -10,8 +10,17 @@ from pathlib import Path
 from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
-from config import redact
-from config.env import env_bool, env_float, env_int, env_list, env_rate, env_secret, env_str, env_url
+from core.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+    env_secret,
+    env_str,
+    env_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VERSION = "1.0.0"
@@ -63,6 +72,7 @@ try:
     TRUST_PROXY_HEADERS = env_bool("TRUST_PROXY_HEADERS", False)
     ALLOWED_MODELS = env_list("ALLOWED_MODELS", "*")
     ALLOW_CLIENT_API_KEY = env_bool("ALLOW_CLIENT_API_KEY", True)
+    ASGI_EDGE = env_choice("ASGI_EDGE", "inline", ("inline", "thread"))
     MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1048576, minimum=1024)
     if not any(fnmatch.fnmatchcase(LLM_MODEL, pattern) for pattern in ALLOWED_MODELS):
         raise ImproperlyConfigured(f"LLM_MODEL {LLM_MODEL!r} is not allowed by ALLOWED_MODELS")
@@ -83,11 +93,10 @@ APPEND_SLASH = False
 DATABASES: dict[str, dict[str, str]] = {}
 
 INSTALLED_APPS = [
+    "config.apps.GatewayConfig",
+    "django.contrib.staticfiles",
     "corsheaders",
     "ninja",
-    "chat",
-    "memory_chat",
-    "hfspaces",
     "webui",
 ]
 
@@ -102,8 +111,22 @@ TEMPLATES = [
 
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.finishing",
 ]
+# The security headers of every answer, set here and by those two middlewares only: /docs is framed by
+# nobody but itself (Ninja's docs_decorator), the chat page names its framers in its own CSP.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Static files (Swagger UI for /docs, the chat page's files) are collected with content-hashed names
+# and served by ServeStatic at the ASGI edge, before Django: an API request never passes through it.
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {"staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"}}
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
 CACHES = {
@@ -142,18 +165,20 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "text": {
-            "()": "config.telemetry.TextFormatter",
+            "()": "core.telemetry.TextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
         },
-        "json": {"()": "config.telemetry.JsonFormatter"},
+        "json": {"()": "core.telemetry.JsonFormatter"},
     },
+    "filters": {"redact": {"()": "core.redact.RedactingFilter"}},
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": LOG_FORMAT,
+            "filters": ["redact"],
         },
-        "buffer": {"class": "config.logbuffer.RingBufferHandler"},
+        "buffer": {"class": "core.logbuffer.RingBufferHandler", "filters": ["redact"]},
     },
     "root": {"handlers": ["stdout", "buffer"], "level": LOG_LEVEL},
     "loggers": {
@@ -165,5 +190,3 @@ LOGGING = {
         "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},  # ours is gateway.access
     },
 }
-
-redact.install()

@@ -4,7 +4,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import path, re_path
 
 from config.api import api
-from config.errors import error_response
+from core.errors import error_response
 from webui.views import chat_page
 
 

@@ -1,4 +1,4 @@
-"""/memory-chat/* and /test-chat/*: echo chats that never call the upstream."""
+"""/memory-chat/*: an echo chat with conversation memory that never calls the upstream."""
 
 from __future__ import annotations
 
@@ -9,34 +9,33 @@ from django.http import HttpRequest
 from ninja import Query, Router
 from ninja.responses import Status
 
-from chat import services
-from chat.schemas import ConversationListOut, ConversationOut, DeletedOut, MessageIn, Page
-from config.clock import utc_now_iso
-from config.errors import ErrorOut
-from memory_chat.schemas import MemoryChatIn, MemoryChatOut, TestChatOut
+from core.clock import utc_now_iso
+from core.errors import ErrorOut
+from gateway import conversations, turns
+from gateway.schemas import (
+    ConversationListOut,
+    ConversationOut,
+    DeletedOut,
+    Page,
+    conversation_detail,
+    conversation_list,
+    deleted,
+)
+from memory_chat.schemas import MemoryChatIn, MemoryChatOut, MemoryHealthOut, MemoryInfoOut
+from stores import Kind
 
 router = Router(tags=["memory-chat"])
-test_chat_router = Router(tags=["test-chat"])
-
-KIND = "memory"
 
 
-@router.get("/", response=dict[str, Any], summary="Memory chat info")
+@router.get("/", response=MemoryInfoOut, summary="Memory chat info")
 async def memory_info(request: HttpRequest) -> dict[str, Any]:
     """What the echo chat is and its endpoints."""
     return {
         "service": "memory-chat",
         "status": "running",
         "description": "Echo chat with conversation memory; never calls the upstream.",
-        "active_conversations": await services.count_or_none(KIND),
-        "endpoints": {
-            "send": "POST /memory-chat/message",
-            "conversations": "GET /memory-chat/conversations",
-            "conversation": "GET /memory-chat/conversations/{id}",
-            "delete": "DELETE /memory-chat/conversations/{id}",
-            "clear": "DELETE /memory-chat/conversations",
-            "health": "GET /memory-chat/health",
-        },
+        "active_conversations": await conversations.count_or_none(Kind.MEMORY),
+        "endpoints": {},
     }
 
 
@@ -45,8 +44,12 @@ async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[
     """Store the message and an echo of it."""
     model = payload.model or settings.LLM_MODEL
     reply = f"Echo from memory chat: {payload.message}"
-    conversation = await services.echo_turn(
-        KIND, message=payload.message, conversation_id=payload.conversation_id, reply=reply, model=model
+    conversation = await turns.echo_turn(
+        Kind.MEMORY,
+        message=payload.message,
+        conversation_id=payload.conversation_id,
+        reply=reply,
+        model=model,
     )
     return Status(
         200,
@@ -61,13 +64,13 @@ async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[
     )
 
 
-@router.get("/health", response=dict[str, Any], summary="Memory chat health", auth=None)
+@router.get("/health", response=MemoryHealthOut, summary="Memory chat health", auth=None)
 async def memory_health(request: HttpRequest) -> dict[str, Any]:
     """Liveness; no upstream call."""
     return {
         "status": "healthy",
         "service": "memory-chat",
-        "active_conversations": await services.count_or_none(KIND),
+        "active_conversations": await conversations.count_or_none(Kind.MEMORY),
         "memory_usage": "in-memory only",
         "file_dependencies": "none",
         "timestamp": utc_now_iso(),
@@ -79,7 +82,8 @@ async def memory_health(request: HttpRequest) -> dict[str, Any]:
 )
 async def memory_conversations(request: HttpRequest, page: Query[Page]) -> Status[dict[str, Any]]:
     """Echo conversations, most recently active first."""
-    return Status(200, await services.list_conversations(KIND, limit=page.limit, offset=page.offset))
+    total, found = await conversations.page(Kind.MEMORY, limit=page.limit, offset=page.offset)
+    return Status(200, conversation_list(total, found, page))
 
 
 @router.get(
@@ -89,7 +93,7 @@ async def memory_conversations(request: HttpRequest, page: Query[Page]) -> Statu
 )
 async def memory_conversation(request: HttpRequest, conversation_id: str) -> Status[dict[str, Any]]:
     """Every stored message of one echo conversation."""
-    return Status(200, await services.conversation_detail(KIND, conversation_id))
+    return Status(200, conversation_detail(await conversations.get(Kind.MEMORY, conversation_id)))
 
 
 @router.delete(
@@ -99,29 +103,16 @@ async def memory_conversation(request: HttpRequest, conversation_id: str) -> Sta
 )
 async def memory_delete(request: HttpRequest, conversation_id: str) -> Status[dict[str, Any]]:
     """Delete one echo conversation."""
-    return Status(200, await services.delete_conversation(KIND, conversation_id))
+    remaining = await conversations.delete(Kind.MEMORY, conversation_id)
+    return Status(200, deleted(conversation_id, remaining))
 
 
 @router.delete("/conversations", response=DeletedOut, summary="Clear every echo conversation")
 async def memory_clear(request: HttpRequest) -> dict[str, Any]:
     """Delete every echo conversation."""
-    return await services.clear_conversations(KIND)
-
-
-@test_chat_router.post("/message", response={200: TestChatOut, 422: ErrorOut}, summary="Simple test chat")
-async def test_chat_message(request: HttpRequest, payload: MessageIn) -> Status[dict[str, Any]]:
-    """Echo a message with a test marker; kept in its own conversations."""
-    reply = f"Echo: {payload.message} (Test response from HF Spaces)"
-    conversation = await services.echo_turn(
-        "test", message=payload.message, conversation_id=payload.conversation_id, reply=reply, model=None
-    )
-    return Status(
-        200,
-        {
-            "conversation_id": conversation.id,
-            "response": reply,
-            "status": "success",
-            "timestamp": utc_now_iso(),
-            "message_count": conversation.message_count,
-        },
-    )
+    removed = await conversations.clear(Kind.MEMORY)
+    return {
+        "status": "success",
+        "message": f"Cleared {removed} conversations from memory",
+        "remaining_conversations": 0,
+    }

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 from django.test import AsyncClient
 
-from chat import upstream
-from chat.store import reset_store
+import upstream
+from stores import reset_store
 from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent

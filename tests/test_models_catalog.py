@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.test import AsyncClient
 
-from chat.catalog import BUILTIN_MODELS
+from gateway.catalog import BUILTIN_MODELS
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
 
@@ -40,7 +40,7 @@ async def test_it_falls_back_to_the_builtin_list(client: AsyncClient, fake_upstr
 async def test_it_serves_the_last_good_copy_when_the_upstream_fails(
     client: AsyncClient, fake_upstream: FakeUpstream
 ) -> None:
-    from chat.store import get_store
+    from stores import get_store
 
     assert (await client.get("/chat/models")).json()["source"] == "upstream"
     store = get_store()

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from django.test import AsyncClient
 
-from chat.store import MAX_MODELS_TRACKED
+from stores.base import MAX_MODELS_TRACKED
 from tests.conftest import SECRET, LiveServer
 from tests.fake_upstream import FakeUpstream, Reply
 
@@ -62,7 +62,7 @@ async def test_it_passes_allowed_fallbacks_on_v1(
 
 
 async def test_it_bounds_the_model_statistics(client: AsyncClient) -> None:
-    from chat.store import get_store
+    from stores import get_store
 
     store = get_store()
     for n in range(MAX_MODELS_TRACKED + 50):
@@ -90,7 +90,7 @@ async def test_it_deletes_nothing_that_has_expired(client: AsyncClient, settings
     await client.post(
         "/memory-chat/message", {"message": "x", "conversation_id": "old"}, content_type="application/json"
     )
-    with mock.patch("chat.store.time.monotonic", return_value=10**12):
+    with mock.patch("stores.local.time.monotonic", return_value=10**12):
         assert (await client.delete("/memory-chat/conversations/old")).status_code == 404
 
 

@@ -43,7 +43,7 @@ async def test_it_drops_the_oldest_messages_and_says_how_many(client: AsyncClien
 async def test_it_forgets_an_idle_conversation_after_the_ttl(client: AsyncClient, settings: Any) -> None:
     settings.CONVERSATION_TTL = 60
     await echo(client, "idle")
-    with mock.patch("chat.store.time.monotonic", return_value=10**9):
+    with mock.patch("stores.local.time.monotonic", return_value=10**9):
         assert (await client.get("/memory-chat/conversations/idle")).status_code == 404
         assert (await client.get("/memory-chat/conversations")).json()["total"] == 0
 

@@ -10,8 +10,9 @@ from unittest import mock
 
 import pytest
 
-from chat.redis_store import RedisStore
-from chat.store import ConversationStore, LocalStore, reset_store
+from stores import ConversationStore, reset_store
+from stores.local import LocalStore
+from stores.redis_store import RedisStore
 from tests.conftest import RedisServer
 
 
@@ -124,11 +125,11 @@ async def test_it_refreshes_the_ttl_on_each_write(store: ConversationStore, sett
         settings.CONVERSATION_TTL = 100
         start = time.monotonic()
         await store.append("chat", "ttl", pair("x"), model="m", tokens=0)
-        with mock.patch("chat.store.time.monotonic", return_value=start + 50):
+        with mock.patch("stores.local.time.monotonic", return_value=start + 50):
             await store.append("chat", "ttl", pair("y"), model="m", tokens=0)
-        with mock.patch("chat.store.time.monotonic", return_value=start + 120):
+        with mock.patch("stores.local.time.monotonic", return_value=start + 120):
             assert await store.get("chat", "ttl") is not None
-        with mock.patch("chat.store.time.monotonic", return_value=start + 200):
+        with mock.patch("stores.local.time.monotonic", return_value=start + 200):
             assert await store.get("chat", "ttl") is None
 
 

@@ -123,7 +123,7 @@ async def test_it_sends_keep_alive_comments_while_the_upstream_is_quiet(
 ) -> None:
     from django.test import AsyncClient
 
-    from chat import sse
+    from gateway import sse
 
     monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.2)
     fake_upstream.queue(Reply(chunks=["a", "b"], chunk_delay=0.7))
@@ -142,8 +142,8 @@ async def test_it_ends_with_an_error_frame_when_the_store_fails_at_the_end(
 ) -> None:
     from django.test import AsyncClient
 
-    from chat.store import LocalStore
-    from config.errors import StoreUnavailable
+    from core.errors import StoreUnavailable
+    from stores.local import LocalStore
 
     async def broken_append(*args: Any, **kwargs: Any) -> None:
         raise StoreUnavailable()

@@ -7,6 +7,7 @@ import secrets
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_safe
 
 # A HuggingFace Space shows the app in a frame on huggingface.co; nobody else may frame the page.
@@ -29,6 +30,7 @@ def content_security_policy(nonce: str) -> str:
     )
 
 
+@xframe_options_exempt  # its CSP's frame-ancestors names who may frame it: the Space
 @require_safe
 def chat_page(request: HttpRequest) -> HttpResponse:
     nonce = secrets.token_urlsafe(16)
@@ -44,6 +46,5 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     )
     response["Content-Security-Policy"] = content_security_policy(nonce)
     response["Cache-Control"] = "no-store"
-    response["X-Content-Type-Options"] = "nosniff"
     response["Referrer-Policy"] = "no-referrer"
     return response

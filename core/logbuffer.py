@@ -6,7 +6,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from config.telemetry import record_fields
+from core.telemetry import record_fields
 
 BUFFER_SIZE = 1000
 _records: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)

@@ -16,9 +16,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from chat.store import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation, fixed_window
-from config.clock import utc_now_iso
-from config.errors import StoreUnavailable
+from core.clock import utc_now_iso
+from core.errors import StoreUnavailable
+from stores.base import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation, Kind, fixed_window
 
 logger = logging.getLogger(__name__)
 
@@ -116,17 +116,17 @@ class RedisStore:
             logger.warning("redis store unavailable: %s", type(exc).__name__)
             raise StoreUnavailable() from None
 
-    def _base(self, kind: str) -> str:
+    def _base(self, kind: Kind) -> str:
         return f"{self._prefix}conv:{kind}:"
 
-    def _index(self, kind: str) -> str:
+    def _index(self, kind: Kind) -> str:
         return f"{self._prefix}index:{kind}"
 
-    async def _prune(self, kind: str) -> None:
+    async def _prune(self, kind: Kind) -> None:
         cutoff = time.time() - settings.CONVERSATION_TTL
         await self._redis.zremrangebyscore(self._index(kind), "-inf", f"({cutoff}")
 
-    async def get(self, kind: str, conversation_id: str) -> Conversation | None:
+    async def get(self, kind: Kind, conversation_id: str) -> Conversation | None:
         base = self._base(kind) + conversation_id
         with self._guard():
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -139,7 +139,7 @@ class RedisStore:
         return _conversation(meta, messages, len(messages))
 
     async def append(
-        self, kind: str, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+        self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
     ) -> Conversation:
         base = self._base(kind)
         now = utc_now_iso()
@@ -174,7 +174,7 @@ class RedisStore:
             message_count=int(length),
         )
 
-    async def page(self, kind: str, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
+    async def page(self, kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
         base = self._base(kind)
         with self._guard():
             await self._prune(kind)
@@ -195,7 +195,7 @@ class RedisStore:
                 page.append(_conversation(meta, [orjson.loads(m) for m in last], int(length)))
         return int(total), page
 
-    async def delete(self, kind: str, conversation_id: str) -> bool:
+    async def delete(self, kind: Kind, conversation_id: str) -> bool:
         base = self._base(kind) + conversation_id
         with self._guard():
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -204,12 +204,12 @@ class RedisStore:
                 removed, deleted = await pipe.execute()
         return bool(removed or deleted)
 
-    async def clear(self, kind: str) -> int:
+    async def clear(self, kind: Kind) -> int:
         with self._guard():
             await self._prune(kind)
             return int(await self._clear(keys=[self._index(kind)], args=[self._base(kind)]))
 
-    async def count(self, kind: str) -> int:
+    async def count(self, kind: Kind) -> int:
         with self._guard():
             await self._prune(kind)
             return int(await self._redis.zcard(self._index(kind)))

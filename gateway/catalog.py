@@ -9,9 +9,9 @@ from typing import Any
 
 from django.conf import settings
 
-from chat import upstream
-from chat.store import get_store
-from config.errors import ServiceError
+import upstream
+from core.errors import ServiceError
+from stores import get_store
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any
 from django.http import HttpResponse
 from ninja import Schema
 
-from config import telemetry
-from config.clock import utc_now_iso
-from config.jsonio import dumps
+from core import telemetry
+from core.clock import utc_now_iso
+from core.jsonio import dumps
 
 
 class ServiceError(Exception):
@@ -88,6 +88,11 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return body
 
 
+ERROR_STATUSES = (400, 401, 402, 403, 404, 413, 415, 422, 429, 502, 503, 504)
+ERRORS: dict[int, type[Schema]] = dict.fromkeys(ERROR_STATUSES, ErrorOut)
+"""Every error an operation that calls the upstream may answer, for `response={200: Out, **ERRORS}`."""
+
+
 class OpenAIError(Schema):
     message: str
     type: str
@@ -97,6 +102,8 @@ class OpenAIError(Schema):
 class OpenAIErrorOut(Schema):
     error: OpenAIError
 
+
+OPENAI_ERRORS: dict[int, type[Schema]] = dict.fromkeys(ERROR_STATUSES, OpenAIErrorOut)
 
 OPENAI_PREFIX = "/v1/"
 _OPENAI_TYPES = {

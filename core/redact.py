@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 
-from config import telemetry
+from core import telemetry
 
 MASK = "[redacted]"
 PATTERNS = [
@@ -39,24 +39,21 @@ def clean(value: Any) -> Any:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", redact(value))
 
 
-def _redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
-    record = _make_record(*args, **kwargs)
-    record.request_id = telemetry.current_request_id()
-    try:
-        message = record.getMessage()
-    except Exception:  # a bad format string must not take logging down
-        message = str(record.msg)
-    record.msg, record.args = redact(message), None
-    if record.exc_info:
-        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-        record.exc_info = None
-    return record
+class RedactingFilter(logging.Filter):
+    """Set on every handler in LOGGING: whichever logger made a record, the text that leaves the process
+    (stdout, /api/hf/logs) has secrets masked, tracebacks included, and carries the request id."""
 
-
-_make_record = logging.getLogRecordFactory()
-
-
-def install() -> None:
-    """Redact every log record as it is made, whichever logger made it and whichever handler gets it."""
-    if logging.getLogRecordFactory() is not _redacted_record:
-        logging.setLogRecordFactory(_redacted_record)
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "redacted", False):  # a record goes through each handler's filter
+            return True
+        record.request_id = telemetry.current_request_id()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not take logging down
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        record.redacted = True
+        return True

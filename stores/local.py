@@ -1,99 +1,30 @@
-"""Conversation store: conversations, usage statistics and small cached values.
+"""The default store: one process's conversations in Django's LocMemCache.
 
-The default store keeps conversations in Django's local-memory cache and calls its synchronous
-methods directly: they do no I/O, so an async caller needs no thread hop, and no await between
-read and write means an append can never interleave with another one in this process.
+It calls the cache's synchronous methods directly: they do no I/O, so an async caller needs no thread
+hop, and no await between read and write means an append can never interleave with another one in
+this process.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
 
-from config.clock import utc_now_iso
-
-KINDS = ("chat", "memory", "test")
-MAX_MODELS_TRACKED = 200  # distinct model names in the statistics; the rest are counted as "other"
-OTHER_MODEL = "other"
-
-
-@dataclass
-class Conversation:
-    id: str
-    created_at: str
-    updated_at: str
-    model: str
-    total_tokens: int = 0
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    dropped_messages: int = 0
-    message_count: int = 0  # all stored messages, even when `messages` holds only some of them
-
-    @property
-    def last_message(self) -> str:
-        return self.messages[-1]["content"] if self.messages else ""
-
-
-class ConversationStore(Protocol):
-    kind_name: str
-
-    async def get(self, kind: str, conversation_id: str) -> Conversation | None: ...
-
-    async def append(
-        self, kind: str, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
-    ) -> Conversation: ...
-
-    async def page(self, kind: str, *, limit: int, offset: int) -> tuple[int, list[Conversation]]: ...
-
-    async def delete(self, kind: str, conversation_id: str) -> bool: ...
-
-    async def clear(self, kind: str) -> int: ...
-
-    async def count(self, kind: str) -> int: ...
-
-    async def ping(self) -> None: ...
-
-    async def record_call(
-        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
-    ) -> None: ...
-
-    async def usage(self) -> dict[str, Any]: ...
-
-    async def cache_get(self, key: str) -> Any: ...
-
-    async def cache_set(self, key: str, value: Any, ttl: int | None) -> None: ...
-
-    async def hit(self, key: str, window: int) -> tuple[int, int]:
-        """Count one event in the current fixed window: (count so far, seconds until it resets)."""
-        ...
-
-
-def fixed_window(window: int) -> tuple[int, int]:
-    """The current rate-limit window of `window` seconds: (its number, whole seconds until it ends)."""
-    now = time.time()
-    slot = int(now // window)
-    return slot, max(1, int((slot + 1) * window - now + 0.999))
-
-
-def astuple_shallow(conversation: Conversation) -> tuple[Any, ...]:
-    return tuple(getattr(conversation, f.name) for f in fields(Conversation))
-
-
-def trim(conversation: Conversation, max_messages: int) -> None:
-    """Drop the oldest messages beyond the cap, never leaving an assistant reply first."""
-    excess = len(conversation.messages) - max_messages
-    if excess <= 0:
-        return
-    kept = conversation.messages[excess:]
-    while kept and kept[0]["role"] == "assistant":
-        kept = kept[1:]
-    conversation.dropped_messages += len(conversation.messages) - len(kept)
-    conversation.messages = kept
-    conversation.message_count = len(kept)
+from core.clock import utc_now_iso
+from stores.base import (
+    MAX_MODELS_TRACKED,
+    OTHER_MODEL,
+    Conversation,
+    Kind,
+    astuple_shallow,
+    fixed_window,
+    trim,
+)
 
 
 class LocalStore:
@@ -105,14 +36,14 @@ class LocalStore:
         self._cache = caches["conversations"]
         self._values = caches["default"]
         # kind -> {conversation id: expiry (monotonic)}, oldest write first
-        self._index: dict[str, OrderedDict[str, float]] = {k: OrderedDict() for k in KINDS}
+        self._index: dict[Kind, OrderedDict[str, float]] = {k: OrderedDict() for k in Kind}
         self._stats = _Stats()
 
     @staticmethod
-    def _key(kind: str, conversation_id: str) -> str:
+    def _key(kind: Kind, conversation_id: str) -> str:
         return f"{kind}:{conversation_id}"
 
-    def _live_index(self, kind: str) -> OrderedDict[str, float]:
+    def _live_index(self, kind: Kind) -> OrderedDict[str, float]:
         index = self._index[kind]
         now = time.monotonic()
         while index:
@@ -123,7 +54,7 @@ class LocalStore:
             self._cache.delete(self._key(kind, oldest))
         return index
 
-    def _load(self, kind: str, conversation_id: str) -> Conversation | None:
+    def _load(self, kind: Kind, conversation_id: str) -> Conversation | None:
         if conversation_id not in self._live_index(kind):
             return None
         raw = self._cache.get(self._key(kind, conversation_id))
@@ -132,11 +63,11 @@ class LocalStore:
             return None
         return Conversation(*raw)
 
-    async def get(self, kind: str, conversation_id: str) -> Conversation | None:
+    async def get(self, kind: Kind, conversation_id: str) -> Conversation | None:
         return self._load(kind, conversation_id)
 
     async def append(
-        self, kind: str, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+        self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
     ) -> Conversation:
         now = utc_now_iso()
         conversation = self._load(kind, conversation_id) or Conversation(
@@ -160,25 +91,25 @@ class LocalStore:
             self._stats.evictions += 1
         return conversation
 
-    async def page(self, kind: str, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
+    async def page(self, kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
         ids = list(reversed(self._live_index(kind)))
         page = [c for c in (self._load(kind, i) for i in ids[offset : offset + limit]) if c is not None]
         return len(ids), page
 
-    async def delete(self, kind: str, conversation_id: str) -> bool:
+    async def delete(self, kind: Kind, conversation_id: str) -> bool:
         if self._live_index(kind).pop(conversation_id, None) is None:
             return False
         self._cache.delete(self._key(kind, conversation_id))
         return True
 
-    async def clear(self, kind: str) -> int:
+    async def clear(self, kind: Kind) -> int:
         index = self._live_index(kind)
         removed = len(index)
         self._cache.delete_many([self._key(kind, i) for i in index])
         index.clear()
         return removed
 
-    async def count(self, kind: str) -> int:
+    async def count(self, kind: Kind) -> int:
         return len(self._live_index(kind))
 
     async def ping(self) -> None:
@@ -244,25 +175,36 @@ class _Stats:
         }
 
 
-_store: ConversationStore | None = None
+@dataclass
+class _Stats:
+    requests: int = 0
+    errors: int = 0
+    evictions: int = 0
+    by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
 
+    def record(self, model: str, prompt_tokens: int, completion_tokens: int, error: str | None) -> None:
+        if model not in self.by_model and len(self.by_model) >= MAX_MODELS_TRACKED:
+            model = OTHER_MODEL
+        self.requests += 1
+        entry = self.by_model.setdefault(
+            model, {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        )
+        entry["requests"] += 1
+        entry["prompt_tokens"] += prompt_tokens
+        entry["completion_tokens"] += completion_tokens
+        if error:
+            self.errors += 1
+            entry["errors"] += 1
+            self.errors_by_kind[error] = self.errors_by_kind.get(error, 0) + 1
 
-def get_store() -> ConversationStore:
-    """The process's store: Redis when REDIS_URL is set, else local memory."""
-    global _store
-    if _store is None:
-        if settings.REDIS_URL:
-            from chat.redis_store import RedisStore
-
-            _store = RedisStore(settings.REDIS_URL)
-        else:
-            _store = LocalStore()
-    return _store
-
-
-def reset_store() -> None:
-    """Forget every conversation and figure (tests, and nothing else, call this)."""
-    global _store
-    caches["conversations"].clear()
-    caches["default"].clear()
-    _store = None
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
+            "total_tokens": sum(m["prompt_tokens"] + m["completion_tokens"] for m in self.by_model.values()),
+            "by_model": {k: dict(v) for k, v in self.by_model.items()},
+            "errors_by_kind": dict(self.errors_by_kind),
+            "evictions": self.evictions,
+        }

@@ -1,18 +1,22 @@
-"""Guards on the owner's key: per-client rate limits and the model allow-list."""
+"""Guards on the owner's key, checked before any upstream call: which key, rate limits, models, spend."""
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
 
-from chat.store import get_store
-from config import metrics
-from config.errors import BadRequest, ServiceError
-from config.security import OPEN
+import upstream
+from core import metrics
+from core.auth import OPEN
+from core.errors import BadRequest, ServiceError
+from stores import get_store
+
+KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII: what an HTTP header can carry
 
 
 class RateLimited(ServiceError):
@@ -75,3 +79,38 @@ def check_model(model: str) -> None:
     """ALLOWED_MODELS (shell-style patterns, `*` = any) decides before any upstream call."""
     if not any(fnmatch.fnmatchcase(model, pattern) for pattern in settings.ALLOWED_MODELS):
         raise BadRequest(f"The model {model} is not allowed on this server.", code="model_not_allowed")
+
+
+class ApiKeyRequired(ServiceError):
+    status = 401
+    code = "api_key_required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "An API key is required: set LLM_API_KEY on the server or send api_key in the request."
+        )
+
+
+def resolve_key(request_key: str | None) -> str:
+    """The client's key if it sent one (and they are allowed), else the server's."""
+    request_key = (request_key or "").strip()
+    if request_key and not settings.ALLOW_CLIENT_API_KEY:
+        raise BadRequest(
+            "This server does not accept api_key in requests.", code="client_api_key_not_allowed"
+        )
+    if request_key and not KEY_SHAPE.fullmatch(request_key):
+        raise BadRequest("That API key has characters no key can have.", code="invalid_api_key")
+    key = request_key or settings.LLM_API_KEY
+    if not key and upstream.key_required():
+        raise ApiKeyRequired()
+    return key
+
+
+def resolve_max_tokens(requested: int | None) -> int:
+    if requested is None:
+        return settings.LLM_MAX_TOKENS
+    if requested > settings.LLM_MAX_TOKENS_LIMIT:
+        raise BadRequest(
+            f"max_tokens may be at most {settings.LLM_MAX_TOKENS_LIMIT}.", code="max_tokens_too_large"
+        )
+    return requested

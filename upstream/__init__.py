@@ -20,8 +20,8 @@ import orjson
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
-from config import metrics, telemetry
-from config.errors import ServiceError
+from core import metrics, telemetry
+from core.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,0 +1,101 @@
+"""Upstream calls as the apps make them: built with the server's defaults, counted in the statistics
+and the access line, and streams relayed with the upstream connection always closed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+
+import upstream
+from core import metrics, telemetry
+from core.errors import ServiceError
+from stores import get_store
+
+logger = logging.getLogger(__name__)
+
+
+async def record(model: str, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
+    """Count one upstream call (its tokens, or its error's kind) in the statistics and the access line."""
+    usage = usage or {}
+    await get_store().record_call(
+        model,
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        completion_tokens=usage.get("completion_tokens", 0),
+        error=error,
+    )
+    telemetry.note(model=model, tokens=usage.get("total_tokens", 0), **({"error": error} if error else {}))
+
+
+def upstream_call(
+    messages: list[dict[str, Any]],
+    *,
+    model: str,
+    max_tokens: int,
+    temperature: float | None,
+    api_key: str,
+    extra: dict[str, Any] | None = None,
+) -> upstream.UpstreamCall:
+    return upstream.UpstreamCall(
+        messages=messages,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=settings.LLM_TEMPERATURE if temperature is None else temperature,
+        api_key=api_key,
+        extra=extra or {},
+    )
+
+
+async def complete_and_record(call: upstream.UpstreamCall) -> tuple[upstream.Completion, dict[str, int]]:
+    """A non-streaming upstream call, counted."""
+    try:
+        completion = await upstream.complete(call)
+    except ServiceError as exc:
+        await record(call.model, error=exc.code)
+        raise
+    usage = full_usage(completion.usage)
+    await record(completion.model, usage=usage)
+    return completion, usage
+
+
+async def open_and_record(call: upstream.UpstreamCall) -> upstream.UpstreamStream:
+    """Open a streaming upstream call; a failure to open is counted."""
+    try:
+        return await upstream.open_stream(call)
+    except ServiceError as exc:
+        await record(call.model, error=exc.code)
+        raise
+
+
+async def relay(stream: upstream.UpstreamStream) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of an open stream. The call is counted when it ends, and the upstream connection is
+    closed whatever happens: at once if our client goes away, so nobody pays for unread tokens."""
+    metrics.STREAMS_IN_FLIGHT.inc()
+    try:
+        async for chunk in stream.chunks():
+            yield chunk
+    except ServiceError as exc:
+        await record(stream.model, error=exc.code)
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        await record(stream.model, error="client_disconnected")
+        logger.info(
+            "client disconnected mid-stream; upstream request closed, nothing stored conversation=%s",
+            telemetry.current().get("conversation_id", "-"),
+        )
+        telemetry.note(disconnected=True)
+        raise
+    finally:
+        metrics.STREAMS_IN_FLIGHT.dec()
+        await stream.aclose()
+    await record(stream.model, usage=full_usage(stream.usage))
+
+
+def full_usage(usage: dict[str, int]) -> dict[str, int]:
+    merged = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, **usage}
+    if not usage.get("total_tokens"):
+        merged["total_tokens"] = merged["prompt_tokens"] + merged["completion_tokens"]
+    return merged

@@ -1,0 +1,156 @@
+"""A turn of conversation: the context sent upstream, the call, and the stored result."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+import upstream
+from core import telemetry
+from core.clock import utc_now_iso
+from core.errors import ServiceError, error_body
+from gateway import calls, guards, sse
+from stores import Conversation, Kind, get_store
+
+
+def _estimate_tokens(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"]) // 4 + 4 for m in messages)
+
+
+def _drop_leading_replies(window: list[dict[str, str]]) -> list[dict[str, str]]:
+    while window and window[0]["role"] == "assistant":
+        window = window[1:]
+    return window
+
+
+def build_context(history: list[dict[str, Any]], message: str) -> list[dict[str, str]]:
+    """System prompt + the last whole turns of history + the new user message."""
+    limit = settings.CHAT_HISTORY_MESSAGES
+    recent = history[-limit:] if limit else []
+    window = _drop_leading_replies([{"role": m["role"], "content": m["content"]} for m in recent])
+    system = (
+        [{"role": "system", "content": settings.CHAT_SYSTEM_PROMPT}] if settings.CHAT_SYSTEM_PROMPT else []
+    )
+    new = [{"role": "user", "content": message}]
+    budget = settings.CHAT_CONTEXT_TOKENS
+    if budget:
+        while window and _estimate_tokens(system + window + new) > budget:
+            window = _drop_leading_replies(window[1:])
+    return system + window + new
+
+
+def new_conversation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def turn(user_text: str, reply_text: str, *, model: str | None) -> list[dict[str, Any]]:
+    now = utc_now_iso()
+    reply: dict[str, Any] = {"role": "assistant", "content": reply_text, "timestamp": now}
+    if model:
+        reply["model"] = model
+    return [{"role": "user", "content": user_text, "timestamp": now}, reply]
+
+
+@dataclass(frozen=True)
+class PreparedTurn:
+    conversation_id: str
+    call: upstream.UpstreamCall
+
+
+async def prepare_turn(
+    *,
+    message: str,
+    conversation_id: str | None,
+    model: str | None,
+    api_key: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+) -> PreparedTurn:
+    """Every check that can fail before the upstream is called, and the context to send."""
+    model = model or settings.LLM_MODEL
+    guards.check_model(model)
+    key = guards.resolve_key(api_key)
+    tokens = guards.resolve_max_tokens(max_tokens)
+    conversation_id = conversation_id or new_conversation_id()
+    telemetry.note(conversation_id=conversation_id)
+    existing = await get_store().get(Kind.CHAT, conversation_id)
+    context = build_context(existing.messages if existing else [], message)
+    return PreparedTurn(
+        conversation_id=conversation_id,
+        call=calls.upstream_call(
+            context, model=model, max_tokens=tokens, temperature=temperature, api_key=key
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    """A finished, stored turn of /chat/message."""
+
+    conversation: Conversation
+    reply: str
+    model: str
+    usage: dict[str, int]
+
+
+async def store_turn(
+    prepared: PreparedTurn, message: str, content: str, model: str, usage: dict[str, int]
+) -> StoredTurn:
+    conversation = await get_store().append(
+        Kind.CHAT,
+        prepared.conversation_id,
+        turn(message, content, model=model),
+        model=model,
+        tokens=usage["total_tokens"],
+    )
+    return StoredTurn(conversation=conversation, reply=content, model=model, usage=usage)
+
+
+async def chat(prepared: PreparedTurn, message: str) -> StoredTurn:
+    """One turn of /chat/message: stored only when the upstream answered."""
+    completion, usage = await calls.complete_and_record(prepared.call)
+    return await store_turn(prepared, message, completion.content, completion.model, usage)
+
+
+async def chat_stream(
+    prepared: PreparedTurn, message: str, *, done_body: Callable[[StoredTurn], Any]
+) -> AsyncIterator[bytes]:
+    """Open the upstream stream (failures here get their real status), then frame it as SSE: deltas,
+    then `done` with `done_body(turn)` once the turn is stored, or `error`."""
+    stream = await calls.open_and_record(prepared.call)
+    return _chat_frames(prepared, message, stream, done_body)
+
+
+async def _chat_frames(
+    prepared: PreparedTurn,
+    message: str,
+    stream: upstream.UpstreamStream,
+    done_body: Callable[[StoredTurn], Any],
+) -> AsyncIterator[bytes]:
+    parts: list[str] = []
+    try:
+        async for chunk in calls.relay(stream):
+            text = upstream.delta_text(chunk)
+            if text:
+                parts.append(text)
+                yield sse.frame("delta", {"delta": text})
+        usage = calls.full_usage(stream.usage)
+        stored = await store_turn(prepared, message, "".join(parts), stream.model, usage)
+    except ServiceError as exc:  # the upstream failed mid-reply, or the store did at the end
+        yield sse.frame("error", error_body(exc.code, exc.message))
+        return
+    yield sse.frame("done", done_body(stored))
+
+
+async def echo_turn(
+    kind: Kind, *, message: str, conversation_id: str | None, reply: str, model: str | None
+) -> Conversation:
+    """Store an echo turn (memory-chat, test-chat): no upstream call."""
+    conversation_id = conversation_id or new_conversation_id()
+    return await get_store().append(
+        kind, conversation_id, turn(message, reply, model=model), model=model or "echo", tokens=0
+    )

@@ -1,0 +1,94 @@
+"""What every conversation store is: the Conversation value, the kinds, the protocol, shared helpers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Kind(StrEnum):
+    """Which family of endpoints a conversation belongs to; each kind is listed separately."""
+
+    CHAT = "chat"
+    MEMORY = "memory"
+    TEST = "test"
+
+
+MAX_MODELS_TRACKED = 200  # distinct model names in the statistics; the rest are counted as "other"
+OTHER_MODEL = "other"
+
+
+@dataclass
+class Conversation:
+    id: str
+    created_at: str
+    updated_at: str
+    model: str
+    total_tokens: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    dropped_messages: int = 0
+    message_count: int = 0  # all stored messages, even when `messages` holds only some of them
+
+    @property
+    def last_message(self) -> str:
+        return self.messages[-1]["content"] if self.messages else ""
+
+
+class ConversationStore(Protocol):
+    kind_name: str
+
+    async def get(self, kind: Kind, conversation_id: str) -> Conversation | None: ...
+
+    async def append(
+        self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+    ) -> Conversation: ...
+
+    async def page(self, kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]: ...
+
+    async def delete(self, kind: Kind, conversation_id: str) -> bool: ...
+
+    async def clear(self, kind: Kind) -> int: ...
+
+    async def count(self, kind: Kind) -> int: ...
+
+    async def ping(self) -> None: ...
+
+    async def record_call(
+        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
+    ) -> None: ...
+
+    async def usage(self) -> dict[str, Any]: ...
+
+    async def cache_get(self, key: str) -> Any: ...
+
+    async def cache_set(self, key: str, value: Any, ttl: int | None) -> None: ...
+
+    async def hit(self, key: str, window: int) -> tuple[int, int]:
+        """Count one event in the current fixed window: (count so far, seconds until it resets)."""
+        ...
+
+
+def fixed_window(window: int) -> tuple[int, int]:
+    """The current rate-limit window of `window` seconds: (its number, whole seconds until it ends)."""
+    now = time.time()
+    slot = int(now // window)
+    return slot, max(1, int((slot + 1) * window - now + 0.999))
+
+
+def astuple_shallow(conversation: Conversation) -> tuple[Any, ...]:
+    return tuple(getattr(conversation, f.name) for f in fields(Conversation))
+
+
+def trim(conversation: Conversation, max_messages: int) -> None:
+    """Drop the oldest messages beyond the cap, never leaving an assistant reply first."""
+    excess = len(conversation.messages) - max_messages
+    if excess <= 0:
+        return
+    kept = conversation.messages[excess:]
+    while kept and kept[0]["role"] == "assistant":
+        kept = kept[1:]
+    conversation.dropped_messages += len(conversation.messages) - len(kept)
+    conversation.messages = kept
+    conversation.message_count = len(kept)
