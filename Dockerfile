@@ -3,6 +3,7 @@ FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    HOST=0.0.0.0 \
     PORT=7860 \
     LOG_FORMAT=json
 
@@ -13,10 +14,11 @@ COPY --chown=user:user requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 COPY --chown=user:user . .
+RUN python manage.py collectstatic --noinput -v0
 USER 1000
 
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '7860') + '/health', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '7860') + '/ready', timeout=4)"]
 
-CMD ["sh", "-c", "if [ \"${WORKERS:-1}\" -gt 1 ] && [ -z \"${REDIS_URL}\" ]; then echo 'WORKERS > 1 needs REDIS_URL' >&2; exit 2; fi; if [ \"${WORKERS:-1}\" -gt 1 ]; then export PROMETHEUS_MULTIPROC_DIR=$(mktemp -d); fi; exec uvicorn config.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WORKERS:-1} --no-access-log"]
+CMD ["python", "-m", "config.serve"]

@@ -22,16 +22,13 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	@if [ "$(WORKERS)" -gt 1 ] && [ -z "$$REDIS_URL" ]; then \
-		echo "WORKERS=$(WORKERS) needs REDIS_URL: each worker would keep its own conversations and figures."; \
-		exit 2; \
-	fi
-	@if [ "$(WORKERS)" -gt 1 ]; then export PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d); fi; \
-	exec $(VENV)/bin/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --workers $(WORKERS) --no-access-log
+	HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) $(PY) -m config.serve
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy .
 	$(VENV)/bin/hadolint Dockerfile
 
 fmt: install-dev

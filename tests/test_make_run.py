@@ -1,11 +1,26 @@
-"""`make run` refuses several workers without a shared store."""
+"""`make run` and the container start through one serve script that checks HOST, PORT and WORKERS."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
+
+import pytest
 
 from tests.conftest import ROOT, require_program
+
+
+def serve(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "HOST", "PORT", "WORKERS")}
+    return subprocess.run(
+        [sys.executable, "-m", "config.serve"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_it_refuses_several_workers_without_redis() -> None:
@@ -20,4 +35,17 @@ def test_it_refuses_several_workers_without_redis() -> None:
         timeout=300,
     )
     assert result.returncode != 0
-    assert "REDIS_URL" in result.stdout + result.stderr
+    assert "Configuration error: WORKERS=2 needs REDIS_URL" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("WORKERS", "abc"), ("WORKERS", "0"), ("PORT", "abc"), ("PORT", "70000"), ("HOST", "not a host")],
+)
+def test_it_names_the_bad_setting_in_one_line(name: str, value: str) -> None:
+    result = serve(**{name: value})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"Configuration error: {name} ")
+    assert "Illegal number" not in result.stderr and "--port" not in result.stderr
