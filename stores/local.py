@@ -173,38 +173,3 @@ class _Stats:
             "errors_by_kind": dict(self.errors_by_kind),
             "evictions": self.evictions,
         }
-
-
-@dataclass
-class _Stats:
-    requests: int = 0
-    errors: int = 0
-    evictions: int = 0
-    by_model: dict[str, dict[str, int]] = field(default_factory=dict)
-    errors_by_kind: dict[str, int] = field(default_factory=dict)
-
-    def record(self, model: str, prompt_tokens: int, completion_tokens: int, error: str | None) -> None:
-        if model not in self.by_model and len(self.by_model) >= MAX_MODELS_TRACKED:
-            model = OTHER_MODEL
-        self.requests += 1
-        entry = self.by_model.setdefault(
-            model, {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        )
-        entry["requests"] += 1
-        entry["prompt_tokens"] += prompt_tokens
-        entry["completion_tokens"] += completion_tokens
-        if error:
-            self.errors += 1
-            entry["errors"] += 1
-            self.errors_by_kind[error] = self.errors_by_kind.get(error, 0) + 1
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
-            "total_tokens": sum(m["prompt_tokens"] + m["completion_tokens"] for m in self.by_model.values()),
-            "by_model": {k: dict(v) for k, v in self.by_model.items()},
-            "errors_by_kind": dict(self.errors_by_kind),
-            "evictions": self.evictions,
-        }
