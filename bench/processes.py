@@ -1,0 +1,226 @@
+"""Child processes: the fake upstream and the service on free ports, each in its own group, all ended."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common import BENCH, HOST, RESULTS, ROOT, VENV_BIN, BenchError
+
+SERVICE_ENV_CLEARED = (
+    "OPENROUTER_API_KEY",
+    "CONVERSATION_MAX",
+    "PORT",
+    "WORKERS",
+    "REDIS_URL",
+    "BACKEND_API_KEYS",
+    "ALLOWED_MODELS",
+    "RATE_LIMIT",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
+
+
+# Every process started here is in its own process group, dies with us, and is ended in finally.
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Processes:
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        stdout_pipe: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        out: Any = subprocess.PIPE if stdout_pipe else (log.open("ab") if log else subprocess.DEVNULL)
+        err: Any = log.open("ab") if log else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                # preexec_fn is unsafe in a threaded parent; wrk, the one spawned from threads, ends
+                # by itself after its -d anyway.
+                preexec_fn=_die_with_parent
+                if threading.current_thread() is threading.main_thread()
+                else None,
+            )
+        finally:
+            for handle in (out, err):
+                if hasattr(handle, "close"):
+                    handle.close()
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)  # its own group: only what we started
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(grace)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def stop_all(self) -> None:
+        while self.started:
+            self.stop(self.started.pop())
+
+
+PROCS = Processes()
+
+
+def on_signal(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+@dataclass
+class Fake:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}/api/v1"
+
+
+def start_fake(log: Path) -> Fake:
+    port = free_port()
+    proc = PROCS.spawn(
+        [sys.executable, str(BENCH / "fake_upstream.py"), "--host", HOST, "--port", str(port)],
+        env=dict(os.environ),
+        log=log,
+        stdout_pipe=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()  # "ready <port>", or EOF when it failed
+    if not line.startswith("ready"):
+        raise BenchError(f"the fake upstream did not start:\n{log_tail(log)}")
+    return Fake(proc, port)
+
+
+@dataclass
+class Service:
+    proc: subprocess.Popen[bytes]
+    port: int
+    pid: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def rss(self) -> int:
+        """VmRSS of the uvicorn process, in bytes."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise BenchError("no VmRSS")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def start_service(fake: Fake, name: str, **settings: str) -> Service:
+    port = free_port()
+    env = dict(os.environ)
+    # Settings that would change what is measured: the local store, no access keys, any model.
+    for key in SERVICE_ENV_CLEARED:
+        env.pop(key, None)
+    env.update(
+        LLM_BASE_URL=fake.base,
+        LLM_API_KEY="sk-bench",
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+        # The per-client limit stays on (its cost is part of the hot path) but never trips.
+        RATE_LIMIT="1000000000/minute",
+    )
+    env.update(settings)
+    log = RESULTS / f"service-{name}.log"
+    log.write_text("")
+    args = [
+        str(VENV_BIN / "uvicorn"),
+        "config.asgi:application",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+    ]
+    proc = PROCS.spawn(args, env=env, log=log)
+    deadline = time.monotonic() + 60
+    with httpx.Client(timeout=2.0) as client:
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"the service exited ({proc.returncode}):\n{log_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"http://{HOST}:{port}/health").status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"the service did not answer /health in 60 s:\n{log_tail(log)}")
+            time.sleep(0.1)
+    # With --workers 1 uvicorn serves in its own process; were it ever to fork, measure the worker.
+    workers = [c for c in _children(proc.pid) if Path(f"/proc/{c}/status").exists()]
+    pid = workers[0] if len(workers) == 1 else proc.pid
+    return Service(proc, port, pid, log)
+
+
+@contextlib.contextmanager
+def fake_and_service(name: str, **settings: str) -> Iterator[tuple[Fake, Service]]:
+    fake = start_fake(RESULTS / f"fake-{name}.log")
+    try:
+        svc = start_service(fake, name, **settings)
+        try:
+            yield fake, svc
+        finally:
+            PROCS.stop(svc.proc)
+    finally:
+        PROCS.stop(fake.proc)

@@ -1,0 +1,253 @@
+"""The report: targets, each phase's table rows, the table and profile text, and bench/results/latest.json."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, ROOT, Config
+
+TARGET_P50_MS = 1.5
+TARGET_P99_MS = 4.0
+TARGET_RPS = 600.0
+TARGET_TTFB_MS = 2.0
+TARGET_CONVERSATION_BYTES = 8 * 1024
+
+
+@dataclass
+class Row:
+    measure: str
+    figure: str
+    target: str = ""
+    ok: bool | None = None  # None: information, no target
+
+    @property
+    def verdict(self) -> str:
+        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+def _errors_note(run: dict[str, Any]) -> str:
+    count = sum(run["errors"].values())
+    return f"  ({count} errors: {run['errors']})" if count else ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# rows, one function per phase: (results[phase key], settings) -> rows
+
+
+def latency_rows(lat: dict[str, Any], cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    for q, target in (("50", TARGET_P50_MS), ("99", TARGET_P99_MS)):
+        added = lat[f"added_p{q}_ms"]
+        rows.append(
+            Row(
+                f"1. added latency p{q}, c=1, POST /chat/message (new conversation)",
+                f"{added:.2f} ms  (service {lat['service'][f'raw_p{q}_ms']:.2f}"
+                f" - direct {lat['direct'][f'raw_p{q}_ms']:.2f}; wrk's corrected figures"
+                f" {lat['service'][f'p{q}_ms']:.2f} - {lat['direct'][f'p{q}_ms']:.2f})"
+                + _errors_note(lat["service"]),
+                f"<= {target:g} ms",
+                added <= target and not lat["service"]["errors"],
+            )
+        )
+    return rows
+
+
+def throughput_rows(tp: dict[str, Any], cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    c = cfg.concurrency
+    for key, label, target in (
+        ("chat_new", f"2. POST /chat/message, c={c}, new conversations", TARGET_RPS),
+        ("chat_long", f"2. POST /chat/message, c={c}, one long conversation", None),
+        ("v1_one_message", f"3. POST /v1/chat/completions, c={c}, 1 message", TARGET_RPS),
+        ("v1_ten_messages", f"3. POST /v1/chat/completions, c={c}, 10 messages", None),
+    ):
+        run = tp[key]
+        figure = (
+            f"{run['rps']:.0f} req/s  (p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms)"
+            + _errors_note(run)
+        )
+        if target is None:
+            rows.append(Row(label, figure))
+        else:
+            rows.append(
+                Row(label, figure, f">= {target:g} req/s", run["rps"] >= target and not run["errors"])
+            )
+    return rows
+
+
+def streaming_rows(st: dict[str, Any], cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    rows.append(
+        Row(
+            "4. streaming: added time to first frame (median)",
+            f"{st['ttfb_added_ms']:.2f} ms  (service {st['ttfb_service_ms']['median']:.2f} - direct "
+            f"{st['ttfb_direct_ms']['median']:.2f})",
+            f"<= {TARGET_TTFB_MS:g} ms",
+            st["ttfb_added_ms"] <= TARGET_TTFB_MS,
+        )
+    )
+    gap = st["gap_service_ms"]
+    delay = st["chunk_delay_ms"]
+    spaced = abs(gap["median"] - delay) <= max(5.0, delay * 0.2) and gap["p10"] >= delay / 2
+    rows.append(
+        Row(
+            f"4. streaming: gap between frames, upstream every {delay} ms",
+            f"median {gap['median']:.1f} ms  (p10 {gap['p10']:.1f}, p90 {gap['p90']:.1f}, "
+            f"{gap['count']} gaps; "
+            f"direct median {st['gap_direct_ms']['median']:.1f})",
+            f"~{delay} ms, none bunched",
+            spaced,
+        )
+    )
+    return rows
+
+
+def memory_rows(mem: dict[str, Any], cfg: Config) -> list[Row]:
+    per = mem["bytes_per_conversation"]
+    return [
+        Row(
+            f"5. memory per stored 10-message conversation ({mem['stored']} stored)",
+            f"{per / 1024:.2f} KiB  (RSS {mem['rss_before'] / 2**20:.1f}"
+            f" -> {mem['rss_after'] / 2**20:.1f} MiB)",
+            f"<= {TARGET_CONVERSATION_BYTES // 1024} KiB",
+            per <= TARGET_CONVERSATION_BYTES and mem["stored"] == mem["conversations"] and not mem["failed"],
+        )
+    ]
+
+
+def soak_rows(soak: dict[str, Any], cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    for sample in soak["samples"]:
+        rows.append(
+            Row(
+                f"5. soak RSS after {sample['turns']:>6} turns",
+                f"{sample['rss'] / 2**20:.1f} MiB  ({sample['conversations']} conversations kept)",
+            )
+        )
+    samples = soak["samples"]
+    if len(samples) >= 3:
+        last = samples[-1]["rss"] - samples[len(samples) // 2]["rss"]
+        rows.append(
+            Row(
+                "5. soak RSS growth over its second half",
+                f"{last / 2**20:+.1f} MiB  (evictions {soak['evictions']}, failed {soak['failed']})",
+            )
+        )
+    return rows
+
+
+def profile_rows(profile: dict[str, Any], cfg: Config) -> list[Row]:
+    return [Row("profile: throughput while sampled", f"{profile.get('rps_while_profiled', 0):.0f} req/s")]
+
+
+# ---------------------------------------------------------------------------------------------------
+# text
+
+
+def render(rows: list[Row]) -> str:
+    widths = [
+        max(len(h), max((len(getattr(r, a)) for r in rows), default=0))
+        for h, a in (
+            ("measure", "measure"),
+            ("figure", "figure"),
+            ("target", "target"),
+            ("result", "verdict"),
+        )
+    ]
+    line = "  ".join("-" * w for w in widths)
+    out = [
+        "  ".join(h.ljust(w) for h, w in zip(("measure", "figure", "target", "result"), widths, strict=True)),
+        line,
+    ]
+    for r in rows:
+        cells = (r.measure, r.figure, r.target, r.verdict)
+        out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    return "\n".join(out)
+
+
+def render_profile(profile: dict[str, Any]) -> str:
+    out = [
+        f"profile of POST /chat/message under load: {profile['samples']} samples"
+        " (py-spy --gil: the thread holding the GIL)",
+        "top self time:",
+    ]
+    out += [f"  {p['percent']:5.1f}%  {p['function']}" for p in profile["self"]]
+    out.append("self time by package or module:")
+    out += [f"  {p['percent']:5.1f}%  {p['function']}" for p in profile["self_by_package"]]
+    out.append("top inclusive time (below the event loop):")
+    out += [f"  {p['percent']:5.1f}%  {p['function']}" for p in profile["inclusive"]]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# latest.json
+
+
+def git_state() -> dict[str, Any]:
+    """Which code was measured: the commit, and the files changed on top of it."""
+    state: dict[str, Any] = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        state = {"commit": head.stdout.strip(), "changed": [x[3:] for x in status.stdout.splitlines()]}
+    return state
+
+
+def version(args: list[str]) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+        return (done.stdout or done.stderr).strip().splitlines()[0]
+    return "unknown"
+
+
+def write_report(
+    *,
+    elapsed: float,
+    load_at_start: list[float],
+    code: dict[str, Any],
+    wrk_binary: str,
+    cfg: Config,
+    rows: list[Row],
+    results: dict[str, Any],
+    table: str,
+) -> Path:
+    """Write bench/results/latest.json; its path."""
+    report = {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_seconds": round(elapsed, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": list(os.getloadavg()),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "wrk": version([wrk_binary, "-v"]),
+        },
+        "code": code,
+        "config": asdict(cfg),
+        "targets": {
+            "added_p50_ms": TARGET_P50_MS,
+            "added_p99_ms": TARGET_P99_MS,
+            "rps_new_conversations": TARGET_RPS,
+            "ttfb_added_ms": TARGET_TTFB_MS,
+            "bytes_per_conversation": TARGET_CONVERSATION_BYTES,
+        },
+        "checks": [asdict(r) | {"result": r.verdict} for r in rows],
+        "results": results,
+        "table": table,
+    }
+    path = RESULTS / "latest.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
