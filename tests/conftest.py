@@ -20,7 +20,17 @@ from stores import reset_store
 from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.browser"]
 SECRET = "sk-or-v1-testsecret0123456789abcdef"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _static_files_collected() -> None:
+    """The content-hashed static files /docs and the chat page link to (what `make run` and the
+    container collect), collected once per clean checkout."""
+    from config.serve import collect_static
+
+    collect_static()
 
 
 @pytest.fixture(scope="session")
