@@ -76,7 +76,7 @@ def prepare_django() -> None:
             f"config/edge.py was written for Django {DJANGO_WRITTEN_FOR}; check it against Django "
             f"{django.get_version()} before upgrading"
         )
-    if settings.DATABASES:
+    if any(db.get("ENGINE", "") != "django.db.backends.dummy" for db in settings.DATABASES.values()):
         raise ImproperlyConfigured("config/edge.py assumes there is no database (DATABASES is empty)")
     from django.db import close_old_connections, reset_queries
 
@@ -145,6 +145,20 @@ def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float)
         client,
         " ".join(f"{k}={v}" for k, v in facts.items()),
         extra={"fields": fields},
+    )
+
+
+async def announce() -> None:
+    """One start-up line saying what this process is connected to; a store that does not answer is a
+    WARNING (and /ready says so), not a surprise on the first request."""
+    from gateway.status import readiness
+
+    state = await readiness()
+    store = f"{state.store} ({'answering' if state.ready else 'NOT answering'})"
+    key = "set" if settings.LLM_API_KEY else ("missing" if not state.api_available else "not needed")
+    level = logging.INFO if state.ready and state.api_available else logging.WARNING
+    logging.getLogger("gateway").log(
+        level, "starting: upstream %s, key %s, store %s", settings.LLM_BASE_URL, key, store
     )
 
 
@@ -237,6 +251,7 @@ class Edge:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await announce()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await upstream.aclose()

@@ -111,8 +111,8 @@ TEMPLATES = [
 
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.SecurityHeaders",  # Django's SecurityMiddleware, run inline
+    "config.middleware.FrameOptions",  # Django's XFrameOptionsMiddleware, run inline
     "config.middleware.finishing",
 ]
 # The security headers of every answer, set here and by those two middlewares only: /docs is framed by
@@ -182,7 +182,9 @@ LOGGING = {
     },
     "root": {"handlers": ["stdout", "buffer"], "level": LOG_LEVEL},
     "loggers": {
-        "django.request": {"level": "ERROR"},
+        # Every 5xx is logged once where it happens (the store, the upstream client, the API's handler
+        # for unexpected errors, with its traceback): Django's own line would repeat it.
+        "django.request": {"level": "CRITICAL"},
         "httpx": {"level": "WARNING"},
         # uvicorn's own lines take this service's format too (JSON in the container)
         "uvicorn": {"handlers": ["stdout", "buffer"], "level": "INFO", "propagate": False},

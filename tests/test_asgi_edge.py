@@ -1,0 +1,65 @@
+"""The ASGI edge (config/edge.py): no thread per request, and loud start-up checks of what its bend of
+Django relies on."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from unittest import mock
+
+import django
+import django.core.handlers.asgi as django_asgi
+import httpx
+import pytest
+from django.core import signals
+from django.core.exceptions import ImproperlyConfigured
+
+from config import edge
+from config.asgi import application
+
+
+async def test_it_starts_no_thread_per_request() -> None:
+    transport = httpx.ASGITransport(app=application)
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        for _ in range(3):  # anything started once (a shared pool) starts here
+            assert (await client.get("/health")).status_code == 200
+        with mock.patch.object(threading.Thread, "start", counting_start):
+            for _ in range(50):
+                assert (await client.get("/health")).status_code == 200
+                assert (await client.post("/memory-chat/message", json={"message": "hi"})).status_code == 200
+    assert started == []
+
+
+def test_it_closes_responses_inline() -> None:
+    assert getattr(django_asgi, "sync_to_async") is edge._inline_response_close  # noqa: B009
+
+
+def test_it_refuses_another_django_version() -> None:
+    with mock.patch.object(django, "VERSION", (6, 0, 0, "final", 0)):
+        with pytest.raises(ImproperlyConfigured, match="written for Django"):
+            edge.prepare_django()
+
+
+def test_it_refuses_a_request_finished_receiver_it_does_not_know() -> None:
+    def blocking_receiver(**kwargs: Any) -> None:
+        return None
+
+    signals.request_finished.connect(blocking_receiver)
+    try:
+        with pytest.raises(ImproperlyConfigured, match="blocking_receiver"):
+            edge.prepare_django()
+    finally:
+        signals.request_finished.disconnect(blocking_receiver)
+
+
+def test_it_refuses_a_django_whose_handler_changed() -> None:
+    with mock.patch.object(edge.inspect, "getsource", return_value="async def handle(): ..."):
+        with pytest.raises(ImproperlyConfigured, match="no longer closes responses"):
+            edge.prepare_django()
