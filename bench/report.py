@@ -83,6 +83,16 @@ def throughput_rows(tp: dict[str, Any], cfg: Config) -> list[Row]:
     return rows
 
 
+def edge_rows(edge: dict[str, Any], cfg: Config) -> list[Row]:
+    rows = []
+    for key, label in (("c1", "8. ASGI_EDGE=thread, /chat/message, c=1"), (f"c{cfg.concurrency}", None)):
+        run = edge[key]
+        label = label or f"8. ASGI_EDGE=thread, /chat/message, c={cfg.concurrency}"
+        figure = f"{run['rps']:.0f} req/s  (p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms)"
+        rows.append(Row(label, figure + _errors_note(run)))
+    return rows
+
+
 def streaming_rows(st: dict[str, Any], cfg: Config) -> list[Row]:
     rows: list[Row] = []
     rows.append(

@@ -40,7 +40,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report
 from common import RESULTS, ROOT, BenchError, Config
 from load import Wrk, ensure_wrk
-from phases import Lane, Phase, latency, memory, profile, run_stage, soak, streaming, table_rows, throughput
+from phases import (
+    Lane,
+    Phase,
+    edge,
+    latency,
+    memory,
+    profile,
+    run_stage,
+    soak,
+    streaming,
+    table_rows,
+    throughput,
+)
 from processes import PROCS, on_signal
 
 LATENCY = Phase("latency", latency.run, report.latency_rows)
@@ -49,6 +61,7 @@ STREAMING = Phase("streaming", streaming.run, report.streaming_rows)
 PROFILE = Phase("profile", profile.run, report.profile_rows, enabled=profile.enabled)
 MEMORY = Phase("memory", memory.run, report.memory_rows)
 SOAK = Phase("soak", soak.run, report.soak_rows)
+EDGE = Phase("edge", edge.run, report.edge_rows)
 
 # What runs, stage after stage. A stage's lanes each start a fake upstream and a service, then run
 # side by side (one thread a lane when there are several); a lane's phases run in order on its service.
@@ -57,10 +70,11 @@ STAGES: tuple[tuple[Lane, ...], ...] = (
     # Two single-worker services on two cores: the fill and the soak run side by side (each figure is
     # one process's own RSS, so neither disturbs the other's).
     (Lane("memory", (MEMORY,), settings=memory.service_settings), Lane("soak", (SOAK,))),
+    (Lane("edge-thread", (EDGE,), settings=edge.service_settings),),
 )
 
 # The table's rows, phase by phase in this order (the profile's row has always come last).
-TABLE: tuple[Phase, ...] = (LATENCY, THROUGHPUT, STREAMING, MEMORY, SOAK, PROFILE)
+TABLE: tuple[Phase, ...] = (LATENCY, THROUGHPUT, STREAMING, MEMORY, SOAK, EDGE, PROFILE)
 
 
 def main() -> int:
