@@ -19,6 +19,9 @@ from config.asgi import application
 
 
 async def test_it_starts_no_thread_per_request() -> None:
+    # Django's test client reconnects its database signal receivers after each request it makes;
+    # a served process has only the start-up state, which this restores.
+    edge.prepare_django()
     transport = httpx.ASGITransport(app=application)
     started: list[str] = []
     real_start = threading.Thread.start
