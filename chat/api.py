@@ -10,6 +10,7 @@ from ninja import Query, Router
 from ninja.responses import Status
 
 from chat.schemas import ChatHealthOut, ChatIn, ChatInfoOut, ChatOut, ModelsOut
+from core.auth import caller_of, owner_for_writing
 from core.clock import utc_now_iso
 from core.errors import ERRORS, ErrorOut
 from gateway import catalog, conversations, guards, sse, turns
@@ -17,6 +18,7 @@ from gateway.schemas import (
     ConversationListOut,
     ConversationOut,
     DeletedOut,
+    OwnerQuery,
     Page,
     conversation_detail,
     conversation_list,
@@ -79,6 +81,7 @@ async def send_message(
     """
     await guards.check_rate(request)
     prepared = await turns.prepare_turn(
+        owner=owner_for_writing(request),
         message=payload.message,
         conversation_id=payload.conversation_id,
         model=payload.model,
@@ -117,7 +120,9 @@ async def chat_health(request: HttpRequest) -> dict[str, Any]:
 )
 async def chat_conversations(request: HttpRequest, page: Query[Page]) -> Status[dict[str, Any]]:
     """Conversations, most recently active first."""
-    total, found = await conversations.page(Kind.CHAT, limit=page.limit, offset=page.offset)
+    total, found = await conversations.page(
+        Kind.CHAT, caller_of(request), limit=page.limit, offset=page.offset
+    )
     return Status(200, conversation_list(total, found, page))
 
 
@@ -126,9 +131,16 @@ async def chat_conversations(request: HttpRequest, page: Query[Page]) -> Status[
     response={200: ConversationOut, 404: ErrorOut},
     summary="One conversation with its messages",
 )
-async def chat_conversation(request: HttpRequest, conversation_id: str) -> Status[dict[str, Any]]:
+async def chat_conversation(
+    request: HttpRequest, conversation_id: str, whose: Query[OwnerQuery]
+) -> Status[dict[str, Any]]:
     """Every stored message of one conversation."""
-    return Status(200, conversation_detail(await conversations.get(Kind.CHAT, conversation_id)))
+    return Status(
+        200,
+        conversation_detail(
+            await conversations.get(Kind.CHAT, conversation_id, caller_of(request), owner=whose.owner)
+        ),
+    )
 
 
 @router.delete(
@@ -136,7 +148,9 @@ async def chat_conversation(request: HttpRequest, conversation_id: str) -> Statu
     response={200: DeletedOut, 404: ErrorOut},
     summary="Delete one conversation",
 )
-async def chat_delete(request: HttpRequest, conversation_id: str) -> Status[dict[str, Any]]:
+async def chat_delete(
+    request: HttpRequest, conversation_id: str, whose: Query[OwnerQuery]
+) -> Status[dict[str, Any]]:
     """Delete one conversation."""
-    remaining = await conversations.delete(Kind.CHAT, conversation_id)
+    remaining = await conversations.delete(Kind.CHAT, conversation_id, caller_of(request), owner=whose.owner)
     return Status(200, deleted(conversation_id, remaining))

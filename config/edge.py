@@ -124,13 +124,16 @@ def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float)
     route = context.get("route", "unmatched")
     metrics.REQUESTS.labels(scope.get("method", scope["type"]), route, str(status)).inc()
     metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
-    client = (scope.get("client") or ("-", 0))[0]
-    facts = {k: redact.clean(v) for k, v in context.items() if k not in ("request_id", "route")}
+    if "key" in context:
+        metrics.REQUESTS_BY_KEY.labels(context["key"]).inc()
+    client = context.get("client", "-")
+    facts = {k: redact.clean(v) for k, v in context.items() if k not in ("request_id", "route", "client")}
     path = redact.clean(scope["path"])
     method = scope.get("method", scope["type"].upper())
     fields = {
         "method": method,
         "path": path,
+        "route": route,
         "status": status,
         "duration_ms": round(elapsed * 1000, 2),
         "client": client,
@@ -178,7 +181,10 @@ class Edge:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Request id, access line and metrics around every request."""
-        context: dict[str, Any] = {"request_id": telemetry.request_id_for(_header(scope, b"x-request-id"))}
+        context: dict[str, Any] = {
+            "request_id": telemetry.request_id_for(_header(scope, b"x-request-id")),
+            "client": (scope.get("client") or ("-", 0))[0],
+        }
         token = telemetry.request_context.set(context)
         started = time.perf_counter()
         status = 0

@@ -67,6 +67,8 @@ try:
     REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"), plain=False)
 
     BACKEND_API_KEYS = env_list("BACKEND_API_KEYS", "")
+    ADMIN_API_KEYS = env_list("ADMIN_API_KEYS", "")
+    ANONYMOUS_CONVERSATIONS = env_bool("ANONYMOUS_CONVERSATIONS", True)
     DEBUG_ENDPOINTS = env_bool("DEBUG_ENDPOINTS", True)
     RATE_LIMIT = env_rate("RATE_LIMIT", "60/minute")
     TRUST_PROXY_HEADERS = env_bool("TRUST_PROXY_HEADERS", False)

@@ -36,6 +36,9 @@ UPSTREAM_RETRIES = Counter(
 STREAMS_IN_FLIGHT = Gauge(
     "gateway_streams_in_flight", "Streamed replies being sent right now.", multiprocess_mode="livesum"
 )
+REQUESTS_BY_KEY = Counter(
+    "gateway_key_requests", "HTTP requests made with each named access or admin key.", ["key"]
+)
 RATE_LIMITED = Counter("gateway_rate_limited_requests", "Requests refused by the rate limit.")
 
 

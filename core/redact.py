@@ -8,12 +8,13 @@ from typing import Any
 
 from django.conf import settings
 
-from core import telemetry
+from core import auth, telemetry
 
 MASK = "[redacted]"
 PATTERNS = [
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer\s+)?[^\s\"',}]+"),
     re.compile(r"(?i)(x-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
+    re.compile(r"(?i)(x-client-token[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
     re.compile(r"(?i)([\"']?api_key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"()\bsk-[A-Za-z0-9_-]{16,}"),
@@ -21,7 +22,7 @@ PATTERNS = [
 
 
 def redact(text: str) -> str:
-    for secret in (settings.LLM_API_KEY, *settings.BACKEND_API_KEYS):
+    for secret in (settings.LLM_API_KEY, *auth.access_keys(), *auth.admin_keys()):
         if secret:
             text = text.replace(secret, MASK)
     for pattern in PATTERNS:
@@ -47,6 +48,7 @@ class RedactingFilter(logging.Filter):
         if getattr(record, "redacted", False):  # a record goes through each handler's filter
             return True
         record.request_id = telemetry.current_request_id()
+        record.private = telemetry.private_values()
         try:
             message = record.getMessage()
         except Exception:  # a bad format string must not take logging down

@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Facts about a request that identify a person: logged to stdout, hidden from /api/hf/logs but for admins.
+PRIVATE_FIELDS = ("client", "owner", "key", "conversation_id")
 
 # One mutable dict per request: set by the ASGI entry point, filled in by whatever handles the
 # request (route, conversation, model, tokens, upstream latency, retries), read by the access line.
@@ -27,6 +29,12 @@ def request_id_for(incoming: str | None) -> str:
 
 def current() -> dict[str, Any]:
     return request_context.get() or {}
+
+
+def private_values() -> list[Any]:
+    """This request's identifying facts, so a log record made now can be scrubbed for the public."""
+    context = current()
+    return [context[k] for k in PRIVATE_FIELDS if context.get(k)]
 
 
 def current_request_id() -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import telemetry
+from core.auth import AdminOnly, Caller
 from core.errors import ConversationNotFound, StoreUnavailable
 from stores import Conversation, Kind, get_store
 
@@ -23,26 +25,39 @@ async def usage_or_none() -> dict[str, Any] | None:
         return None
 
 
-async def page(kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
-    """(how many there are, one page of them), most recently active first."""
-    return await get_store().page(kind, limit=limit, offset=offset)
+async def page(kind: Kind, caller: Caller, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
+    """(how many there are, one page of them), most recently active first: the caller's own, or every
+    owner's for an admin."""
+    owner = None if caller.admin else caller.owner
+    return await get_store().page(kind, owner=owner, limit=limit, offset=offset)
 
 
-async def get(kind: Kind, conversation_id: str) -> Conversation:
-    conversation = await get_store().get(kind, conversation_id)
+def _owner(caller: Caller, owner: str | None) -> str:
+    """Whose conversation: the caller's own; an admin may name another owner."""
+    if owner is None or owner == caller.owner:
+        return caller.owner
+    if not caller.admin:
+        raise AdminOnly()
+    return owner
+
+
+async def get(kind: Kind, conversation_id: str, caller: Caller, *, owner: str | None = None) -> Conversation:
+    telemetry.note(conversation_id=conversation_id)
+    conversation = await get_store().get(kind, conversation_id, owner=_owner(caller, owner))
     if conversation is None:
         raise ConversationNotFound()
     return conversation
 
 
-async def delete(kind: Kind, conversation_id: str) -> int:
-    """Delete one conversation; how many of its kind remain."""
+async def delete(kind: Kind, conversation_id: str, caller: Caller, *, owner: str | None = None) -> int:
+    """Delete one conversation; how many of its kind remain (every owner's: an aggregate figure)."""
+    telemetry.note(conversation_id=conversation_id)
     store = get_store()
-    if not await store.delete(kind, conversation_id):
+    if not await store.delete(kind, conversation_id, owner=_owner(caller, owner)):
         raise ConversationNotFound()
     return await store.count(kind)
 
 
-async def clear(kind: Kind) -> int:
-    """Delete every conversation of a kind; how many there were."""
-    return await get_store().clear(kind)
+async def clear(kind: Kind, caller: Caller) -> int:
+    """Delete every conversation of a kind that the caller owns; how many there were."""
+    return await get_store().clear(kind, owner=caller.owner)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import re
 from typing import Any
 
@@ -12,7 +11,7 @@ from django.http import HttpRequest
 
 import upstream
 from core import metrics
-from core.auth import OPEN
+from core.auth import Caller
 from core.errors import BadRequest, ServiceError
 from stores import get_store
 
@@ -26,9 +25,9 @@ class RateLimited(ServiceError):
 
 def client_identity(request: HttpRequest) -> str:
     """The access key when there is one, else the client address (X-Forwarded-For only if trusted)."""
-    auth = getattr(request, "auth", None)
-    if isinstance(auth, str) and auth != OPEN:
-        return "key:" + hashlib.sha256(auth.encode()).hexdigest()[:32]
+    caller = getattr(request, "auth", None)
+    if isinstance(caller, Caller) and caller.keyed:
+        return "key:" + caller.owner
     address = request.META.get("REMOTE_ADDR", "") or "unknown"
     if settings.TRUST_PROXY_HEADERS:
         forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()

@@ -49,6 +49,11 @@ class MessageOut(Schema):
 
 class ConversationSummary(Schema):
     id: str
+    owner: str = Field(
+        ...,
+        examples=["t-3f2a9c0d1e4b5a6f7c8d9e0f"],
+        description="whose: anonymous, or a key's or token's hash",
+    )
     created_at: str
     updated_at: str
     message_count: int
@@ -69,6 +74,7 @@ class ConversationListOut(Schema):
 
 class ConversationDetail(Schema):
     id: str
+    owner: str = Field(..., examples=["anonymous"])
     created_at: str
     updated_at: str
     messages: list[MessageOut]
@@ -87,6 +93,14 @@ class DeletedOut(Schema):
     status: str = "success"
     message: str
     remaining_conversations: int
+
+
+class OwnerQuery(Schema):
+    owner: str | None = Field(
+        None,
+        pattern=r"^(anonymous|[kt]-[0-9a-f]{24})$",
+        description="Admins only: act on this owner's conversation (the `owner` of a listed summary).",
+    )
 
 
 class Page(Schema):
@@ -116,6 +130,7 @@ class UsageOut(Schema):
 def summary(conversation: Conversation) -> dict[str, Any]:
     return {
         "id": conversation.id,
+        "owner": conversation.owner,
         "created_at": conversation.created_at,
         "updated_at": conversation.updated_at,
         "message_count": conversation.message_count,

@@ -57,12 +57,14 @@ def turn(user_text: str, reply_text: str, *, model: str | None) -> list[dict[str
 
 @dataclass(frozen=True)
 class PreparedTurn:
+    owner: str
     conversation_id: str
     call: upstream.UpstreamCall
 
 
 async def prepare_turn(
     *,
+    owner: str,
     message: str,
     conversation_id: str | None,
     model: str | None,
@@ -77,9 +79,10 @@ async def prepare_turn(
     tokens = guards.resolve_max_tokens(max_tokens)
     conversation_id = conversation_id or new_conversation_id()
     telemetry.note(conversation_id=conversation_id)
-    existing = await get_store().get(Kind.CHAT, conversation_id)
+    existing = await get_store().get(Kind.CHAT, conversation_id, owner=owner)
     context = build_context(existing.messages if existing else [], message)
     return PreparedTurn(
+        owner=owner,
         conversation_id=conversation_id,
         call=calls.upstream_call(
             context, model=model, max_tokens=tokens, temperature=temperature, api_key=key
@@ -104,6 +107,7 @@ async def store_turn(
         Kind.CHAT,
         prepared.conversation_id,
         turn(message, content, model=model),
+        owner=prepared.owner,
         model=model,
         tokens=usage["total_tokens"],
     )
@@ -147,10 +151,16 @@ async def _chat_frames(
 
 
 async def echo_turn(
-    kind: Kind, *, message: str, conversation_id: str | None, reply: str, model: str | None
+    kind: Kind, *, owner: str, message: str, conversation_id: str | None, reply: str, model: str | None
 ) -> Conversation:
     """Store an echo turn (memory-chat, test-chat): no upstream call."""
     conversation_id = conversation_id or new_conversation_id()
+    telemetry.note(conversation_id=conversation_id)
     return await get_store().append(
-        kind, conversation_id, turn(message, reply, model=model), model=model or "echo", tokens=0
+        kind,
+        conversation_id,
+        turn(message, reply, model=model),
+        owner=owner,
+        model=model or "echo",
+        tokens=0,
     )

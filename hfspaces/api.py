@@ -15,6 +15,7 @@ from ninja import Query, Router
 from ninja.responses import Status
 
 from core import logbuffer
+from core.auth import caller_of, require_admin
 from core.clock import uptime_seconds, utc_now_iso
 from core.errors import ErrorOut, NotFound
 from gateway import conversations, status, turns
@@ -34,10 +35,12 @@ from stores import Kind, get_store
 router = Router(tags=["huggingface-spaces"])
 
 
-def require_debug_endpoints() -> None:
-    """DEBUG_ENDPOINTS=false hides the diagnostic endpoints as if they did not exist."""
+def require_debug_endpoints(request: HttpRequest) -> None:
+    """DEBUG_ENDPOINTS=false hides the diagnostic endpoints as if they did not exist; once any access
+    or admin key is configured they are for admin keys only."""
     if not settings.DEBUG_ENDPOINTS:
         raise NotFound("No endpoint at this path; see GET / for the list.")
+    require_admin(request)
 
 
 @router.get("/status", response=StatusOut, summary="Spaces status, settings and usage")
@@ -67,19 +70,19 @@ async def hf_ready(request: HttpRequest) -> Status[dict[str, Any]]:
 
 @router.get(
     "/environment",
-    response={200: EnvironmentOut, 404: ErrorOut},
+    response={200: EnvironmentOut, 403: ErrorOut, 404: ErrorOut},
     summary="Settings (secrets only as set/missing)",
 )
 async def hf_environment(request: HttpRequest) -> Status[dict[str, Any]]:
     """The service's settings; secrets show only whether they are set."""
-    require_debug_endpoints()
+    require_debug_endpoints(request)
     return Status(200, {"environment_variables": public_settings()})
 
 
-@router.get("/debug", response={200: DebugOut, 404: ErrorOut}, summary="Debug information")
+@router.get("/debug", response={200: DebugOut, 403: ErrorOut, 404: ErrorOut}, summary="Debug information")
 async def hf_debug(request: HttpRequest) -> Status[dict[str, Any]]:
     """Versions, platform, store and uptime."""
-    require_debug_endpoints()
+    require_debug_endpoints(request)
     return Status(
         200,
         {
@@ -96,11 +99,20 @@ async def hf_debug(request: HttpRequest) -> Status[dict[str, Any]]:
     )
 
 
-@router.get("/logs", response={200: LogsOut, 404: ErrorOut, 422: ErrorOut}, summary="Recent log records")
+@router.get(
+    "/logs",
+    response={200: LogsOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut},
+    summary="Recent log records",
+)
 async def hf_logs(request: HttpRequest, query: Query[LogQuery]) -> Status[dict[str, Any]]:
-    """This process's latest log records, newest last."""
-    require_debug_endpoints()
-    records = logbuffer.recent(limit=query.limit, min_level=logging.getLevelName(query.level.upper()))
+    """This process's latest log records, newest last; an admin sees client addresses, owners and
+    conversation ids, anyone else records with those hidden."""
+    require_debug_endpoints(request)
+    records = logbuffer.recent(
+        limit=query.limit,
+        min_level=logging.getLevelName(query.level.upper()),
+        private=caller_of(request).admin,
+    )
     return Status(200, {"status": "success", "total": len(records), "logs": records})
 
 

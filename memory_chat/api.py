@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from ninja import Query, Router
 from ninja.responses import Status
 
+from core.auth import caller_of, owner_for_writing
 from core.clock import utc_now_iso
 from core.errors import ErrorOut
 from gateway import conversations, turns
@@ -16,6 +17,7 @@ from gateway.schemas import (
     ConversationListOut,
     ConversationOut,
     DeletedOut,
+    OwnerQuery,
     Page,
     conversation_detail,
     conversation_list,
@@ -46,6 +48,7 @@ async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[
     reply = f"Echo from memory chat: {payload.message}"
     conversation = await turns.echo_turn(
         Kind.MEMORY,
+        owner=owner_for_writing(request),
         message=payload.message,
         conversation_id=payload.conversation_id,
         reply=reply,
@@ -82,7 +85,9 @@ async def memory_health(request: HttpRequest) -> dict[str, Any]:
 )
 async def memory_conversations(request: HttpRequest, page: Query[Page]) -> Status[dict[str, Any]]:
     """Echo conversations, most recently active first."""
-    total, found = await conversations.page(Kind.MEMORY, limit=page.limit, offset=page.offset)
+    total, found = await conversations.page(
+        Kind.MEMORY, caller_of(request), limit=page.limit, offset=page.offset
+    )
     return Status(200, conversation_list(total, found, page))
 
 
@@ -91,9 +96,16 @@ async def memory_conversations(request: HttpRequest, page: Query[Page]) -> Statu
     response={200: ConversationOut, 404: ErrorOut},
     summary="One echo conversation",
 )
-async def memory_conversation(request: HttpRequest, conversation_id: str) -> Status[dict[str, Any]]:
+async def memory_conversation(
+    request: HttpRequest, conversation_id: str, whose: Query[OwnerQuery]
+) -> Status[dict[str, Any]]:
     """Every stored message of one echo conversation."""
-    return Status(200, conversation_detail(await conversations.get(Kind.MEMORY, conversation_id)))
+    return Status(
+        200,
+        conversation_detail(
+            await conversations.get(Kind.MEMORY, conversation_id, caller_of(request), owner=whose.owner)
+        ),
+    )
 
 
 @router.delete(
@@ -101,16 +113,20 @@ async def memory_conversation(request: HttpRequest, conversation_id: str) -> Sta
     response={200: DeletedOut, 404: ErrorOut},
     summary="Delete one echo conversation",
 )
-async def memory_delete(request: HttpRequest, conversation_id: str) -> Status[dict[str, Any]]:
+async def memory_delete(
+    request: HttpRequest, conversation_id: str, whose: Query[OwnerQuery]
+) -> Status[dict[str, Any]]:
     """Delete one echo conversation."""
-    remaining = await conversations.delete(Kind.MEMORY, conversation_id)
+    remaining = await conversations.delete(
+        Kind.MEMORY, conversation_id, caller_of(request), owner=whose.owner
+    )
     return Status(200, deleted(conversation_id, remaining))
 
 
-@router.delete("/conversations", response=DeletedOut, summary="Clear every echo conversation")
+@router.delete("/conversations", response=DeletedOut, summary="Clear your echo conversations")
 async def memory_clear(request: HttpRequest) -> dict[str, Any]:
-    """Delete every echo conversation."""
-    removed = await conversations.clear(Kind.MEMORY)
+    """Delete every echo conversation the caller owns (an admin's own, too: others' one at a time)."""
+    removed = await conversations.clear(Kind.MEMORY, caller_of(request))
     return {
         "status": "success",
         "message": f"Cleared {removed} conversations from memory",

@@ -10,6 +10,7 @@ from ninja import Router
 from ninja.responses import Status
 
 from core import metrics
+from core.auth import require_admin
 from core.clock import uptime_seconds, utc_now_iso
 from core.errors import ErrorOut, NotFound
 from gateway import conversations, status
@@ -43,7 +44,7 @@ async def ready(request: HttpRequest) -> Status[dict[str, Any]]:
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
-    response={200: str, 404: ErrorOut},
+    response={200: str, 403: ErrorOut, 404: ErrorOut},
     openapi_extra={
         "responses": {
             200: {
@@ -63,6 +64,7 @@ async def metrics_text(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; see the README for what each metric means."""
     if not settings.METRICS_ENABLED:
         raise NotFound("No endpoint at this path; see GET / for the list.")
+    require_admin(request)
     counts = {kind.value: await conversations.count_or_none(kind) for kind in Kind}
     body = metrics.render(await conversations.usage_or_none(), counts)
     return HttpResponse(body, content_type=metrics.CONTENT_TYPE)

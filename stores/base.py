@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
+from core.auth import ANONYMOUS
+
 
 class Kind(StrEnum):
     """Which family of endpoints a conversation belongs to; each kind is listed separately."""
@@ -30,6 +32,7 @@ class Conversation:
     messages: list[dict[str, Any]] = field(default_factory=list)
     dropped_messages: int = 0
     message_count: int = 0  # all stored messages, even when `messages` holds only some of them
+    owner: str = ANONYMOUS
 
     @property
     def last_message(self) -> str:
@@ -37,19 +40,33 @@ class Conversation:
 
 
 class ConversationStore(Protocol):
+    """Conversations belong to an owner (core.auth.Caller.owner): the same id under two owners is two
+    conversations, and every read or write names the owner it acts for."""
+
     kind_name: str
 
-    async def get(self, kind: Kind, conversation_id: str) -> Conversation | None: ...
+    async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None: ...
 
     async def append(
-        self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+        self,
+        kind: Kind,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        owner: str,
+        model: str,
+        tokens: int,
     ) -> Conversation: ...
 
-    async def page(self, kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]: ...
+    async def page(
+        self, kind: Kind, *, owner: str | None, limit: int, offset: int
+    ) -> tuple[int, list[Conversation]]:
+        """One owner's conversations (every owner's for None: admins), most recently active first."""
+        ...
 
-    async def delete(self, kind: Kind, conversation_id: str) -> bool: ...
+    async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool: ...
 
-    async def clear(self, kind: Kind) -> int: ...
+    async def clear(self, kind: Kind, *, owner: str) -> int: ...
 
     async def count(self, kind: Kind) -> int: ...
 
@@ -68,6 +85,11 @@ class ConversationStore(Protocol):
     async def hit(self, key: str, window: int) -> tuple[int, int]:
         """Count one event in the current fixed window: (count so far, seconds until it resets)."""
         ...
+
+
+def slot_of(owner: str, conversation_id: str) -> str:
+    """Where a conversation is kept: owner ids never hold a "/", so no two owners' slots can meet."""
+    return f"{owner}/{conversation_id}"
 
 
 def fixed_window(window: int) -> tuple[int, int]:

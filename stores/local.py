@@ -23,6 +23,7 @@ from stores.base import (
     Kind,
     astuple_shallow,
     fixed_window,
+    slot_of,
     trim,
 )
 
@@ -35,13 +36,13 @@ class LocalStore:
     def __init__(self) -> None:
         self._cache = caches["conversations"]
         self._values = caches["default"]
-        # kind -> {conversation id: expiry (monotonic)}, oldest write first
+        # kind -> {owner/conversation id: expiry (monotonic)}, oldest write first
         self._index: dict[Kind, OrderedDict[str, float]] = {k: OrderedDict() for k in Kind}
         self._stats = _Stats()
 
     @staticmethod
-    def _key(kind: Kind, conversation_id: str) -> str:
-        return f"{kind}:{conversation_id}"
+    def _key(kind: Kind, slot: str) -> str:
+        return f"{kind}:{slot}"
 
     def _live_index(self, kind: Kind) -> OrderedDict[str, float]:
         index = self._index[kind]
@@ -54,24 +55,40 @@ class LocalStore:
             self._cache.delete(self._key(kind, oldest))
         return index
 
-    def _load(self, kind: Kind, conversation_id: str) -> Conversation | None:
-        if conversation_id not in self._live_index(kind):
+    def _load(self, kind: Kind, slot: str) -> Conversation | None:
+        if slot not in self._live_index(kind):
             return None
-        raw = self._cache.get(self._key(kind, conversation_id))
+        raw = self._cache.get(self._key(kind, slot))
         if raw is None:
-            self._index[kind].pop(conversation_id, None)
+            self._index[kind].pop(slot, None)
             return None
         return Conversation(*raw)
 
-    async def get(self, kind: Kind, conversation_id: str) -> Conversation | None:
-        return self._load(kind, conversation_id)
+    def _slots(self, kind: Kind, owner: str | None) -> list[str]:
+        """The owner's conversations (every owner's for None), most recently active first."""
+        index = self._live_index(kind)
+        if owner is None:
+            return list(reversed(index))
+        prefix = f"{owner}/"
+        return [slot for slot in reversed(index) if slot.startswith(prefix)]
+
+    async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None:
+        return self._load(kind, slot_of(owner, conversation_id))
 
     async def append(
-        self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+        self,
+        kind: Kind,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        owner: str,
+        model: str,
+        tokens: int,
     ) -> Conversation:
         now = utc_now_iso()
-        conversation = self._load(kind, conversation_id) or Conversation(
-            id=conversation_id, created_at=now, updated_at=now, model=model
+        slot = slot_of(owner, conversation_id)
+        conversation = self._load(kind, slot) or Conversation(
+            id=conversation_id, created_at=now, updated_at=now, model=model, owner=owner
         )
         conversation.messages.extend(messages)
         conversation.message_count = len(conversation.messages)
@@ -81,33 +98,37 @@ class LocalStore:
         trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
         ttl = settings.CONVERSATION_TTL
         # A plain tuple, not dataclasses.asdict: that deep-copies every message before pickling.
-        self._cache.set(self._key(kind, conversation_id), astuple_shallow(conversation), ttl)
+        self._cache.set(self._key(kind, slot), astuple_shallow(conversation), ttl)
         index = self._index[kind]
-        index[conversation_id] = time.monotonic() + ttl
-        index.move_to_end(conversation_id)
+        index[slot] = time.monotonic() + ttl
+        index.move_to_end(slot)
         while len(index) > settings.CONVERSATION_MAX:
             evicted, _ = index.popitem(last=False)
             self._cache.delete(self._key(kind, evicted))
             self._stats.evictions += 1
         return conversation
 
-    async def page(self, kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
-        ids = list(reversed(self._live_index(kind)))
-        page = [c for c in (self._load(kind, i) for i in ids[offset : offset + limit]) if c is not None]
-        return len(ids), page
+    async def page(
+        self, kind: Kind, *, owner: str | None, limit: int, offset: int
+    ) -> tuple[int, list[Conversation]]:
+        slots = self._slots(kind, owner)
+        page = [c for c in (self._load(kind, s) for s in slots[offset : offset + limit]) if c is not None]
+        return len(slots), page
 
-    async def delete(self, kind: Kind, conversation_id: str) -> bool:
-        if self._live_index(kind).pop(conversation_id, None) is None:
+    async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
+        slot = slot_of(owner, conversation_id)
+        if self._live_index(kind).pop(slot, None) is None:
             return False
-        self._cache.delete(self._key(kind, conversation_id))
+        self._cache.delete(self._key(kind, slot))
         return True
 
-    async def clear(self, kind: Kind) -> int:
-        index = self._live_index(kind)
-        removed = len(index)
-        self._cache.delete_many([self._key(kind, i) for i in index])
-        index.clear()
-        return removed
+    async def clear(self, kind: Kind, *, owner: str) -> int:
+        slots = self._slots(kind, owner)
+        self._cache.delete_many([self._key(kind, s) for s in slots])
+        index = self._index[kind]
+        for slot in slots:
+            del index[slot]
+        return len(slots)
 
     async def count(self, kind: Kind) -> int:
         return len(self._live_index(kind))

@@ -16,25 +16,29 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from core.auth import ANONYMOUS
 from core.clock import utc_now_iso
 from core.errors import StoreUnavailable
-from stores.base import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation, Kind, fixed_window
+from stores.base import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation, Kind, fixed_window, slot_of
 
 logger = logging.getLogger(__name__)
 
-# KEYS: meta, msgs, index, stats. ARGV: id, now (iso), model, tokens, max messages, ttl,
-# score (epoch seconds), max conversations, key base for evictions, messages (JSON)...
+# KEYS: meta, msgs, index, stats, owner index. ARGV: id, now (iso), model, tokens, max messages, ttl,
+# score (epoch seconds), max conversations, key base for evictions, owner, owner index base,
+# messages (JSON)... The kind's index holds "owner/id" slots; each owner's index holds ids.
 APPEND = """
-local meta, msgs, index, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, msgs, index, stats, mine = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl, score = tonumber(ARGV[6]), tonumber(ARGV[7])
 redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. (score - ttl))
+redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. (score - ttl))
 if redis.call('EXISTS', meta) == 0 then
   redis.call('DEL', msgs)
-  redis.call('HSET', meta, 'id', ARGV[1], 'created_at', ARGV[2], 'total_tokens', 0, 'dropped_messages', 0)
+  redis.call('HSET', meta, 'id', ARGV[1], 'created_at', ARGV[2], 'total_tokens', 0, 'dropped_messages', 0,
+    'owner', ARGV[10])
 end
 redis.call('HSET', meta, 'updated_at', ARGV[2], 'model', ARGV[3])
 local total = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
-for i = 10, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
+for i = 12, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
 local length = redis.call('LLEN', msgs)
 local max_messages = tonumber(ARGV[5])
 if length > max_messages then
@@ -46,24 +50,30 @@ if length > max_messages then
 end
 redis.call('EXPIRE', meta, ttl)
 redis.call('EXPIRE', msgs, ttl)
-redis.call('ZADD', index, score, ARGV[1])
+redis.call('EXPIRE', mine, ttl)
+redis.call('ZADD', index, score, ARGV[10] .. '/' .. ARGV[1])
+redis.call('ZADD', mine, score, ARGV[1])
 local count = redis.call('ZCARD', index)
 local max_conversations = tonumber(ARGV[8])
 if count > max_conversations then
   local victims = redis.call('ZPOPMIN', index, count - max_conversations)
   for i = 1, #victims, 2 do
     redis.call('DEL', ARGV[9] .. victims[i] .. ':meta', ARGV[9] .. victims[i] .. ':msgs')
+    local owner, id = string.match(victims[i], '^([^/]*)/(.*)$')
+    redis.call('ZREM', ARGV[11] .. owner, id)
   end
   redis.call('HINCRBY', stats, 'evictions', #victims / 2)
 end
 return {length, total}
 """
 
-# KEYS: index. ARGV: key base. Deletes every conversation of one kind.
+# KEYS: the owner's index, the kind's index. ARGV: key base, owner. Deletes one owner's conversations.
 CLEAR = """
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[1] .. id .. ':meta', ARGV[1] .. id .. ':msgs')
+  local slot = ARGV[2] .. '/' .. id
+  redis.call('DEL', ARGV[1] .. slot .. ':meta', ARGV[1] .. slot .. ':msgs')
+  redis.call('ZREM', KEYS[2], slot)
 end
 redis.call('DEL', KEYS[1])
 return #ids
@@ -122,12 +132,15 @@ class RedisStore:
     def _index(self, kind: Kind) -> str:
         return f"{self._prefix}index:{kind}"
 
-    async def _prune(self, kind: Kind) -> None:
-        cutoff = time.time() - settings.CONVERSATION_TTL
-        await self._redis.zremrangebyscore(self._index(kind), "-inf", f"({cutoff}")
+    def _owner_base(self, kind: Kind) -> str:
+        return f"{self._prefix}owner:{kind}:"
 
-    async def get(self, kind: Kind, conversation_id: str) -> Conversation | None:
-        base = self._base(kind) + conversation_id
+    async def _prune(self, index: str) -> None:
+        cutoff = time.time() - settings.CONVERSATION_TTL
+        await self._redis.zremrangebyscore(index, "-inf", f"({cutoff}")
+
+    async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None:
+        base = self._base(kind) + slot_of(owner, conversation_id)
         with self._guard():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(f"{base}:meta")
@@ -139,17 +152,26 @@ class RedisStore:
         return _conversation(meta, messages, len(messages))
 
     async def append(
-        self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+        self,
+        kind: Kind,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        owner: str,
+        model: str,
+        tokens: int,
     ) -> Conversation:
         base = self._base(kind)
+        slot = slot_of(owner, conversation_id)
         now = utc_now_iso()
         with self._guard():
             length, total = await self._append(
                 keys=[
-                    f"{base}{conversation_id}:meta",
-                    f"{base}{conversation_id}:msgs",
+                    f"{base}{slot}:meta",
+                    f"{base}{slot}:msgs",
                     self._index(kind),
                     self._stats_key(),
+                    self._owner_base(kind) + owner,
                 ],
                 args=[
                     conversation_id,
@@ -161,6 +183,8 @@ class RedisStore:
                     repr(time.time()),
                     settings.CONVERSATION_MAX,
                     base,
+                    owner,
+                    self._owner_base(kind),
                     *[orjson.dumps(m) for m in messages],
                 ],
             )
@@ -172,46 +196,52 @@ class RedisStore:
             total_tokens=int(total),
             messages=messages,
             message_count=int(length),
+            owner=owner,
         )
 
-    async def page(self, kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
+    async def page(
+        self, kind: Kind, *, owner: str | None, limit: int, offset: int
+    ) -> tuple[int, list[Conversation]]:
         base = self._base(kind)
+        index = self._index(kind) if owner is None else self._owner_base(kind) + owner
         with self._guard():
-            await self._prune(kind)
-            total = await self._redis.zcard(self._index(kind))
-            ids = [
-                _text(i) for i in await self._redis.zrevrange(self._index(kind), offset, offset + limit - 1)
-            ]
+            await self._prune(index)
+            total = await self._redis.zcard(index)
+            found = [_text(i) for i in await self._redis.zrevrange(index, offset, offset + limit - 1)]
+            slots = found if owner is None else [slot_of(owner, i) for i in found]
             async with self._redis.pipeline(transaction=False) as pipe:
-                for conversation_id in ids:
-                    pipe.hgetall(f"{base}{conversation_id}:meta")
-                    pipe.lrange(f"{base}{conversation_id}:msgs", -1, -1)
-                    pipe.llen(f"{base}{conversation_id}:msgs")
+                for slot in slots:
+                    pipe.hgetall(f"{base}{slot}:meta")
+                    pipe.lrange(f"{base}{slot}:msgs", -1, -1)
+                    pipe.llen(f"{base}{slot}:msgs")
                 results = await pipe.execute()
         page = []
-        for n in range(len(ids)):
+        for n in range(len(slots)):
             meta, last, length = results[3 * n : 3 * n + 3]
             if meta:
                 page.append(_conversation(meta, [orjson.loads(m) for m in last], int(length)))
         return int(total), page
 
-    async def delete(self, kind: Kind, conversation_id: str) -> bool:
-        base = self._base(kind) + conversation_id
+    async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
+        slot = slot_of(owner, conversation_id)
+        base = self._base(kind) + slot
         with self._guard():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self._index(kind), conversation_id)
+                pipe.zrem(self._index(kind), slot)
+                pipe.zrem(self._owner_base(kind) + owner, conversation_id)
                 pipe.delete(f"{base}:meta", f"{base}:msgs")
-                removed, deleted = await pipe.execute()
+                removed, _, deleted = await pipe.execute()
         return bool(removed or deleted)
 
-    async def clear(self, kind: Kind) -> int:
+    async def clear(self, kind: Kind, *, owner: str) -> int:
+        mine = self._owner_base(kind) + owner
         with self._guard():
-            await self._prune(kind)
-            return int(await self._clear(keys=[self._index(kind)], args=[self._base(kind)]))
+            await self._prune(mine)
+            return int(await self._clear(keys=[mine, self._index(kind)], args=[self._base(kind), owner]))
 
     async def count(self, kind: Kind) -> int:
         with self._guard():
-            await self._prune(kind)
+            await self._prune(self._index(kind))
             return int(await self._redis.zcard(self._index(kind)))
 
     async def ping(self) -> None:
@@ -303,4 +333,5 @@ def _conversation(meta: dict[bytes, bytes], messages: list[dict[str, Any]], coun
         dropped_messages=int(fields.get("dropped_messages", 0)),
         messages=messages,
         message_count=count,
+        owner=fields.get("owner", ANONYMOUS),
     )

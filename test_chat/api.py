@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from ninja import Router
 from ninja.responses import Status
 
+from core.auth import owner_for_writing
 from core.clock import utc_now_iso
 from core.errors import ErrorOut
 from gateway import turns
@@ -23,7 +24,12 @@ async def test_chat_message(request: HttpRequest, payload: MessageIn) -> Status[
     """Echo a message with a test marker; kept in its own conversations."""
     reply = f"Echo: {payload.message} (Test response from HF Spaces)"
     conversation = await turns.echo_turn(
-        Kind.TEST, message=payload.message, conversation_id=payload.conversation_id, reply=reply, model=None
+        Kind.TEST,
+        owner=owner_for_writing(request),
+        message=payload.message,
+        conversation_id=payload.conversation_id,
+        reply=reply,
+        model=None,
     )
     return Status(
         200,

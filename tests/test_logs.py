@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 from django.test import AsyncClient
 
+from config.asgi import application
 from tests.conftest import SECRET
+
+ADMIN = "adm-logs-0123456789abcdef"
 
 
 async def test_it_returns_real_records_newest_last(client: AsyncClient) -> None:
@@ -26,17 +30,22 @@ async def test_it_filters_by_level(client: AsyncClient) -> None:
     assert "quiet marker" not in [r["message"] for r in logs]
 
 
-def test_it_logs_chat_calls_without_the_key(http: httpx.Client) -> None:
-    response = http.post("/chat/message", json={"message": "hi"})
-    conversation_id = response.json()["conversation_id"]
-    logs = http.get("/api/hf/logs?limit=50").json()["logs"]
+async def test_it_logs_chat_calls_without_the_key(settings: Any) -> None:
+    settings.ADMIN_API_KEYS = [ADMIN]  # an admin sees the access line's conversation id
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as gateway:
+        response = await gateway.post("/chat/message", json={"message": "hi"})
+        conversation_id = response.json()["conversation_id"]
+        logs = (
+            await gateway.get("/api/hf/logs?limit=50", headers={"Authorization": f"Bearer {ADMIN}"})
+        ).json()["logs"]
     access = [
         r for r in logs if r["logger"] == "gateway.access" and r.get("conversation_id") == conversation_id
     ]
     assert len(access) == 1, [r["message"] for r in logs[-6:]]
     assert conversation_id in access[0]["message"]
     assert access[0]["status"] == 200 and access[0]["tokens"] == 19
-    assert SECRET not in str(logs)
+    assert SECRET not in str(logs) and ADMIN not in str(logs)
 
 
 async def test_it_rejects_a_bad_level(client: AsyncClient) -> None:

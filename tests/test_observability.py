@@ -40,10 +40,10 @@ def test_it_keeps_a_callers_request_id_everywhere(http: httpx.Client, fake_upstr
     mine = [r for r in records if r.get("request_id") == rid]
     assert {r["path"] for r in mine if r["logger"] == "gateway.access"} == {
         "/chat/message",
-        "/chat/conversations/nope",
+        "/chat/conversations/<conversation_id>",  # the public log names no conversation
     }
     access = next(r for r in mine if r.get("path") == "/chat/message")
-    assert access["conversation_id"] == "rid-1" and access["model"] == "openai/gpt-4o-mini"
+    assert "conversation_id" not in access and access["model"] == "openai/gpt-4o-mini"
     assert access["tokens"] == 19 and access["upstream_ms"] > 0 and access["duration_ms"] > 0
 
 
@@ -135,14 +135,26 @@ def test_it_sums_metrics_over_workers(fake_upstream: FakeUpstream, redis_server:
             server.stop()
 
 
-def test_it_protects_metrics_with_access_keys(fake_upstream: FakeUpstream) -> None:
-    server = LiveServer({"LLM_BASE_URL": fake_upstream.url, "BACKEND_API_KEYS": "ak-metrics-0123456789"})
+def test_it_keeps_metrics_for_admin_keys(fake_upstream: FakeUpstream) -> None:
+    server = LiveServer(
+        {
+            "LLM_BASE_URL": fake_upstream.url,
+            "BACKEND_API_KEYS": "app:ak-metrics-0123456789",
+            "ADMIN_API_KEYS": "scraper:adm-metrics-0123456789",
+        }
+    )
     try:
         assert httpx.get(f"{server.url}/metrics").status_code == 401
-        assert (
-            httpx.get(f"{server.url}/metrics", headers={"X-API-Key": "ak-metrics-0123456789"}).status_code
-            == 200
-        )
+        access = {"X-API-Key": "ak-metrics-0123456789"}
+        assert httpx.get(f"{server.url}/metrics", headers=access).status_code == 403
+        assert httpx.post(
+            f"{server.url}/memory-chat/message", json={"message": "hi"}, headers=access
+        ).is_success
+        admin = httpx.get(f"{server.url}/metrics", headers={"X-API-Key": "adm-metrics-0123456789"})
+        assert admin.status_code == 200
+        page = samples(admin.text)
+        assert value(page, "gateway_key_requests_total", key="app") >= 2  # named, never the key itself
+        assert "ak-metrics-0123456789" not in admin.text
     finally:
         server.stop()
     off = LiveServer({"LLM_BASE_URL": fake_upstream.url, "METRICS_ENABLED": "false"})
