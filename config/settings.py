@@ -147,7 +147,7 @@ CACHES = {
     },
 }
 
-CORS_ALLOW_HEADERS = (*default_headers, "x-api-key", "x-request-id")
+CORS_ALLOW_HEADERS = (*default_headers, "x-api-key", "x-client-token", "x-request-id")
 CORS_EXPOSE_HEADERS = [
     "Retry-After",
     "X-Request-ID",

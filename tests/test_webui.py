@@ -139,6 +139,17 @@ def conversation_id(page: Page) -> str:
     return value
 
 
+def client_token(page: Page) -> str:
+    token = page.evaluate("() => window.localStorage.getItem('llm-gateway.client-token')")
+    assert isinstance(token, str) and len(token) >= 32
+    return token
+
+
+def as_page(page: Page) -> dict[str, str]:
+    """Headers that make a request the page's own: its browser's client token."""
+    return {"X-Client-Token": client_token(page)}
+
+
 def wait_until(check: Callable[[], bool], seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -197,7 +208,9 @@ def test_it_streams_the_reply_into_the_page_as_it_arrives(
     sent = fake_upstream.completions()[-1].body
     assert sent["stream"] is True
     assert sent["messages"][-1] == {"role": "user", "content": "Show me an add function\nin Python, please."}
-    stored = http.get(f"/chat/conversations/{conversation_id(page)}").json()["conversation"]
+    stored = http.get(f"/chat/conversations/{conversation_id(page)}", headers=as_page(page)).json()[
+        "conversation"
+    ]
     assert stored["messages"][0]["content"] == "Show me an add function\nin Python, please."
     assert stored["messages"][1]["content"] == "".join(chunks)
 
@@ -258,7 +271,7 @@ def test_it_stops_a_reply_and_stores_nothing(
     assert "word39" not in (reply.text_content() or "")
 
     ident = conversation_id(page)
-    missing = http.get(f"/chat/conversations/{ident}")
+    missing = http.get(f"/chat/conversations/{ident}", headers=as_page(page))
     assert missing.status_code == 404
     assert missing.json()["code"] == "conversation_not_found"
     listed = http.get("/chat/conversations", params={"limit": 500}).json()["conversations"]
@@ -282,7 +295,7 @@ def test_it_shows_upstream_errors_with_the_services_message(
     expect(page.locator('#messages article[data-role="assistant"]')).to_have_count(0)
     expect(page.locator('#messages article[data-role="user"]')).to_contain_text("Not saved.")
     expect(page.get_by_label("Message", exact=True)).to_have_value("Will this fail?")
-    assert http.get(f"/chat/conversations/{conversation_id(page)}").status_code == 404
+    assert http.get(f"/chat/conversations/{conversation_id(page)}", headers=as_page(page)).status_code == 404
 
     fake_upstream.queue(Reply(chunks=["par", "tial", "never"], stream_error_after=1))
     with http.stream("POST", "/chat/message", json={"message": "q", "stream": True}) as response:
@@ -293,7 +306,7 @@ def test_it_shows_upstream_errors_with_the_services_message(
     expect(alert).to_have_text(f"{mid_stream['message']} ({mid_stream['code']})")
     expect(last_reply(page)).to_have_attribute("data-state", "failed")
     expect(last_reply(page).locator(".body")).to_have_text("par")
-    assert http.get(f"/chat/conversations/{conversation_id(page)}").status_code == 404
+    assert http.get(f"/chat/conversations/{conversation_id(page)}", headers=as_page(page)).status_code == 404
 
     send(page, "And now?")
     expect(last_reply(page)).to_have_attribute("data-state", "done")
@@ -342,8 +355,13 @@ def test_it_opens_starts_and_deletes_conversations(
     page: Page, live_server_url: str, http: httpx.Client
 ) -> None:
     ident = f"ui-{uuid.uuid4().hex[:12]}"
-    created = http.post("/chat/message", json={"message": "A stored question", "conversation_id": ident})
+    open_ui(page, live_server_url)
+    mine = {"X-Client-Token": client_token(page)}
+    created = http.post(
+        "/chat/message", json={"message": "A stored question", "conversation_id": ident}, headers=mine
+    )
     assert created.status_code == 200
+    page.reload()
     open_ui(page, live_server_url)
     item = page.locator(f'#conversations li[data-id="{ident}"]')
     item.locator("button.open").click()
@@ -366,7 +384,43 @@ def test_it_opens_starts_and_deletes_conversations(
     expect(page.get_by_role("status")).to_have_text("Conversation deleted.")
     expect(page.locator("#messages article")).to_have_count(0)
     assert conversation_id(page) != ident
-    assert http.get(f"/chat/conversations/{ident}").status_code == 404
+    assert http.get(f"/chat/conversations/{ident}", headers=mine).status_code == 404
+
+
+def test_it_shows_each_browser_only_its_own_conversations(
+    browser: Browser, live_server_url: str, http: httpx.Client
+) -> None:
+    first, first_problems = new_page(browser)
+    second, second_problems = new_page(browser)
+    open_ui(first, live_server_url)
+    send(first, "My private medical question")
+    expect(last_reply(first)).to_have_attribute("data-state", "done")
+    ident = conversation_id(first)
+    expect(first.locator(f'#conversations li[data-id="{ident}"]')).to_be_visible()
+
+    open_ui(second, live_server_url)
+    expect(second.locator("#conversations-empty")).to_be_visible()
+    expect(second.locator("#conversations li")).to_have_count(0)
+    assert client_token(first) != client_token(second)
+    # Asked for by id, with the second browser's own token, it does not exist.
+    status = second.evaluate(
+        """async (id) => (await fetch(`/chat/conversations/${id}`, {headers: {
+             "X-Client-Token": localStorage.getItem("llm-gateway.client-token")}})).status""",
+        ident,
+    )
+    assert status == 404
+    assert http.get(f"/chat/conversations/{ident}").status_code == 404  # nor for a caller with no token
+    send(second, "Something else entirely")
+    expect(last_reply(second)).to_have_attribute("data-state", "done")
+    expect(second.locator("#conversations li")).to_have_count(1)
+
+    first.reload()
+    open_ui(first, live_server_url)
+    expect(first.locator(f'#conversations li[data-id="{ident}"]')).to_be_visible()
+    expect(first.locator("#conversations li")).to_have_count(1)
+    assert first_problems == [] and second_problems == []
+    first.context.close()
+    second.context.close()
 
 
 @pytest.fixture(scope="module")
