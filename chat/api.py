@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
-from django.http import HttpRequest, StreamingHttpResponse
-from ninja import Query, Router
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import Field, Query, Router
 from ninja.responses import Status
 
 from chat.schemas import ChatHealthOut, ChatIn, ChatInfoOut, ChatOut, ModelsOut
 from core.auth import caller_of, owner_for_writing
 from core.clock import utc_now_iso
 from core.errors import ERRORS, ErrorOut
+from core.jsonio import dumps
 from gateway import catalog, conversations, guards, sse, turns
 from gateway.schemas import (
     ConversationListOut,
@@ -24,9 +25,13 @@ from gateway.schemas import (
     conversation_list,
     deleted,
 )
-from stores import Kind
+from stores import Conversation, Kind
 
 router = Router(tags=["chat"])
+
+
+class ExportQuery(OwnerQuery):
+    format: Literal["markdown", "json"] = Field("markdown", description="markdown or json")
 
 
 def chat_out(stored: turns.StoredTurn) -> dict[str, Any]:
@@ -88,6 +93,7 @@ async def send_message(
         api_key=payload.api_key,
         max_tokens=payload.max_tokens,
         temperature=payload.temperature,
+        replace_last=payload.replace_last,
     )
     if payload.stream:
         return sse.event_stream(await turns.chat_stream(prepared, payload.message, done_body=chat_out))
@@ -141,6 +147,49 @@ async def chat_conversation(
             await conversations.get(Kind.CHAT, conversation_id, caller_of(request), owner=whose.owner)
         ),
     )
+
+
+def to_markdown(conversation: Conversation) -> str:
+    """A conversation as a Markdown document: its title, then each message under who said it."""
+    lines = [f"# {conversation.display_title or conversation.id}", ""]
+    for message in conversation.messages:
+        if message.get("role") == "user":
+            who = "You"
+        else:
+            who = f"Assistant ({message['model']})" if message.get("model") else "Assistant"
+        lines += [f"## {who}, {message.get('timestamp', '')}", "", str(message.get("content", "")), ""]
+    return "\n".join(lines)
+
+
+@router.get(
+    "/conversations/{conversation_id}/export",
+    response={200: str, 404: ErrorOut},
+    summary="Export one conversation as Markdown or JSON",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "A download (Content-Disposition: attachment)",
+                "content": {
+                    "text/markdown": {"example": "# Hello\n\n## You, 2026-11-26T12:00:00+00:00\n\nHello\n"},
+                    "application/json": {"example": {"status": "success", "conversation": {"id": "c1"}}},
+                },
+            }
+        }
+    },
+)
+async def chat_export(request: HttpRequest, conversation_id: str, query: Query[ExportQuery]) -> HttpResponse:
+    """The whole conversation as a file to keep: `format=markdown` (default) or `format=json` (the same
+    body as GET /chat/conversations/{id})."""
+    found = await conversations.get(Kind.CHAT, conversation_id, caller_of(request), owner=query.owner)
+    if query.format == "json":
+        body = ConversationOut.model_validate(conversation_detail(found)).model_dump()
+        response = HttpResponse(dumps(body), content_type="application/json")
+        extension = "json"
+    else:
+        response = HttpResponse(to_markdown(found), content_type="text/markdown; charset=utf-8")
+        extension = "md"
+    response["Content-Disposition"] = f'attachment; filename="conversation-{conversation_id}.{extension}"'
+    return response
 
 
 @router.delete(

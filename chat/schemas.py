@@ -15,6 +15,12 @@ class ChatIn(MessageIn):
     stream: bool = Field(False, description="Answer as server-sent events.")
     max_tokens: int | None = Field(None, ge=1, examples=[1000])
     temperature: float | None = Field(None, ge=0.0, le=2.0, examples=[0.7])
+    replace_last: bool = Field(
+        False,
+        description="Replace the conversation's last turn instead of adding one: send its last message "
+        "again to regenerate the reply, or a new text to edit and resend it. The stored conversation "
+        "ends as if the new turn had been the only one (404 if the conversation does not exist).",
+    )
 
 
 class ChatOut(Schema):

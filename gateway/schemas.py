@@ -49,6 +49,7 @@ class MessageOut(Schema):
 
 class ConversationSummary(Schema):
     id: str
+    title: str = Field(..., examples=["How do I boil an egg?"], description="the first thing asked")
     owner: str = Field(
         ...,
         examples=["t-3f2a9c0d1e4b5a6f7c8d9e0f"],
@@ -74,6 +75,7 @@ class ConversationListOut(Schema):
 
 class ConversationDetail(Schema):
     id: str
+    title: str = Field(..., examples=["How do I boil an egg?"])
     owner: str = Field(..., examples=["anonymous"])
     created_at: str
     updated_at: str
@@ -130,6 +132,7 @@ class UsageOut(Schema):
 def summary(conversation: Conversation) -> dict[str, Any]:
     return {
         "id": conversation.id,
+        "title": conversation.display_title,
         "owner": conversation.owner,
         "created_at": conversation.created_at,
         "updated_at": conversation.updated_at,

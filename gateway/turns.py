@@ -12,9 +12,10 @@ from django.conf import settings
 import upstream
 from core import telemetry
 from core.clock import utc_now_iso
-from core.errors import ServiceError, error_body
+from core.errors import ConversationNotFound, ServiceError, error_body
 from gateway import calls, guards, sse
 from stores import Conversation, Kind, get_store
+from stores.base import last_turn_start
 
 
 def _estimate_tokens(messages: list[dict[str, str]]) -> int:
@@ -47,11 +48,14 @@ def new_conversation_id() -> str:
     return str(uuid.uuid4())
 
 
-def turn(user_text: str, reply_text: str, *, model: str | None) -> list[dict[str, Any]]:
+def turn(user_text: str, reply_text: str, *, model: str | None, tokens: int = 0) -> list[dict[str, Any]]:
+    """A stored turn; the reply keeps its tokens, so replacing it can take them off the total."""
     now = utc_now_iso()
     reply: dict[str, Any] = {"role": "assistant", "content": reply_text, "timestamp": now}
     if model:
         reply["model"] = model
+    if tokens:
+        reply["tokens"] = tokens
     return [{"role": "user", "content": user_text, "timestamp": now}, reply]
 
 
@@ -60,6 +64,7 @@ class PreparedTurn:
     owner: str
     conversation_id: str
     call: upstream.UpstreamCall
+    replace_last: bool = False
 
 
 async def prepare_turn(
@@ -71,6 +76,7 @@ async def prepare_turn(
     api_key: str | None,
     max_tokens: int | None,
     temperature: float | None,
+    replace_last: bool = False,
 ) -> PreparedTurn:
     """Every check that can fail before the upstream is called, and the context to send."""
     model = model or settings.LLM_MODEL
@@ -80,8 +86,14 @@ async def prepare_turn(
     conversation_id = conversation_id or new_conversation_id()
     telemetry.note(conversation_id=conversation_id)
     existing = await get_store().get(Kind.CHAT, conversation_id, owner=owner)
-    context = build_context(existing.messages if existing else [], message)
+    history = existing.messages if existing else []
+    if replace_last:
+        if existing is None:
+            raise ConversationNotFound()
+        history = history[: last_turn_start(history)]
+    context = build_context(history, message)
     return PreparedTurn(
+        replace_last=replace_last,
         owner=owner,
         conversation_id=conversation_id,
         call=calls.upstream_call(
@@ -103,14 +115,20 @@ class StoredTurn:
 async def store_turn(
     prepared: PreparedTurn, message: str, content: str, model: str, usage: dict[str, int]
 ) -> StoredTurn:
-    conversation = await get_store().append(
-        Kind.CHAT,
-        prepared.conversation_id,
-        turn(message, content, model=model),
-        owner=prepared.owner,
-        model=model,
-        tokens=usage["total_tokens"],
-    )
+    tokens = usage["total_tokens"]
+    messages = turn(message, content, model=model, tokens=tokens)
+    store = get_store()
+    if prepared.replace_last:
+        replaced = await store.replace_last_turn(
+            Kind.CHAT, prepared.conversation_id, messages, owner=prepared.owner, model=model, tokens=tokens
+        )
+        if replaced is None:  # deleted while the upstream answered
+            raise ConversationNotFound()
+        conversation = replaced
+    else:
+        conversation = await store.append(
+            Kind.CHAT, prepared.conversation_id, messages, owner=prepared.owner, model=model, tokens=tokens
+        )
     return StoredTurn(conversation=conversation, reply=content, model=model, usage=usage)
 
 

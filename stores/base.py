@@ -33,6 +33,15 @@ class Conversation:
     dropped_messages: int = 0
     message_count: int = 0  # all stored messages, even when `messages` holds only some of them
     owner: str = ANONYMOUS
+    title: str = ""  # the first thing the person asked (older conversations: "")
+
+    @property
+    def display_title(self) -> str:
+        """The stored title, else the first user message still stored."""
+        if self.title:
+            return self.title
+        first = next((m["content"] for m in self.messages if m.get("role") == "user"), "")
+        return title_of(first)
 
     @property
     def last_message(self) -> str:
@@ -64,6 +73,21 @@ class ConversationStore(Protocol):
         """One owner's conversations (every owner's for None: admins), most recently active first."""
         ...
 
+    async def replace_last_turn(
+        self,
+        kind: Kind,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        owner: str,
+        model: str,
+        tokens: int,
+    ) -> Conversation | None:
+        """Atomically drop the last turn (its user message and what follows) and append `messages`, as
+        if they had been the only turn; its reply's `tokens` leave the total. None if there is no such
+        conversation."""
+        ...
+
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool: ...
 
     async def clear(self, kind: Kind, *, owner: str) -> int: ...
@@ -85,6 +109,26 @@ class ConversationStore(Protocol):
     async def hit(self, key: str, window: int) -> tuple[int, int]:
         """Count one event in the current fixed window: (count so far, seconds until it resets)."""
         ...
+
+
+TITLE_CHARS = 80
+
+
+def title_of(text: str) -> str:
+    return " ".join(str(text).split())[:TITLE_CHARS]
+
+
+def title_for(messages: list[dict[str, Any]]) -> str:
+    """A new conversation's title: its first user message."""
+    return title_of(next((m["content"] for m in messages if m.get("role") == "user"), ""))
+
+
+def last_turn_start(messages: list[dict[str, Any]]) -> int:
+    """Where the last turn begins: its user message (the end, when there is none)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user":
+            return index
+    return len(messages)
 
 
 def slot_of(owner: str, conversation_id: str) -> str:

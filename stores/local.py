@@ -23,7 +23,9 @@ from stores.base import (
     Kind,
     astuple_shallow,
     fixed_window,
+    last_turn_start,
     slot_of,
+    title_for,
     trim,
 )
 
@@ -88,7 +90,12 @@ class LocalStore:
         now = utc_now_iso()
         slot = slot_of(owner, conversation_id)
         conversation = self._load(kind, slot) or Conversation(
-            id=conversation_id, created_at=now, updated_at=now, model=model, owner=owner
+            id=conversation_id,
+            created_at=now,
+            updated_at=now,
+            model=model,
+            owner=owner,
+            title=title_for(messages),
         )
         conversation.messages.extend(messages)
         conversation.message_count = len(conversation.messages)
@@ -96,6 +103,10 @@ class LocalStore:
         conversation.updated_at = now
         conversation.total_tokens += tokens
         trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
+        self._save(kind, slot, conversation)
+        return conversation
+
+    def _save(self, kind: Kind, slot: str, conversation: Conversation) -> None:
         ttl = settings.CONVERSATION_TTL
         # A plain tuple, not dataclasses.asdict: that deep-copies every message before pickling.
         self._cache.set(self._key(kind, slot), astuple_shallow(conversation), ttl)
@@ -106,6 +117,32 @@ class LocalStore:
             evicted, _ = index.popitem(last=False)
             self._cache.delete(self._key(kind, evicted))
             self._stats.evictions += 1
+
+    async def replace_last_turn(
+        self,
+        kind: Kind,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        owner: str,
+        model: str,
+        tokens: int,
+    ) -> Conversation | None:
+        slot = slot_of(owner, conversation_id)
+        conversation = self._load(kind, slot)
+        if conversation is None:
+            return None
+        start = last_turn_start(conversation.messages)
+        freed = sum(int(m.get("tokens", 0)) for m in conversation.messages[start:])
+        conversation.messages = [*conversation.messages[:start], *messages]
+        if start == 0:  # the first turn replaced: its new question is the title
+            conversation.title = title_for(messages)
+        conversation.message_count = len(conversation.messages)
+        conversation.model = model
+        conversation.updated_at = utc_now_iso()
+        conversation.total_tokens = max(0, conversation.total_tokens - freed + tokens)
+        trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
+        self._save(kind, slot, conversation)
         return conversation
 
     async def page(

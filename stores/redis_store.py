@@ -19,12 +19,20 @@ from redis.exceptions import RedisError
 from core.auth import ANONYMOUS
 from core.clock import utc_now_iso
 from core.errors import StoreUnavailable
-from stores.base import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation, Kind, fixed_window, slot_of
+from stores.base import (
+    MAX_MODELS_TRACKED,
+    OTHER_MODEL,
+    Conversation,
+    Kind,
+    fixed_window,
+    slot_of,
+    title_for,
+)
 
 logger = logging.getLogger(__name__)
 
 # KEYS: meta, msgs, index, stats, owner index. ARGV: id, now (iso), model, tokens, max messages, ttl,
-# score (epoch seconds), max conversations, key base for evictions, owner, owner index base,
+# score (epoch seconds), max conversations, key base for evictions, owner, owner index base, title,
 # messages (JSON)... The kind's index holds "owner/id" slots; each owner's index holds ids.
 APPEND = """
 local meta, msgs, index, stats, mine = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -34,11 +42,11 @@ redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. (score - ttl))
 if redis.call('EXISTS', meta) == 0 then
   redis.call('DEL', msgs)
   redis.call('HSET', meta, 'id', ARGV[1], 'created_at', ARGV[2], 'total_tokens', 0, 'dropped_messages', 0,
-    'owner', ARGV[10])
+    'owner', ARGV[10], 'title', ARGV[12])
 end
 redis.call('HSET', meta, 'updated_at', ARGV[2], 'model', ARGV[3])
 local total = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
-for i = 12, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
+for i = 13, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
 local length = redis.call('LLEN', msgs)
 local max_messages = tonumber(ARGV[5])
 if length > max_messages then
@@ -64,6 +72,43 @@ if count > max_conversations then
   end
   redis.call('HINCRBY', stats, 'evictions', #victims / 2)
 end
+return {length, total}
+"""
+
+# KEYS: meta, msgs, the kind's index, the owner's index. ARGV: now (iso), model, tokens, ttl, score, slot,
+# id, max messages, title, messages (JSON)... Drops the last turn (from its user message on; its replies'
+# tokens leave the total) and appends the new one, in one step.
+REPLACE = """
+local meta, msgs = KEYS[1], KEYS[2]
+if redis.call('EXISTS', meta) == 0 then return false end
+local tail = redis.call('LRANGE', msgs, -4, -1)
+local cut, freed = 0, 0
+for i = #tail, 1, -1 do
+  local message = cjson.decode(tail[i])
+  cut = cut + 1
+  if message.tokens then freed = freed + tonumber(message.tokens) end
+  if message.role == 'user' then break end
+end
+if cut > 0 and cjson.decode(tail[#tail - cut + 1]).role ~= 'user' then cut = 0; freed = 0 end
+for i = 1, cut do redis.call('RPOP', msgs) end
+if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', ARGV[9]) end
+for i = 10, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
+local total = tonumber(redis.call('HGET', meta, 'total_tokens') or '0') - freed + tonumber(ARGV[3])
+if total < 0 then total = 0 end
+redis.call('HSET', meta, 'updated_at', ARGV[1], 'model', ARGV[2], 'total_tokens', total)
+local length = redis.call('LLEN', msgs)
+local max_messages = tonumber(ARGV[8])
+if length > max_messages then
+  local excess = length - max_messages
+  if excess % 2 == 1 then excess = excess + 1 end
+  redis.call('LTRIM', msgs, excess, -1)
+  redis.call('HINCRBY', meta, 'dropped_messages', excess)
+  length = length - excess
+end
+redis.call('EXPIRE', meta, tonumber(ARGV[4]))
+redis.call('EXPIRE', msgs, tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), ARGV[6])
+redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[7])
 return {length, total}
 """
 
@@ -116,6 +161,7 @@ class RedisStore:
         self._prefix = prefix
         self._append = self._redis.register_script(APPEND)
         self._clear = self._redis.register_script(CLEAR)
+        self._replace = self._redis.register_script(REPLACE)
         self._record = self._redis.register_script(RECORD)
 
     @contextlib.contextmanager
@@ -185,9 +231,58 @@ class RedisStore:
                     base,
                     owner,
                     self._owner_base(kind),
+                    title_for(messages),
                     *[orjson.dumps(m) for m in messages],
                 ],
             )
+        return Conversation(
+            id=conversation_id,
+            created_at=now,
+            updated_at=now,
+            model=model,
+            total_tokens=int(total),
+            messages=messages,
+            message_count=int(length),
+            owner=owner,
+        )
+
+    async def replace_last_turn(
+        self,
+        kind: Kind,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        owner: str,
+        model: str,
+        tokens: int,
+    ) -> Conversation | None:
+        base = self._base(kind)
+        slot = slot_of(owner, conversation_id)
+        now = utc_now_iso()
+        with self._guard():
+            result = await self._replace(
+                keys=[
+                    f"{base}{slot}:meta",
+                    f"{base}{slot}:msgs",
+                    self._index(kind),
+                    self._owner_base(kind) + owner,
+                ],
+                args=[
+                    now,
+                    model,
+                    tokens,
+                    settings.CONVERSATION_TTL,
+                    repr(time.time()),
+                    slot,
+                    conversation_id,
+                    settings.CONVERSATION_MAX_MESSAGES,
+                    title_for(messages),
+                    *[orjson.dumps(m) for m in messages],
+                ],
+            )
+        if not result:
+            return None
+        length, total = result
         return Conversation(
             id=conversation_id,
             created_at=now,
@@ -212,14 +307,16 @@ class RedisStore:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for slot in slots:
                     pipe.hgetall(f"{base}{slot}:meta")
+                    pipe.lrange(f"{base}{slot}:msgs", 0, 0)
                     pipe.lrange(f"{base}{slot}:msgs", -1, -1)
                     pipe.llen(f"{base}{slot}:msgs")
                 results = await pipe.execute()
         page = []
         for n in range(len(slots)):
-            meta, last, length = results[3 * n : 3 * n + 3]
-            if meta:
-                page.append(_conversation(meta, [orjson.loads(m) for m in last], int(length)))
+            meta, first, last, length = results[4 * n : 4 * n + 4]
+            if meta:  # the first message (for a title) and the last (for its preview)
+                ends = [*first, *last] if int(length) > 1 else first
+                page.append(_conversation(meta, [orjson.loads(m) for m in ends], int(length)))
         return int(total), page
 
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
@@ -334,4 +431,5 @@ def _conversation(meta: dict[bytes, bytes], messages: list[dict[str, Any]], coun
         messages=messages,
         message_count=count,
         owner=fields.get("owner", ANONYMOUS),
+        title=fields.get("title", ""),
     )

@@ -198,3 +198,55 @@ async def test_it_evicts_across_owners_and_forgets_the_evicted(
     assert await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0) == (0, [])
     total, _ = await store.page(Kind.CHAT, owner=OTHER, limit=10, offset=0)
     assert total == 2
+
+
+def reply_with_tokens(text: str, tokens: int) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": text, "timestamp": "t"},
+        {"role": "assistant", "content": f"re: {text}", "timestamp": "t", "tokens": tokens},
+    ]
+
+
+async def test_it_replaces_the_last_turn_as_if_it_were_the_only_one(store: ConversationStore) -> None:
+    await store.append(Kind.CHAT, "r", reply_with_tokens("first", 10), owner=OWNER, model="m", tokens=10)
+    await store.append(Kind.CHAT, "r", reply_with_tokens("second", 20), owner=OWNER, model="m", tokens=20)
+    replaced = await store.replace_last_turn(
+        Kind.CHAT, "r", reply_with_tokens("second, edited", 7), owner=OWNER, model="m2", tokens=7
+    )
+    assert replaced is not None and replaced.message_count == 4 and replaced.total_tokens == 17
+    stored = await store.get(Kind.CHAT, "r", owner=OWNER)
+    assert stored is not None
+    assert [m["content"] for m in stored.messages] == [
+        "first",
+        "re: first",
+        "second, edited",
+        "re: second, edited",
+    ]
+    assert (stored.total_tokens, stored.model, stored.title) == (17, "m2", "first")
+    assert await store.replace_last_turn(Kind.CHAT, "r", pair("x"), owner=OTHER, model="m", tokens=0) is None
+    assert await store.get(Kind.CHAT, "r", owner=OTHER) is None
+
+
+async def test_it_titles_a_conversation_by_its_first_question(store: ConversationStore) -> None:
+    await store.append(
+        Kind.CHAT, "t", pair("  How do\\n I   boil an egg?  "), owner=OWNER, model="m", tokens=0
+    )
+    await store.append(Kind.CHAT, "t", pair("And a second one?"), owner=OWNER, model="m", tokens=0)
+    stored = await store.get(Kind.CHAT, "t", owner=OWNER)
+    assert stored is not None and stored.display_title == "How do\\n I boil an egg?"
+    _, page = await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0)
+    assert [c.display_title for c in page] == ["How do\\n I boil an egg?"]
+    assert page[0].last_message == "re: And a second one?"
+
+
+async def test_it_retitles_a_conversation_whose_only_turn_was_replaced(store: ConversationStore) -> None:
+    await store.append(Kind.CHAT, "e", reply_with_tokens("Waht?", 3), owner=OWNER, model="m", tokens=3)
+    await store.replace_last_turn(
+        Kind.CHAT, "e", reply_with_tokens("What?", 4), owner=OWNER, model="m", tokens=4
+    )
+    stored = await store.get(Kind.CHAT, "e", owner=OWNER)
+    assert stored is not None and (stored.display_title, stored.total_tokens, stored.message_count) == (
+        "What?",
+        4,
+        2,
+    )
