@@ -50,8 +50,12 @@ def uvicorn_command() -> list[str]:
 
 
 def collect_static() -> None:
-    """Collect Swagger UI's and the chat page's files (content-hashed) unless the container did."""
-    if (ROOT / "staticfiles" / "staticfiles.json").exists():
+    """Collect Swagger UI's and the chat page's files (content-hashed) when the copy is missing or older
+    than the project's own static files (the container collects them when it is built)."""
+    manifest = ROOT / "staticfiles" / "staticfiles.json"
+    sources = [f for f in (ROOT / "webui" / "static").rglob("*") if f.is_file()]
+    newest = max((f.stat().st_mtime for f in sources), default=0.0)
+    if manifest.exists() and manifest.stat().st_mtime >= newest:
         return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django

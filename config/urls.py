@@ -5,7 +5,7 @@ from django.urls import path, re_path
 
 from config.api import api
 from core.errors import error_response
-from webui.views import chat_page
+from webui.views import chat_page, favicon
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None, **kwargs: object) -> HttpResponse:
@@ -20,6 +20,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("ui", chat_page, name="ui"),
+    path("favicon.ico", favicon, name="favicon"),
     path("", api.urls),
     re_path(r"^.*$", not_found),
 ]

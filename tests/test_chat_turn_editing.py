@@ -18,7 +18,7 @@ async def say(client: AsyncClient, text: str, **extra: Any) -> Any:
 async def stored(client: AsyncClient) -> dict[str, Any]:
     response = await client.get("/chat/conversations/edit-me")
     assert response.status_code == 200
-    return response.json()["conversation"]  # type: ignore[no-any-return]
+    return response.json()["conversation"]
 
 
 async def test_it_regenerates_the_last_reply_in_its_place(
@@ -52,7 +52,7 @@ async def test_it_edits_and_resends_the_last_message(
     await say(client, "Waht is 2+2?")
     edited = await say(client, "What is 2+2?", replace_last=True, stream=True)
     assert edited.status_code == 200
-    body = b"".join([part async for part in edited.streaming_content])  # type: ignore[attr-defined]
+    body = b"".join([part async for part in edited.streaming_content])
     assert b"event: done" in body
     conversation = await stored(client)
     assert [m["content"] for m in conversation["messages"]] == ["What is 2+2?", "Fake reply to: What is 2+2?"]

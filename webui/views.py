@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_safe
 
@@ -47,4 +48,12 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     response["Content-Security-Policy"] = content_security_policy(nonce)
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for on their own: the page's icon (content-hashed, cached)."""
+    response = HttpResponsePermanentRedirect(static("webui/favicon.svg"))
+    response["Cache-Control"] = "public, max-age=86400"
     return response
