@@ -163,15 +163,17 @@ def to_markdown(conversation: Conversation) -> str:
 
 @router.get(
     "/conversations/{conversation_id}/export",
-    response={200: str, 404: ErrorOut},
+    response={200: ConversationOut, 404: ErrorOut},
     summary="Export one conversation as Markdown or JSON",
     openapi_extra={
         "responses": {
             200: {
-                "description": "A download (Content-Disposition: attachment)",
+                "description": "A download (Content-Disposition: attachment): JSON, or Markdown text",
                 "content": {
-                    "text/markdown": {"example": "# Hello\n\n## You, 2026-11-26T12:00:00+00:00\n\nHello\n"},
-                    "application/json": {"example": {"status": "success", "conversation": {"id": "c1"}}},
+                    "text/markdown": {
+                        "schema": {"type": "string"},
+                        "example": "# Hello\n\n## You, 2026-11-26T12:00:00+00:00\n\nHello\n",
+                    },
                 },
             }
         }

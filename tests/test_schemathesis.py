@@ -24,7 +24,8 @@ def guarded_server(fake_upstream: FakeUpstream) -> Iterator[LiveServer]:
         {
             "LLM_BASE_URL": fake_upstream.url,
             "LLM_API_KEY": SECRET,
-            "BACKEND_API_KEYS": ACCESS_KEY,
+            "BACKEND_API_KEYS": "ak-another-key-0123456789",
+            "ADMIN_API_KEYS": ACCESS_KEY,  # an admin key reaches every operation, diagnostics included
             "LLM_MAX_RETRIES": "0",
             "RATE_LIMIT": "0",
             "LOG_LEVEL": "WARNING",
