@@ -5,7 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     HOST=0.0.0.0 \
     PORT=7860 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    TRUSTED_PROXY_HOPS=1
 
 RUN useradd --create-home --uid 1000 user
 WORKDIR /home/user/app

@@ -194,6 +194,7 @@ def start_service(fake: Fake, name: str, **settings: str) -> Service:
         "--workers",
         "1",
         "--no-access-log",
+        "--no-proxy-headers",
     ]
     proc = PROCS.spawn(args, env=env, log=log)
     deadline = time.monotonic() + 60

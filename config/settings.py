@@ -69,7 +69,12 @@ try:
     BACKEND_API_KEYS = env_list("BACKEND_API_KEYS", "")
     DEBUG_ENDPOINTS = env_bool("DEBUG_ENDPOINTS", True)
     RATE_LIMIT = env_rate("RATE_LIMIT", "60/minute")
-    TRUST_PROXY_HEADERS = env_bool("TRUST_PROXY_HEADERS", False)
+    # Proxies in front of the service; the client is that many entries from the right of
+    # X-Forwarded-For (gateway.guards.client_address). TRUST_PROXY_HEADERS=true, the older setting,
+    # only changes the default to one proxy.
+    TRUSTED_PROXY_HOPS = env_int(
+        "TRUSTED_PROXY_HOPS", 1 if env_bool("TRUST_PROXY_HEADERS", False) else 0, minimum=0, maximum=10
+    )
     ALLOWED_MODELS = env_list("ALLOWED_MODELS", "*")
     ALLOW_CLIENT_API_KEY = env_bool("ALLOW_CLIENT_API_KEY", True)
     ASGI_EDGE = env_choice("ASGI_EDGE", "inline", ("inline", "thread"))

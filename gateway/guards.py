@@ -1,9 +1,11 @@
-"""Guards on the owner's key, checked before any upstream call: which key, rate limits, models, spend."""
+"""Guards on the owner's key and memory, checked before any upstream call or stored turn: who the client
+is, rate limits, models, spend."""
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import ipaddress
 import re
 from typing import Any
 
@@ -12,11 +14,14 @@ from django.http import HttpRequest
 
 import upstream
 from core import metrics
-from core.auth import OPEN
+from core.auth import OPEN, bearer_token, matching_key
 from core.errors import BadRequest, ServiceError
 from stores import get_store
 
 KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII: what an HTTP header can carry
+MAX_ADDRESS_CHARS = 64  # the longest IPv6 text with a zone is well under this
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RateLimited(ServiceError):
@@ -24,16 +29,56 @@ class RateLimited(ServiceError):
     code = "rate_limited"
 
 
+def _ip(text: str) -> IPAddress | None:
+    """One well-formed IP address, or None (a header entry is never trusted to be short)."""
+    text = text.strip()
+    if not text or len(text) > MAX_ADDRESS_CHARS:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _forwarded_client(request: HttpRequest) -> IPAddress | None:
+    """With TRUSTED_PROXY_HOPS = N: the entry N places from the right of X-Forwarded-For, counting the
+    peer as the last hop. Each proxy appends the address it saw, so whatever a client writes itself
+    stays further left and is never read. Fewer entries than proxies: None."""
+    hops = settings.TRUSTED_PROXY_HOPS
+    if not hops:
+        return None
+    # At most hops + 1 pieces, however long the header: the first holds everything further left.
+    entries = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", hops)
+    return _ip(entries[-hops]) if len(entries) >= hops else None
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: from X-Forwarded-For behind trusted proxies, else the socket peer. An IPv6
+    client counts as its /64 (one subscriber's usual share), an IPv4-mapped one as its IPv4 address."""
+    address = _forwarded_client(request) or _ip(request.META.get("REMOTE_ADDR", ""))
+    if address is None:  # a Unix socket's peer, say: such clients share one identity
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
+
+
+def _digest(text: str) -> str:
+    """A store key part made from client input: always 32 characters, whatever the input."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def client_identity(request: HttpRequest) -> str:
-    """The access key when there is one, else the client address (X-Forwarded-For only if trusted)."""
+    """Who is counted (rate limit, storage quota, token budget): the access key when there is one, else
+    the client address. Only digests: no address or key is kept in a store key."""
     auth = getattr(request, "auth", None)
+    if auth is None and settings.BACKEND_API_KEYS:  # an operation open to all (auth=None) still knows
+        auth = matching_key(bearer_token(request)) or matching_key(request.headers.get("X-API-Key", ""))
     if isinstance(auth, str) and auth != OPEN:
-        return "key:" + hashlib.sha256(auth.encode()).hexdigest()[:32]
-    address = request.META.get("REMOTE_ADDR", "") or "unknown"
-    if settings.TRUST_PROXY_HEADERS:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        address = forwarded or address
-    return "ip:" + address
+        return "key:" + _digest(auth)
+    return "ip:" + _digest(client_address(request))
 
 
 async def check_rate(request: HttpRequest) -> None:

@@ -11,7 +11,7 @@ from ninja.responses import Status
 
 from core.clock import utc_now_iso
 from core.errors import ErrorOut
-from gateway import conversations, turns
+from gateway import conversations, guards, turns
 from gateway.schemas import (
     ConversationListOut,
     ConversationOut,
@@ -39,9 +39,14 @@ async def memory_info(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-@router.post("/message", response={200: MemoryChatOut, 422: ErrorOut}, summary="Echo a message")
+@router.post(
+    "/message",
+    response={200: MemoryChatOut, 422: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    summary="Echo a message",
+)
 async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[dict[str, Any]]:
-    """Store the message and an echo of it."""
+    """Store the message and an echo of it (counted against the client's rate limit)."""
+    await guards.check_rate(request)
     model = payload.model or settings.LLM_MODEL
     reply = f"Echo from memory chat: {payload.message}"
     conversation = await turns.echo_turn(

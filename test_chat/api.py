@@ -10,7 +10,7 @@ from ninja.responses import Status
 
 from core.clock import utc_now_iso
 from core.errors import ErrorOut
-from gateway import turns
+from gateway import guards, turns
 from gateway.schemas import MessageIn
 from stores import Kind
 from test_chat.schemas import TestChatOut
@@ -18,9 +18,14 @@ from test_chat.schemas import TestChatOut
 router = Router(tags=["test-chat"])
 
 
-@router.post("/message", response={200: TestChatOut, 422: ErrorOut}, summary="Simple test chat")
+@router.post(
+    "/message",
+    response={200: TestChatOut, 422: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    summary="Simple test chat",
+)
 async def test_chat_message(request: HttpRequest, payload: MessageIn) -> Status[dict[str, Any]]:
-    """Echo a message with a test marker; kept in its own conversations."""
+    """Echo a message with a test marker; kept in its own conversations (counted like memory-chat's)."""
+    await guards.check_rate(request)
     reply = f"Echo: {payload.message} (Test response from HF Spaces)"
     conversation = await turns.echo_turn(
         Kind.TEST, message=payload.message, conversation_id=payload.conversation_id, reply=reply, model=None

@@ -42,6 +42,9 @@ BAD = [
     ("ALLOW_CLIENT_API_KEY", "perhaps"),
     ("DEBUG_ENDPOINTS", "2"),
     ("TRUST_PROXY_HEADERS", "yes please"),
+    ("TRUSTED_PROXY_HOPS", "-1"),
+    ("TRUSTED_PROXY_HOPS", "one"),
+    ("TRUSTED_PROXY_HOPS", "11"),
     ("METRICS_ENABLED", "sometimes"),
 ]
 
