@@ -85,6 +85,7 @@ async def send_message(
         api_key=payload.api_key,
         max_tokens=payload.max_tokens,
         temperature=payload.temperature,
+        quota_key=guards.client_identity(request),
     )
     if payload.stream:
         return sse.event_stream(await turns.chat_stream(prepared, payload.message, done_body=chat_out))

@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.env import (
     env_bool,
+    env_bytes,
     env_choice,
     env_float,
     env_int,
@@ -64,6 +65,14 @@ try:
     CONVERSATION_MAX = env_int("CONVERSATION_MAX", 1000, minimum=1)
     CONVERSATION_MAX_MESSAGES = env_int("CONVERSATION_MAX_MESSAGES", 200, minimum=2)
     MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
+    # What every conversation together may cost, and what one client's may (see stores.base.message_cost).
+    STORE_MAX_BYTES = env_bytes("STORE_MAX_BYTES", "64MiB", minimum=1024**2)
+    CLIENT_STORAGE_BYTES = env_bytes("CLIENT_STORAGE_BYTES", "8MiB", minimum=64 * 1024, zero_is_off=True)
+    if CLIENT_STORAGE_BYTES > STORE_MAX_BYTES:
+        raise ImproperlyConfigured(
+            f"CLIENT_STORAGE_BYTES ({CLIENT_STORAGE_BYTES}) must not be larger than STORE_MAX_BYTES "
+            f"({STORE_MAX_BYTES})"
+        )
     REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"), plain=False)
 
     BACKEND_API_KEYS = env_list("BACKEND_API_KEYS", "")
@@ -140,13 +149,6 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": "default",
         "OPTIONS": {"MAX_ENTRIES": 100_000},
-    },
-    "conversations": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": "conversations",
-        "TIMEOUT": CONVERSATION_TTL,
-        # The store evicts least-recently-used conversations itself; this is only a backstop.
-        "OPTIONS": {"MAX_ENTRIES": CONVERSATION_MAX * 4 + 100},
     },
 }
 

@@ -59,6 +59,7 @@ def turn(user_text: str, reply_text: str, *, model: str | None) -> list[dict[str
 class PreparedTurn:
     conversation_id: str
     call: upstream.UpstreamCall
+    quota_key: str | None = None  # whose storage quota the stored turn counts against
 
 
 async def prepare_turn(
@@ -69,6 +70,7 @@ async def prepare_turn(
     api_key: str | None,
     max_tokens: int | None,
     temperature: float | None,
+    quota_key: str | None = None,
 ) -> PreparedTurn:
     """Every check that can fail before the upstream is called, and the context to send."""
     model = model or settings.LLM_MODEL
@@ -84,6 +86,7 @@ async def prepare_turn(
         call=calls.upstream_call(
             context, model=model, max_tokens=tokens, temperature=temperature, api_key=key
         ),
+        quota_key=quota_key,
     )
 
 
@@ -106,6 +109,7 @@ async def store_turn(
         turn(message, content, model=model),
         model=model,
         tokens=usage["total_tokens"],
+        quota_key=prepared.quota_key,
     )
     return StoredTurn(conversation=conversation, reply=content, model=model, usage=usage)
 
@@ -147,10 +151,21 @@ async def _chat_frames(
 
 
 async def echo_turn(
-    kind: Kind, *, message: str, conversation_id: str | None, reply: str, model: str | None
+    kind: Kind,
+    *,
+    message: str,
+    conversation_id: str | None,
+    reply: str,
+    model: str | None,
+    quota_key: str | None = None,
 ) -> Conversation:
     """Store an echo turn (memory-chat, test-chat): no upstream call."""
     conversation_id = conversation_id or new_conversation_id()
     return await get_store().append(
-        kind, conversation_id, turn(message, reply, model=model), model=model or "echo", tokens=0
+        kind,
+        conversation_id,
+        turn(message, reply, model=model),
+        model=model or "echo",
+        tokens=0,
+        quota_key=quota_key,
     )

@@ -45,7 +45,7 @@ async def memory_info(request: HttpRequest) -> dict[str, Any]:
     summary="Echo a message",
 )
 async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[dict[str, Any]]:
-    """Store the message and an echo of it (counted against the client's rate limit)."""
+    """Store the message and an echo of it (counted against the client's rate limit and storage)."""
     await guards.check_rate(request)
     model = payload.model or settings.LLM_MODEL
     reply = f"Echo from memory chat: {payload.message}"
@@ -55,6 +55,7 @@ async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[
         conversation_id=payload.conversation_id,
         reply=reply,
         model=model,
+        quota_key=guards.client_identity(request),
     )
     return Status(
         200,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
+
+import orjson
 
 
 class Kind(StrEnum):
@@ -15,6 +18,12 @@ class Kind(StrEnum):
     MEMORY = "memory"
     TEST = "test"
 
+
+# Measured with tracemalloc (tests/test_store_cost.py): what the local store allocates for one message
+# besides its text (the dict, its timestamp and model strings, the list slot) and for one conversation
+# besides its messages (its record, its places in the recency indexes). Rounded up.
+MESSAGE_OVERHEAD = 512
+CONVERSATION_OVERHEAD = 1536
 
 MAX_MODELS_TRACKED = 200  # distinct model names in the statistics; the rest are counted as "other"
 OTHER_MODEL = "other"
@@ -42,8 +51,20 @@ class ConversationStore(Protocol):
     async def get(self, kind: Kind, conversation_id: str) -> Conversation | None: ...
 
     async def append(
-        self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
-    ) -> Conversation: ...
+        self,
+        kind: Kind,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        tokens: int,
+        quota_key: str | None = None,
+    ) -> Conversation:
+        """Add messages to a conversation (made if new) and keep every bound: CONVERSATION_MAX_MESSAGES
+        and the conversation's own byte cap drop its oldest whole turns; over CLIENT_STORAGE_BYTES the
+        least recently active other conversations of `quota_key` go, over STORE_MAX_BYTES anyone's,
+        over CONVERSATION_MAX those of its kind. The messages just added always stay."""
+        ...
 
     async def page(self, kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]: ...
 
@@ -69,6 +90,15 @@ class ConversationStore(Protocol):
         """Count one event in the current fixed window: (count so far, seconds until it resets)."""
         ...
 
+    async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
+        """Add `amount` to the counter of the current fixed window (0 only reads it): (its total now,
+        seconds until it resets). Atomic, so concurrent callers (workers, with Redis) never lose one."""
+        ...
+
+    async def stored_bytes(self, quota_key: str | None = None) -> int:
+        """What the stored conversations cost (message_cost), all of them or those of one quota key."""
+        ...
+
 
 def fixed_window(window: int) -> tuple[int, int]:
     """The current rate-limit window of `window` seconds: (its number, whole seconds until it ends)."""
@@ -77,18 +107,15 @@ def fixed_window(window: int) -> tuple[int, int]:
     return slot, max(1, int((slot + 1) * window - now + 0.999))
 
 
-def astuple_shallow(conversation: Conversation) -> tuple[Any, ...]:
-    return tuple(getattr(conversation, f.name) for f in fields(Conversation))
+def message_cost(message: dict[str, Any], encoded: bytes | None = None) -> int:
+    """What keeping one message costs, in bytes, in either store: the larger of its JSON (what Redis
+    keeps) and its text as CPython keeps it (1, 2 or 4 bytes a character, by the widest one in it: one
+    emoji makes a long ASCII text cost four times its UTF-8 length), plus MESSAGE_OVERHEAD."""
+    if encoded is None:
+        encoded = orjson.dumps(message)
+    return max(len(encoded), sys.getsizeof(message.get("content", ""))) + MESSAGE_OVERHEAD
 
 
-def trim(conversation: Conversation, max_messages: int) -> None:
-    """Drop the oldest messages beyond the cap, never leaving an assistant reply first."""
-    excess = len(conversation.messages) - max_messages
-    if excess <= 0:
-        return
-    kept = conversation.messages[excess:]
-    while kept and kept[0]["role"] == "assistant":
-        kept = kept[1:]
-    conversation.dropped_messages += len(conversation.messages) - len(kept)
-    conversation.messages = kept
-    conversation.message_count = len(kept)
+def conversation_cap(quota_key: str | None, store_max: int, client_max: int) -> int:
+    """The most one conversation may cost: the whole store's bound, or its client's quota if smaller."""
+    return min(store_max, client_max) if quota_key is not None and client_max else store_max

@@ -18,56 +18,180 @@ from redis.exceptions import RedisError
 
 from core.clock import utc_now_iso
 from core.errors import StoreUnavailable
-from stores.base import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation, Kind, fixed_window
+from stores.base import (
+    CONVERSATION_OVERHEAD,
+    MAX_MODELS_TRACKED,
+    OTHER_MODEL,
+    Conversation,
+    Kind,
+    fixed_window,
+    message_cost,
+)
 
 logger = logging.getLogger(__name__)
 
-# KEYS: meta, msgs, index, stats. ARGV: id, now (iso), model, tokens, max messages, ttl,
-# score (epoch seconds), max conversations, key base for evictions, messages (JSON)...
-APPEND = """
-local meta, msgs, index, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local ttl, score = tonumber(ARGV[6]), tonumber(ARGV[7])
-redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. (score - ttl))
-if redis.call('EXISTS', meta) == 0 then
-  redis.call('DEL', msgs)
-  redis.call('HSET', meta, 'id', ARGV[1], 'created_at', ARGV[2], 'total_tokens', 0, 'dropped_messages', 0)
+# Every conversation is `<prefix>conv:<kind>:<id>:meta` (a hash), `:msgs` (its messages as JSON) and
+# `:costs` (each message's message_cost, beside it), expiring after CONVERSATION_TTL idle. Beside them:
+# `index:<kind>` (ids by last write, for listing), `lru` ("<kind>:<id>" by last write, every kind),
+# `sizes` ("<kind>:<id>" -> what it costs), `owners` ("<kind>:<id>" -> quota key), `bytes` (what all
+# cost), `quota:<key>:bytes` and `quota:<key>:lru` (one quota key's). `sizes` and `owners` outlive an
+# expired conversation's keys, so the totals are always corrected when it is forgotten.
+LIBRARY = """
+local function detach(prefix, member)
+  local bytes = tonumber(redis.call('HGET', prefix .. 'sizes', member)) or 0
+  redis.call('HDEL', prefix .. 'sizes', member)
+  redis.call('DECRBY', prefix .. 'bytes', bytes)
+  local owner = redis.call('HGET', prefix .. 'owners', member)
+  if owner then
+    redis.call('HDEL', prefix .. 'owners', member)
+    local quota = prefix .. 'quota:' .. owner
+    redis.call('ZREM', quota .. ':lru', member)
+    if redis.call('DECRBY', quota .. ':bytes', bytes) <= 0 then redis.call('DEL', quota .. ':bytes') end
+  end
+  return bytes
 end
-redis.call('HSET', meta, 'updated_at', ARGV[2], 'model', ARGV[3])
-local total = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
-for i = 10, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
+
+local function forget(prefix, member)
+  local sep = string.find(member, ':', 1, true)
+  local kind, id = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  local base = prefix .. 'conv:' .. kind .. ':' .. id
+  local existed = redis.call('DEL', base .. ':meta', base .. ':msgs', base .. ':costs')
+  existed = existed + redis.call('ZREM', prefix .. 'index:' .. kind, id)
+  redis.call('ZREM', prefix .. 'lru', member)
+  detach(prefix, member)
+  return existed > 0
+end
+
+local function expire(prefix, cutoff)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'lru', '-inf', '(' .. cutoff)) do
+    forget(prefix, member)
+  end
+end
+
+local function oldest_other(zset, member)
+  local two = redis.call('ZRANGE', zset, 0, 1)
+  if two[1] ~= member then return two[1] end
+  return two[2]
+end
+"""
+
+# KEYS: meta, msgs, costs, index, stats. ARGV: 1 id, 2 now (iso), 3 model, 4 tokens, 5 max messages,
+# 6 ttl, 7 score (epoch seconds), 8 max conversations, 9 prefix, 10 kind, 11 quota key ('' for none),
+# 12 the client's quota (0 = off), 13 the store's bound, 14 the conversation's own overhead,
+# 15 n (messages), then n messages (JSON), then their n costs.
+APPEND = (
+    LIBRARY
+    + """
+local meta, msgs, costs, index, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, now, model = ARGV[1], ARGV[2], ARGV[3]
+local max_messages, ttl, score = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local max_conversations, prefix, kind, owner = tonumber(ARGV[8]), ARGV[9], ARGV[10], ARGV[11]
+local client_max, store_max, n = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[15])
+local member = kind .. ':' .. id
+local lru, total = prefix .. 'lru', prefix .. 'bytes'
+expire(prefix, score - ttl)
+if redis.call('EXISTS', meta) == 0 then
+  forget(prefix, member)
+  redis.call('HSET', meta, 'id', id, 'created_at', now, 'total_tokens', 0, 'dropped_messages', 0)
+end
+local size = detach(prefix, member)
+if size == 0 then size = tonumber(ARGV[14]) end
+redis.call('HSET', meta, 'updated_at', now, 'model', model)
+local tokens = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
+for i = 1, n do
+  redis.call('RPUSH', msgs, ARGV[15 + i])
+  redis.call('RPUSH', costs, ARGV[15 + n + i])
+  size = size + tonumber(ARGV[15 + n + i])
+end
+-- the conversation's own bounds: whole turns go, oldest first; the new messages always stay
+local cap = store_max
+if owner ~= '' and client_max > 0 and client_max < cap then cap = client_max end
 local length = redis.call('LLEN', msgs)
-local max_messages = tonumber(ARGV[5])
-if length > max_messages then
-  local excess = length - max_messages
-  if excess % 2 == 1 then excess = excess + 1 end
-  redis.call('LTRIM', msgs, excess, -1)
-  redis.call('HINCRBY', meta, 'dropped_messages', excess)
-  length = length - excess
+local excess = length - max_messages
+if excess > 0 and excess % 2 == 1 then excess = excess + 1 end
+if length > n and (excess > 0 or size > cap) then
+  local candidates = redis.call('LRANGE', costs, 0, length - n - 1)
+  local dropped, freed = 0, 0
+  while dropped + 2 <= #candidates and (dropped < excess or size - freed > cap) do
+    freed = freed + tonumber(candidates[dropped + 1]) + tonumber(candidates[dropped + 2])
+    dropped = dropped + 2
+  end
+  if dropped > 0 then
+    redis.call('LTRIM', msgs, dropped, -1)
+    redis.call('LTRIM', costs, dropped, -1)
+    redis.call('HINCRBY', meta, 'dropped_messages', dropped)
+    length, size = length - dropped, size - freed
+  end
 end
 redis.call('EXPIRE', meta, ttl)
 redis.call('EXPIRE', msgs, ttl)
-redis.call('ZADD', index, score, ARGV[1])
-local count = redis.call('ZCARD', index)
-local max_conversations = tonumber(ARGV[8])
-if count > max_conversations then
-  local victims = redis.call('ZPOPMIN', index, count - max_conversations)
-  for i = 1, #victims, 2 do
-    redis.call('DEL', ARGV[9] .. victims[i] .. ':meta', ARGV[9] .. victims[i] .. ':msgs')
+redis.call('EXPIRE', costs, ttl)
+redis.call('ZADD', index, score, id)
+redis.call('ZADD', lru, score, member)
+redis.call('HSET', prefix .. 'sizes', member, size)
+redis.call('INCRBY', total, size)
+if owner ~= '' then
+  local quota = prefix .. 'quota:' .. owner
+  redis.call('HSET', prefix .. 'owners', member, owner)
+  redis.call('ZADD', quota .. ':lru', score, member)
+  redis.call('INCRBY', quota .. ':bytes', size)
+end
+-- the shared bounds: the client's quota (its own oldest go), the store's bytes, the count per kind
+local evicted = 0
+if owner ~= '' and client_max > 0 then
+  local quota = prefix .. 'quota:' .. owner
+  while (tonumber(redis.call('GET', quota .. ':bytes')) or 0) > client_max do
+    local victim = oldest_other(quota .. ':lru', member)
+    if not victim then break end
+    forget(prefix, victim)
+    evicted = evicted + 1
   end
-  redis.call('HINCRBY', stats, 'evictions', #victims / 2)
 end
-return {length, total}
+while (tonumber(redis.call('GET', total)) or 0) > store_max do
+  local victim = oldest_other(lru, member)
+  if not victim then break end
+  forget(prefix, victim)
+  evicted = evicted + 1
+end
+while redis.call('ZCARD', index) > max_conversations do
+  local victim = oldest_other(index, id)
+  if not victim then break end
+  forget(prefix, kind .. ':' .. victim)
+  evicted = evicted + 1
+end
+if evicted > 0 then redis.call('HINCRBY', stats, 'evictions', evicted) end
+return {length, tokens}
 """
+)
 
-# KEYS: index. ARGV: key base. Deletes every conversation of one kind.
-CLEAR = """
+# ARGV: prefix, cutoff (epoch seconds). Forgets every conversation idle past the TTL.
+PRUNE = (
+    LIBRARY
+    + """
+expire(ARGV[1], tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# ARGV: prefix, "<kind>:<id>". Deletes one conversation: 1 if there was one.
+DELETE = (
+    LIBRARY
+    + """
+if forget(ARGV[1], ARGV[2]) then return 1 end
+return 0
+"""
+)
+
+# KEYS: index. ARGV: prefix, kind. Deletes every conversation of one kind.
+CLEAR = (
+    LIBRARY
+    + """
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[1] .. id .. ':meta', ARGV[1] .. id .. ':msgs')
-end
+for _, id in ipairs(ids) do forget(ARGV[1], ARGV[2] .. ':' .. id) end
 redis.call('DEL', KEYS[1])
 return #ids
 """
+)
 
 
 # KEYS: totals hash, model set, errors hash. ARGV: model, prompt tokens, completion tokens, error
@@ -105,6 +229,8 @@ class RedisStore:
         )
         self._prefix = prefix
         self._append = self._redis.register_script(APPEND)
+        self._prune_script = self._redis.register_script(PRUNE)
+        self._delete = self._redis.register_script(DELETE)
         self._clear = self._redis.register_script(CLEAR)
         self._record = self._redis.register_script(RECORD)
 
@@ -122,9 +248,9 @@ class RedisStore:
     def _index(self, kind: Kind) -> str:
         return f"{self._prefix}index:{kind}"
 
-    async def _prune(self, kind: Kind) -> None:
-        cutoff = time.time() - settings.CONVERSATION_TTL
-        await self._redis.zremrangebyscore(self._index(kind), "-inf", f"({cutoff}")
+    async def _prune(self) -> None:
+        """Forget every conversation idle past the TTL (its keys may have expired already)."""
+        await self._prune_script(args=[self._prefix, repr(time.time() - settings.CONVERSATION_TTL)])
 
     async def get(self, kind: Kind, conversation_id: str) -> Conversation | None:
         base = self._base(kind) + conversation_id
@@ -139,18 +265,22 @@ class RedisStore:
         return _conversation(meta, messages, len(messages))
 
     async def append(
-        self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
+        self,
+        kind: Kind,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        tokens: int,
+        quota_key: str | None = None,
     ) -> Conversation:
-        base = self._base(kind)
+        base = self._base(kind) + conversation_id
         now = utc_now_iso()
+        encoded = [orjson.dumps(m) for m in messages]
+        costs = [message_cost(m, e) for m, e in zip(messages, encoded, strict=True)]
         with self._guard():
             length, total = await self._append(
-                keys=[
-                    f"{base}{conversation_id}:meta",
-                    f"{base}{conversation_id}:msgs",
-                    self._index(kind),
-                    self._stats_key(),
-                ],
+                keys=[f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._index(kind), self._stats_key()],
                 args=[
                     conversation_id,
                     now,
@@ -160,8 +290,15 @@ class RedisStore:
                     settings.CONVERSATION_TTL,
                     repr(time.time()),
                     settings.CONVERSATION_MAX,
-                    base,
-                    *[orjson.dumps(m) for m in messages],
+                    self._prefix,
+                    str(kind),
+                    quota_key or "",
+                    settings.CLIENT_STORAGE_BYTES,
+                    settings.STORE_MAX_BYTES,
+                    CONVERSATION_OVERHEAD,
+                    len(messages),
+                    *encoded,
+                    *costs,
                 ],
             )
         return Conversation(
@@ -177,7 +314,7 @@ class RedisStore:
     async def page(self, kind: Kind, *, limit: int, offset: int) -> tuple[int, list[Conversation]]:
         base = self._base(kind)
         with self._guard():
-            await self._prune(kind)
+            await self._prune()
             total = await self._redis.zcard(self._index(kind))
             ids = [
                 _text(i) for i in await self._redis.zrevrange(self._index(kind), offset, offset + limit - 1)
@@ -196,23 +333,24 @@ class RedisStore:
         return int(total), page
 
     async def delete(self, kind: Kind, conversation_id: str) -> bool:
-        base = self._base(kind) + conversation_id
         with self._guard():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self._index(kind), conversation_id)
-                pipe.delete(f"{base}:meta", f"{base}:msgs")
-                removed, deleted = await pipe.execute()
-        return bool(removed or deleted)
+            return bool(await self._delete(args=[self._prefix, f"{kind}:{conversation_id}"]))
 
     async def clear(self, kind: Kind) -> int:
         with self._guard():
-            await self._prune(kind)
-            return int(await self._clear(keys=[self._index(kind)], args=[self._base(kind)]))
+            await self._prune()
+            return int(await self._clear(keys=[self._index(kind)], args=[self._prefix, str(kind)]))
 
     async def count(self, kind: Kind) -> int:
         with self._guard():
-            await self._prune(kind)
+            await self._prune()
             return int(await self._redis.zcard(self._index(kind)))
+
+    async def stored_bytes(self, quota_key: str | None = None) -> int:
+        key = f"{self._prefix}bytes" if quota_key is None else f"{self._prefix}quota:{quota_key}:bytes"
+        with self._guard():
+            await self._prune()
+            return int(await self._redis.get(key) or 0)
 
     async def ping(self) -> None:
         with self._guard():
@@ -264,14 +402,19 @@ class RedisStore:
             await self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl)
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
+        return await self.tally(key, 1, window)
+
+    async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
         slot, reset = fixed_window(window)
         counter = f"{self._prefix}{key}:{slot}"
         with self._guard():
+            if not amount:
+                return int(await self._redis.get(counter) or 0), reset
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(counter)
+                pipe.incrby(counter, amount)
                 pipe.expire(counter, window + 1)
-                count, _ = await pipe.execute()
-        return int(count), reset
+                total, _ = await pipe.execute()
+        return int(total), reset
 
     async def flush(self) -> None:
         """Delete every key of this store (tests)."""

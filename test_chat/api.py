@@ -28,7 +28,12 @@ async def test_chat_message(request: HttpRequest, payload: MessageIn) -> Status[
     await guards.check_rate(request)
     reply = f"Echo: {payload.message} (Test response from HF Spaces)"
     conversation = await turns.echo_turn(
-        Kind.TEST, message=payload.message, conversation_id=payload.conversation_id, reply=reply, model=None
+        Kind.TEST,
+        message=payload.message,
+        conversation_id=payload.conversation_id,
+        reply=reply,
+        model=None,
+        quota_key=guards.client_identity(request),
     )
     return Status(
         200,

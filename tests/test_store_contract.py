@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 
 from stores import ConversationStore, Kind, reset_store
+from stores.base import CONVERSATION_OVERHEAD, message_cost
 from stores.local import LocalStore
 from stores.redis_store import RedisStore
 from tests.conftest import RedisServer
@@ -147,3 +148,98 @@ async def test_it_caches_values(store: ConversationStore) -> None:
     await store.cache_set("k", [{"id": "a"}], 60)
     assert await store.cache_get("k") == [{"id": "a"}]
     assert await store.cache_get("absent") is None
+
+
+def cost(*conversations: list[dict[str, Any]]) -> int:
+    """What conversations of these messages cost (stores.base.message_cost)."""
+    return sum(CONVERSATION_OVERHEAD + sum(message_cost(m) for m in c) for c in conversations)
+
+
+async def test_it_counts_what_conversations_cost(store: ConversationStore) -> None:
+    one, two, three = pair("one"), pair("two " * 100), pair("\U0001f600" * 50)
+    await store.append(Kind.CHAT, "a", one, model="m", tokens=0, quota_key="ip:x")
+    await store.append(Kind.CHAT, "a", two, model="m", tokens=0, quota_key="ip:x")
+    await store.append(Kind.MEMORY, "b", three, model="m", tokens=0)
+    assert await store.stored_bytes() == cost(one + two, three)
+    assert await store.stored_bytes("ip:x") == cost(one + two)
+    assert await store.stored_bytes("ip:nobody") == 0
+    assert message_cost(three[0]) > 4 * 50  # four bytes a character in CPython, plus its UTF-8 copy
+
+
+async def test_it_keeps_the_store_under_its_byte_bound_least_recent_first(
+    store: ConversationStore, settings: Any
+) -> None:
+    settings.STORE_MAX_BYTES = cost(pair("x") * 2) + 2 * cost(pair("x"))
+    for name in ("a", "b", "c", "a", "d"):
+        await store.append(Kind.CHAT if name != "c" else Kind.MEMORY, name, pair("x"), model="m", tokens=0)
+    assert await store.stored_bytes() == settings.STORE_MAX_BYTES
+    assert await store.get(Kind.CHAT, "b") is None
+    assert [await store.count(k) for k in (Kind.CHAT, Kind.MEMORY)] == [2, 1]
+    assert (await store.usage())["evictions"] == 1
+
+
+async def test_it_evicts_a_clients_own_oldest_conversations_over_its_quota(
+    store: ConversationStore, settings: Any
+) -> None:
+    settings.CLIENT_STORAGE_BYTES = 2 * cost(pair("x"))
+    await store.append(Kind.CHAT, "theirs", pair("x"), model="m", tokens=0, quota_key="ip:other")
+    for name in ("m1", "m2", "m3"):
+        await store.append(Kind.MEMORY, name, pair("x"), model="m", tokens=0, quota_key="ip:me")
+    assert await store.get(Kind.MEMORY, "m1") is None
+    assert await store.get(Kind.MEMORY, "m3") is not None and await store.get(Kind.CHAT, "theirs") is not None
+    assert await store.stored_bytes("ip:me") == 2 * cost(pair("x"))
+    assert await store.stored_bytes() == 3 * cost(pair("x"))
+
+
+async def test_it_drops_the_oldest_turns_of_a_conversation_that_outgrows_its_cap(
+    store: ConversationStore, settings: Any
+) -> None:
+    settings.CLIENT_STORAGE_BYTES = cost(pair("x") * 3)
+    for n in range(5):
+        await store.append(Kind.CHAT, "big", pair(str(n)), model="m", tokens=1, quota_key="ip:me")
+    conversation = await store.get(Kind.CHAT, "big")
+    assert conversation is not None
+    assert [m["content"] for m in conversation.messages[::2]] == ["2", "3", "4"]
+    assert conversation.dropped_messages == 4 and conversation.total_tokens == 5
+    assert await store.stored_bytes("ip:me") == cost(pair("2") + pair("3") + pair("4"))
+
+
+async def test_it_always_keeps_the_turn_just_written(store: ConversationStore, settings: Any) -> None:
+    settings.CLIENT_STORAGE_BYTES = 64 * 1024
+    huge = pair("y" * 40_000)
+    await store.append(Kind.CHAT, "small", pair("x"), model="m", tokens=0, quota_key="ip:me")
+    result = await store.append(Kind.CHAT, "huge", huge, model="m", tokens=0, quota_key="ip:me")
+    assert result.message_count == 2 and await store.get(Kind.CHAT, "small") is None
+    assert await store.stored_bytes("ip:me") == cost(huge)
+
+
+async def test_it_gives_back_what_deleted_cleared_and_expired_conversations_cost(
+    store: ConversationStore, settings: Any
+) -> None:
+    for name in ("a", "b", "c"):
+        await store.append(Kind.MEMORY, name, pair("x"), model="m", tokens=0, quota_key="ip:me")
+    await store.delete(Kind.MEMORY, "a")
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == 2 * cost(pair("x"))
+    await store.clear(Kind.MEMORY)
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == 0
+    settings.CONVERSATION_TTL = 60
+    await store.append(Kind.CHAT, "idle", pair("x"), model="m", tokens=0, quota_key="ip:me")
+    with mock.patch("time.time", return_value=10**11), mock.patch("time.monotonic", return_value=10**11):
+        assert await store.stored_bytes() == await store.stored_bytes("ip:me") == 0
+
+
+async def test_it_counts_a_conversation_against_its_latest_writer(store: ConversationStore) -> None:
+    await store.append(Kind.CHAT, "shared", pair("x"), model="m", tokens=0, quota_key="ip:first")
+    await store.append(Kind.CHAT, "shared", pair("y"), model="m", tokens=0, quota_key="ip:second")
+    assert await store.stored_bytes("ip:first") == 0
+    assert await store.stored_bytes("ip:second") == await store.stored_bytes() == cost(pair("x") + pair("y"))
+
+
+async def test_it_tallies_amounts_in_fixed_windows(store: ConversationStore) -> None:
+    assert await store.tally("budget:t", 0, 3600) == (0, mock.ANY)
+    await asyncio.gather(*[store.tally("budget:t", 7, 3600) for _ in range(20)])
+    used, reset = await store.tally("budget:t", 0, 3600)
+    assert used == 140 and 1 <= reset <= 3600
+    assert (await store.tally("budget:other", 5, 3600))[0] == 5
+    with mock.patch("time.time", return_value=time.time() + 3600):
+        assert (await store.tally("budget:t", 0, 3600))[0] == 0

@@ -1,0 +1,67 @@
+"""What the local store counts (stores.base.message_cost, MESSAGE_OVERHEAD, CONVERSATION_OVERHEAD) is
+never less than what it really holds, measured with tracemalloc, whatever the text is made of."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.turns import turn
+from stores import Kind
+from stores.local import LocalStore
+
+TEXTS = {
+    "ascii": "a" * 3000,
+    "latin-1": "\u00e9" * 3000,
+    "cjk": "\u4e2d" * 3000,
+    "emoji": "\U0001f600" * 3000,
+    "one emoji in ascii": "a" * 2999 + "\U0001f600",
+    "quotes": '"' * 3000,
+    "control characters": "\x01" * 3000,
+    "short": "hi",
+}
+CLOSE = {"ascii", "emoji", "one emoji in ascii", "cjk"}  # counted within 25 % of what is held
+
+
+async def fill(store: LocalStore, text: str, *, conversations: int, turns: int) -> None:
+    for c in range(conversations):
+        for t in range(turns):
+            user = f"{text}{c}-{t}"  # a new string each time, as every request's text is
+            model = f"provider/model-{t % 3}"  # a new string each time, as every upstream answer's is
+            messages = turn(user, "reply: " + user, model=model)
+            await store.append(
+                Kind.CHAT, f"conversation-{c:04d}", messages, model=model, tokens=9, quota_key=f"ip:{c % 7}"
+            )
+        reread = await store.get(Kind.CHAT, f"conversation-{c:04d}")  # read back, as the API does
+        orjson.dumps(reread.messages if reread else [])
+
+
+@pytest.mark.parametrize("name", TEXTS)
+async def test_it_never_counts_less_than_it_holds(settings: Any, name: str) -> None:
+    settings.STORE_MAX_BYTES = settings.CLIENT_STORAGE_BYTES = 10**12
+    store = LocalStore()
+    await fill(store, "warm", conversations=1, turns=1)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await fill(store, TEXTS[name], conversations=40, turns=5)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    counted = await store.stored_bytes() - await _warm_cost()
+    print(f"\n{name}: held {held} bytes, counted {counted} ({counted / held:.2f}x)")
+    assert counted >= held
+    if name in CLOSE:
+        assert counted <= 1.25 * held
+
+
+async def _warm_cost() -> int:
+    store = LocalStore()
+    await fill(store, "warm", conversations=1, turns=1)
+    return await store.stored_bytes()
