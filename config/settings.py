@@ -84,6 +84,10 @@ try:
     TRUSTED_PROXY_HOPS = env_int(
         "TRUSTED_PROXY_HOPS", 1 if env_bool("TRUST_PROXY_HEADERS", False) else 0, minimum=0, maximum=10
     )
+    # Tokens the server's key may spend per window, per client and in all; off here, set in the
+    # container (a public Space) by the Dockerfile.
+    CLIENT_TOKEN_BUDGET = env_rate("CLIENT_TOKEN_BUDGET", "0", example="200000/day")
+    TOTAL_TOKEN_BUDGET = env_rate("TOTAL_TOKEN_BUDGET", "0", example="2000000/day")
     ALLOWED_MODELS = env_list("ALLOWED_MODELS", "*")
     ALLOW_CLIENT_API_KEY = env_bool("ALLOW_CLIENT_API_KEY", True)
     ASGI_EDGE = env_choice("ASGI_EDGE", "inline", ("inline", "thread"))
@@ -144,7 +148,7 @@ STORAGES = {"staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestSt
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
 CACHES = {
-    # model list and rate-limit counters (one per client and window)
+    # model list, rate-limit and token-budget counters (one per client and window)
     "default": {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": "default",

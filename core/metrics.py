@@ -37,6 +37,9 @@ STREAMS_IN_FLIGHT = Gauge(
     "gateway_streams_in_flight", "Streamed replies being sent right now.", multiprocess_mode="livesum"
 )
 RATE_LIMITED = Counter("gateway_rate_limited_requests", "Requests refused by the rate limit.")
+BUDGET_EXCEEDED = Counter(
+    "gateway_budget_exceeded_requests", "Requests refused because a token budget was spent.", ["budget"]
+)
 
 
 class StoreSnapshot(Collector):

@@ -1,5 +1,5 @@
 """Guards on the owner's key and memory, checked before any upstream call or stored turn: who the client
-is, rate limits, models, spend."""
+is, rate limits, token budgets, models, spend."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import fnmatch
 import hashlib
 import ipaddress
 import re
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -99,6 +101,79 @@ async def check_rate(request: HttpRequest) -> None:
                 "RateLimit-Policy": f"{limit};w={window}",
             },
         )
+
+
+class BudgetExceeded(ServiceError):
+    status = 429
+    code = "budget_exceeded"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A token budget: `limit` tokens per fixed window of `window` seconds, counted under `key`."""
+
+    scope: str  # "total" (the whole service) or "client"
+    key: str
+    limit: int
+    window: int
+
+
+PERIOD_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+
+# Whose budgets this request's upstream tokens are charged to: set by check_budget before the call,
+# read by charge() when the upstream reports its usage. A stream reports it at its end, which Django's
+# ASGI handler sends from the task that ran the view, so the value is still there. None: nobody.
+_charged: ContextVar[str | None] = ContextVar("charged", default=None)
+
+
+def budgets_of(identity: str) -> list[Budget]:
+    """The budgets in force (CLIENT_TOKEN_BUDGET, TOTAL_TOKEN_BUDGET) for one client."""
+    budgets = []
+    for scope, (limit, window), key in (
+        ("total", settings.TOTAL_TOKEN_BUDGET, "budget:total"),
+        ("client", settings.CLIENT_TOKEN_BUDGET, f"budget:client:{identity}"),
+    ):
+        if limit:
+            budgets.append(Budget(scope, key, limit, window))
+    return budgets
+
+
+async def check_budget(request: HttpRequest, client_key: str | None) -> None:
+    """Before an upstream call: 429 budget_exceeded while this client's or the whole service's token
+    budget for the current window is spent. Only calls on the server's key are counted: a request that
+    brings its own upstream key (`client_key`) spends nothing of the owner's."""
+    identity = None if (client_key or "").strip() else client_identity(request)
+    _charged.set(identity)
+    if identity is None:
+        return
+    for budget in budgets_of(identity):
+        used, reset = await get_store().tally(budget.key, 0, budget.window)
+        if used >= budget.limit:
+            metrics.BUDGET_EXCEEDED.labels(budget.scope).inc()
+            whose = "This service's" if budget.scope == "total" else "Your"
+            period = PERIOD_NAMES.get(budget.window, f"{budget.window} seconds")
+            raise BudgetExceeded(
+                f"{whose} token budget ({budget.limit} per {period}) is spent; try again in {reset} seconds.",
+                headers={"Retry-After": str(reset)},
+            )
+
+
+async def charge(tokens: int) -> None:
+    """Count an upstream call's tokens against the budgets check_budget found for this request."""
+    identity = _charged.get()
+    if identity is None or tokens <= 0:
+        return
+    for budget in budgets_of(identity):
+        await get_store().tally(budget.key, tokens, budget.window)
+
+
+async def budget_use(request: HttpRequest) -> dict[str, dict[str, int] | None]:
+    """The figures of each budget for /chat/health: the whole service's and the caller's (None: off)."""
+    use: dict[str, dict[str, int] | None] = {"total": None, "client": None}
+    for budget in budgets_of(client_identity(request)):
+        used, reset = await get_store().tally(budget.key, 0, budget.window)
+        use[budget.scope] = {"used": used, "limit": budget.limit, "resets_in": reset}
+    return use
 
 
 def check_passthrough(extra: dict[str, Any]) -> None:

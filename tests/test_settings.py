@@ -52,6 +52,9 @@ BAD = [
     ("CLIENT_STORAGE_BYTES", "-1"),
     ("CLIENT_STORAGE_BYTES", "1000"),
     ("CLIENT_STORAGE_BYTES", "1GiB"),  # more than the whole store
+    ("CLIENT_TOKEN_BUDGET", "lots"),
+    ("CLIENT_TOKEN_BUDGET", "200000/fortnight"),
+    ("TOTAL_TOKEN_BUDGET", "-5/day"),
     ("METRICS_ENABLED", "sometimes"),
 ]
 
