@@ -65,7 +65,7 @@ try:
     CONVERSATION_MAX = env_int("CONVERSATION_MAX", 1000, minimum=1)
     CONVERSATION_MAX_MESSAGES = env_int("CONVERSATION_MAX_MESSAGES", 200, minimum=2)
     MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
-    # What every conversation together may cost, and what one client's may (see stores.base.message_cost).
+    # What all conversations together may cost the store, and one client's (see conversation_cost).
     STORE_MAX_BYTES = env_bytes("STORE_MAX_BYTES", "64MiB", minimum=1024**2)
     CLIENT_STORAGE_BYTES = env_bytes("CLIENT_STORAGE_BYTES", "8MiB", minimum=64 * 1024, zero_is_off=True)
     if CLIENT_STORAGE_BYTES > STORE_MAX_BYTES:

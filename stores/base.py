@@ -19,9 +19,10 @@ class Kind(StrEnum):
     TEST = "test"
 
 
-# Measured with tracemalloc (tests/test_store_cost.py): what the local store allocates for one message
-# besides its text (the dict, its timestamp and model strings, the list slot) and for one conversation
-# besides its messages (its record, its places in the recency indexes). Rounded up.
+# Measured (tests/test_store_cost.py, tracemalloc for the local store, used_memory for Redis): what a
+# store keeps for one message besides its text (the dict, its timestamp and model, the list slot; in
+# Redis the list entry and its cost beside it) and for one conversation besides its messages (its
+# record, its places in the recency indexes and quota). Rounded up.
 MESSAGE_OVERHEAD = 512
 CONVERSATION_OVERHEAD = 1536
 
@@ -96,7 +97,12 @@ class ConversationStore(Protocol):
         ...
 
     async def stored_bytes(self, quota_key: str | None = None) -> int:
-        """What the stored conversations cost (message_cost), all of them or those of one quota key."""
+        """What the stored conversations cost (see conversation_cost), all or those of one quota key."""
+        ...
+
+    def conversation_cost(self, messages: list[dict[str, Any]]) -> int:
+        """What one conversation of these messages costs this store, in bytes (the unit of
+        STORE_MAX_BYTES and CLIENT_STORAGE_BYTES): CONVERSATION_OVERHEAD plus each message's cost."""
         ...
 
 
@@ -107,13 +113,19 @@ def fixed_window(window: int) -> tuple[int, int]:
     return slot, max(1, int((slot + 1) * window - now + 0.999))
 
 
-def message_cost(message: dict[str, Any], encoded: bytes | None = None) -> int:
-    """What keeping one message costs, in bytes, in either store: the larger of its JSON (what Redis
-    keeps) and its text as CPython keeps it (1, 2 or 4 bytes a character, by the widest one in it: one
-    emoji makes a long ASCII text cost four times its UTF-8 length), plus MESSAGE_OVERHEAD."""
-    if encoded is None:
-        encoded = orjson.dumps(message)
+def message_cost(message: dict[str, Any]) -> int:
+    """What keeping one message costs the local store, in bytes: its text as CPython keeps it (1, 2 or 4
+    bytes a character, by the widest one in it, plus the UTF-8 copy that serialising it leaves behind:
+    one emoji makes a long ASCII text cost five times its UTF-8 length), or its JSON if that is longer,
+    plus MESSAGE_OVERHEAD (the dict, its timestamp and model, the list slot)."""
+    encoded = orjson.dumps(message)  # after this the text's UTF-8 copy exists, and getsizeof counts it
     return max(len(encoded), sys.getsizeof(message.get("content", ""))) + MESSAGE_OVERHEAD
+
+
+def encoded_cost(encoded: bytes) -> int:
+    """What keeping one message costs Redis, which keeps its JSON: that, a quarter more for its
+    allocator's size classes (a quarter apart), plus MESSAGE_OVERHEAD."""
+    return len(encoded) * 5 // 4 + MESSAGE_OVERHEAD
 
 
 def conversation_cap(quota_key: str | None, store_max: int, client_max: int) -> int:

@@ -209,6 +209,9 @@ class LocalStore:
         quota = self._quotas.get(quota_key)
         return quota.bytes if quota else 0
 
+    def conversation_cost(self, messages: list[dict[str, Any]]) -> int:
+        return CONVERSATION_OVERHEAD + sum(message_cost(m) for m in messages)
+
     async def ping(self) -> None:
         return None
 

@@ -24,14 +24,14 @@ from stores.base import (
     OTHER_MODEL,
     Conversation,
     Kind,
+    encoded_cost,
     fixed_window,
-    message_cost,
 )
 
 logger = logging.getLogger(__name__)
 
 # Every conversation is `<prefix>conv:<kind>:<id>:meta` (a hash), `:msgs` (its messages as JSON) and
-# `:costs` (each message's message_cost, beside it), expiring after CONVERSATION_TTL idle. Beside them:
+# `:costs` (each message's encoded_cost, beside it), expiring after CONVERSATION_TTL idle. Beside them:
 # `index:<kind>` (ids by last write, for listing), `lru` ("<kind>:<id>" by last write, every kind),
 # `sizes` ("<kind>:<id>" -> what it costs), `owners` ("<kind>:<id>" -> quota key), `bytes` (what all
 # cost), `quota:<key>:bytes` and `quota:<key>:lru` (one quota key's). `sizes` and `owners` outlive an
@@ -277,7 +277,7 @@ class RedisStore:
         base = self._base(kind) + conversation_id
         now = utc_now_iso()
         encoded = [orjson.dumps(m) for m in messages]
-        costs = [message_cost(m, e) for m, e in zip(messages, encoded, strict=True)]
+        costs = [encoded_cost(e) for e in encoded]
         with self._guard():
             length, total = await self._append(
                 keys=[f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._index(kind), self._stats_key()],
@@ -351,6 +351,9 @@ class RedisStore:
         with self._guard():
             await self._prune()
             return int(await self._redis.get(key) or 0)
+
+    def conversation_cost(self, messages: list[dict[str, Any]]) -> int:
+        return CONVERSATION_OVERHEAD + sum(encoded_cost(orjson.dumps(m)) for m in messages)
 
     async def ping(self) -> None:
         with self._guard():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from unittest import mock
 
 import pytest
 
 from stores import ConversationStore, Kind, reset_store
-from stores.base import CONVERSATION_OVERHEAD, message_cost
+from stores.base import message_cost
 from stores.local import LocalStore
 from stores.redis_store import RedisStore
 from tests.conftest import RedisServer
@@ -150,12 +150,17 @@ async def test_it_caches_values(store: ConversationStore) -> None:
     assert await store.cache_get("absent") is None
 
 
-def cost(*conversations: list[dict[str, Any]]) -> int:
-    """What conversations of these messages cost (stores.base.message_cost)."""
-    return sum(CONVERSATION_OVERHEAD + sum(message_cost(m) for m in c) for c in conversations)
+def costs(store: ConversationStore) -> Callable[..., int]:
+    """What conversations of these messages cost in this store."""
+
+    def cost(*conversations: list[dict[str, Any]]) -> int:
+        return sum(store.conversation_cost(c) for c in conversations)
+
+    return cost
 
 
 async def test_it_counts_what_conversations_cost(store: ConversationStore) -> None:
+    cost = costs(store)
     one, two, three = pair("one"), pair("two " * 100), pair("\U0001f600" * 50)
     await store.append(Kind.CHAT, "a", one, model="m", tokens=0, quota_key="ip:x")
     await store.append(Kind.CHAT, "a", two, model="m", tokens=0, quota_key="ip:x")
@@ -163,12 +168,13 @@ async def test_it_counts_what_conversations_cost(store: ConversationStore) -> No
     assert await store.stored_bytes() == cost(one + two, three)
     assert await store.stored_bytes("ip:x") == cost(one + two)
     assert await store.stored_bytes("ip:nobody") == 0
-    assert message_cost(three[0]) > 4 * 50  # four bytes a character in CPython, plus its UTF-8 copy
+    assert message_cost(three[0]) > 5 * 50  # four bytes a character in CPython, plus its UTF-8 copy
 
 
 async def test_it_keeps_the_store_under_its_byte_bound_least_recent_first(
     store: ConversationStore, settings: Any
 ) -> None:
+    cost = costs(store)
     settings.STORE_MAX_BYTES = cost(pair("x") * 2) + 2 * cost(pair("x"))
     for name in ("a", "b", "c", "a", "d"):
         await store.append(Kind.CHAT if name != "c" else Kind.MEMORY, name, pair("x"), model="m", tokens=0)
@@ -181,6 +187,7 @@ async def test_it_keeps_the_store_under_its_byte_bound_least_recent_first(
 async def test_it_evicts_a_clients_own_oldest_conversations_over_its_quota(
     store: ConversationStore, settings: Any
 ) -> None:
+    cost = costs(store)
     settings.CLIENT_STORAGE_BYTES = 2 * cost(pair("x"))
     await store.append(Kind.CHAT, "theirs", pair("x"), model="m", tokens=0, quota_key="ip:other")
     for name in ("m1", "m2", "m3"):
@@ -194,6 +201,7 @@ async def test_it_evicts_a_clients_own_oldest_conversations_over_its_quota(
 async def test_it_drops_the_oldest_turns_of_a_conversation_that_outgrows_its_cap(
     store: ConversationStore, settings: Any
 ) -> None:
+    cost = costs(store)
     settings.CLIENT_STORAGE_BYTES = cost(pair("x") * 3)
     for n in range(5):
         await store.append(Kind.CHAT, "big", pair(str(n)), model="m", tokens=1, quota_key="ip:me")
@@ -205,6 +213,7 @@ async def test_it_drops_the_oldest_turns_of_a_conversation_that_outgrows_its_cap
 
 
 async def test_it_always_keeps_the_turn_just_written(store: ConversationStore, settings: Any) -> None:
+    cost = costs(store)
     settings.CLIENT_STORAGE_BYTES = 64 * 1024
     huge = pair("y" * 40_000)
     await store.append(Kind.CHAT, "small", pair("x"), model="m", tokens=0, quota_key="ip:me")
@@ -216,6 +225,7 @@ async def test_it_always_keeps_the_turn_just_written(store: ConversationStore, s
 async def test_it_gives_back_what_deleted_cleared_and_expired_conversations_cost(
     store: ConversationStore, settings: Any
 ) -> None:
+    cost = costs(store)
     for name in ("a", "b", "c"):
         await store.append(Kind.MEMORY, name, pair("x"), model="m", tokens=0, quota_key="ip:me")
     await store.delete(Kind.MEMORY, "a")
@@ -229,6 +239,7 @@ async def test_it_gives_back_what_deleted_cleared_and_expired_conversations_cost
 
 
 async def test_it_counts_a_conversation_against_its_latest_writer(store: ConversationStore) -> None:
+    cost = costs(store)
     await store.append(Kind.CHAT, "shared", pair("x"), model="m", tokens=0, quota_key="ip:first")
     await store.append(Kind.CHAT, "shared", pair("y"), model="m", tokens=0, quota_key="ip:second")
     assert await store.stored_bytes("ip:first") == 0

@@ -1,5 +1,6 @@
-"""What the local store counts (stores.base.message_cost, MESSAGE_OVERHEAD, CONVERSATION_OVERHEAD) is
-never less than what it really holds, measured with tracemalloc, whatever the text is made of."""
+"""What the stores count (stores.base.message_cost, MESSAGE_OVERHEAD, CONVERSATION_OVERHEAD) is never less
+than what they really hold (the local store measured with tracemalloc, Redis with its own used_memory),
+whatever the text is made of."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from gateway.turns import turn
-from stores import Kind
+from stores import ConversationStore, Kind
 from stores.local import LocalStore
+from stores.redis_store import RedisStore
+from tests.conftest import RedisServer
 
 TEXTS = {
     "ascii": "a" * 3000,
@@ -27,7 +31,7 @@ TEXTS = {
 CLOSE = {"ascii", "emoji", "one emoji in ascii", "cjk"}  # counted within 25 % of what is held
 
 
-async def fill(store: LocalStore, text: str, *, conversations: int, turns: int) -> None:
+async def fill(store: ConversationStore, text: str, *, conversations: int, turns: int) -> None:
     for c in range(conversations):
         for t in range(turns):
             user = f"{text}{c}-{t}"  # a new string each time, as every request's text is
@@ -65,3 +69,25 @@ async def _warm_cost() -> int:
     store = LocalStore()
     await fill(store, "warm", conversations=1, turns=1)
     return await store.stored_bytes()
+
+
+@pytest.mark.parametrize("name", ["ascii", "emoji", "short"])
+async def test_it_never_counts_less_than_redis_holds(
+    settings: Any, redis_server: RedisServer, name: str
+) -> None:
+    """The same figures bound Redis's memory (it keeps the JSON: non-ASCII text is counted up to twice)."""
+    settings.STORE_MAX_BYTES = settings.CLIENT_STORAGE_BYTES = 10**12
+    store = RedisStore(redis_server.url.replace("/0", "/4"), prefix=f"cost-{len(name)}:")
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        await store.flush()
+        before = int(raw.info("memory")["used_memory"])
+        await fill(store, TEXTS[name], conversations=100, turns=5)
+        held = int(raw.info("memory")["used_memory"]) - before
+        counted = await store.stored_bytes()
+        print(f"\nredis, {name}: held {held} bytes, counted {counted} ({counted / held:.2f}x)")
+        assert counted >= held
+    finally:
+        await store.flush()
+        await store.aclose()
+        raw.close()
