@@ -29,6 +29,11 @@ SERVICE_ENV_CLEARED = (
     "BACKEND_API_KEYS",
     "ALLOWED_MODELS",
     "RATE_LIMIT",
+    "STORE_MAX_BYTES",
+    "CLIENT_STORAGE_BYTES",
+    "CLIENT_TOKEN_BUDGET",
+    "TOTAL_TOKEN_BUDGET",
+    "TRUSTED_PROXY_HOPS",
     "PROMETHEUS_MULTIPROC_DIR",
 )
 
@@ -194,6 +199,7 @@ def start_service(fake: Fake, name: str, **settings: str) -> Service:
         "--workers",
         "1",
         "--no-access-log",
+        "--no-proxy-headers",
     ]
     proc = PROCS.spawn(args, env=env, log=log)
     deadline = time.monotonic() + 60

@@ -85,6 +85,7 @@ async def send_message(
     this operation's usual body (or one `error` event).
     """
     await guards.check_rate(request)
+    await guards.check_budget(request, payload.api_key)
     prepared = await turns.prepare_turn(
         owner=owner_for_writing(request),
         message=payload.message,
@@ -94,6 +95,7 @@ async def send_message(
         max_tokens=payload.max_tokens,
         temperature=payload.temperature,
         replace_last=payload.replace_last,
+        quota_key=guards.client_identity(request),
     )
     if payload.stream:
         return sse.event_stream(await turns.chat_stream(prepared, payload.message, done_body=chat_out))
@@ -109,7 +111,7 @@ async def chat_models(request: HttpRequest) -> dict[str, Any]:
 
 @router.get("/health", response=ChatHealthOut, summary="Chat health", auth=None)
 async def chat_health(request: HttpRequest) -> dict[str, Any]:
-    """Liveness and usage figures; makes no upstream call."""
+    """Liveness, usage figures and token budgets (the service's and the caller's); no upstream call."""
     return {
         "status": "healthy",
         "service": "openrouter-chat",
@@ -117,6 +119,7 @@ async def chat_health(request: HttpRequest) -> dict[str, Any]:
         "active_conversations": await conversations.count_or_none(Kind.CHAT),
         "openrouter_endpoint": settings.LLM_BASE_URL,
         "usage": await conversations.usage_or_none(),
+        "budgets": await conversations.budgets_or_none(request),
         "timestamp": utc_now_iso(),
     }
 

@@ -67,6 +67,19 @@ class ChatInfoOut(Schema):
     endpoints: ChatEndpoints
 
 
+class BudgetUseOut(Schema):
+    used: int = Field(..., description="tokens counted in the current window", examples=[15250])
+    limit: int = Field(..., description="tokens allowed per window", examples=[200000])
+    resets_in: int = Field(..., description="seconds until the window starts afresh", examples=[43200])
+
+
+class BudgetsOut(Schema):
+    """Token budgets (CLIENT_TOKEN_BUDGET, TOTAL_TOKEN_BUDGET) for calls on the server's key; null: off."""
+
+    total: BudgetUseOut | None = Field(..., description="the whole service's")
+    client: BudgetUseOut | None = Field(..., description="the calling client's")
+
+
 class ChatHealthOut(Schema):
     status: str = Field(..., examples=["healthy"])
     service: str = Field(..., examples=["openrouter-chat"])
@@ -74,4 +87,5 @@ class ChatHealthOut(Schema):
     active_conversations: int | None = Field(..., examples=[3])
     openrouter_endpoint: str = Field(..., examples=["https://openrouter.ai/api/v1"])
     usage: UsageOut | None = Field(..., description="null while the store is not answering")
+    budgets: BudgetsOut | None = Field(..., description="null while the store is not answering")
     timestamp: str = Field(..., examples=["2026-11-26T12:00:00+00:00"])

@@ -46,6 +46,10 @@ def uvicorn_command() -> list[str]:
         "--workers",
         str(workers),
         "--no-access-log",  # the service writes its own access line (gateway.access)
+        # The service reads X-Forwarded-For itself (TRUSTED_PROXY_HOPS): uvicorn's own handling would
+        # replace the peer address with a header entry for loopback peers (and take the left-most one,
+        # which the client writes, with FORWARDED_ALLOW_IPS=*).
+        "--no-proxy-headers",
     ]
 
 

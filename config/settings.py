@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.env import (
     env_bool,
+    env_bytes,
     env_choice,
     env_float,
     env_int,
@@ -64,6 +65,14 @@ try:
     CONVERSATION_MAX = env_int("CONVERSATION_MAX", 1000, minimum=1)
     CONVERSATION_MAX_MESSAGES = env_int("CONVERSATION_MAX_MESSAGES", 200, minimum=2)
     MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
+    # What all conversations together may cost the store, and one client's (see conversation_cost).
+    STORE_MAX_BYTES = env_bytes("STORE_MAX_BYTES", "64MiB", minimum=1024**2)
+    CLIENT_STORAGE_BYTES = env_bytes("CLIENT_STORAGE_BYTES", "8MiB", minimum=64 * 1024, zero_is_off=True)
+    if CLIENT_STORAGE_BYTES > STORE_MAX_BYTES:
+        raise ImproperlyConfigured(
+            f"CLIENT_STORAGE_BYTES ({CLIENT_STORAGE_BYTES}) must not be larger than STORE_MAX_BYTES "
+            f"({STORE_MAX_BYTES})"
+        )
     REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"), plain=False)
 
     BACKEND_API_KEYS = env_list("BACKEND_API_KEYS", "")
@@ -71,7 +80,16 @@ try:
     ANONYMOUS_CONVERSATIONS = env_bool("ANONYMOUS_CONVERSATIONS", True)
     DEBUG_ENDPOINTS = env_bool("DEBUG_ENDPOINTS", True)
     RATE_LIMIT = env_rate("RATE_LIMIT", "60/minute")
-    TRUST_PROXY_HEADERS = env_bool("TRUST_PROXY_HEADERS", False)
+    # Proxies in front of the service; the client is that many entries from the right of
+    # X-Forwarded-For (gateway.guards.client_address). TRUST_PROXY_HEADERS=true, the older setting,
+    # only changes the default to one proxy.
+    TRUSTED_PROXY_HOPS = env_int(
+        "TRUSTED_PROXY_HOPS", 1 if env_bool("TRUST_PROXY_HEADERS", False) else 0, minimum=0, maximum=10
+    )
+    # Tokens the server's key may spend per window, per client and in all; off here, set in the
+    # container (a public Space) by the Dockerfile.
+    CLIENT_TOKEN_BUDGET = env_rate("CLIENT_TOKEN_BUDGET", "0", example="200000/day")
+    TOTAL_TOKEN_BUDGET = env_rate("TOTAL_TOKEN_BUDGET", "0", example="2000000/day")
     ALLOWED_MODELS = env_list("ALLOWED_MODELS", "*")
     ALLOW_CLIENT_API_KEY = env_bool("ALLOW_CLIENT_API_KEY", True)
     ASGI_EDGE = env_choice("ASGI_EDGE", "inline", ("inline", "thread"))
@@ -132,18 +150,11 @@ STORAGES = {"staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestSt
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
 CACHES = {
-    # model list and rate-limit counters (one per client and window)
+    # model list, rate-limit and token-budget counters (one per client and window)
     "default": {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": "default",
         "OPTIONS": {"MAX_ENTRIES": 100_000},
-    },
-    "conversations": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": "conversations",
-        "TIMEOUT": CONVERSATION_TTL,
-        # The store evicts least-recently-used conversations itself; this is only a backstop.
-        "OPTIONS": {"MAX_ENTRIES": CONVERSATION_MAX * 4 + 100},
     },
 }
 

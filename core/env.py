@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -93,7 +94,7 @@ def env_secret(*names: str) -> str:
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
-def env_rate(name: str, default: str) -> tuple[int, int]:
+def env_rate(name: str, default: str, *, example: str = "60/minute") -> tuple[int, int]:
     """`N/second|minute|hour|day` as (N, seconds); `0` turns the limit off: (0, 0)."""
     raw = os.environ.get(name, default).strip().lower()
     if raw in ("0", "off", ""):
@@ -101,6 +102,23 @@ def env_rate(name: str, default: str) -> tuple[int, int]:
     count, _, period = raw.partition("/")
     if not count.isdigit() or int(count) < 1 or period not in _PERIODS:
         raise ImproperlyConfigured(
-            f"{name} must look like 60/minute (second, minute, hour or day) or 0, got {raw!r}"
+            f"{name} must look like {example} (second, minute, hour or day) or 0, got {raw!r}"
         )
     return (int(count), _PERIODS[period])
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def env_bytes(name: str, default: str, *, minimum: int, zero_is_off: bool = False) -> int:
+    """A size in bytes: a whole number, optionally with KiB, MiB or GiB (`64MiB`); 0 only if it is off."""
+    raw = os.environ.get(name, default).strip()
+    match = re.fullmatch(r"(\d+)\s*([A-Za-z]*)", raw)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _BYTE_UNITS:
+        raise ImproperlyConfigured(f"{name} must be a number of bytes such as 67108864 or 64MiB, got {raw!r}")
+    value = int(match.group(1)) * _BYTE_UNITS[unit]
+    if value < minimum and not (zero_is_off and value == 0):
+        floor = f"0 (off) or at least {minimum}" if zero_is_off else f"at least {minimum}"
+        raise ImproperlyConfigured(f"{name} must be {floor} bytes, got {value}")
+    return value

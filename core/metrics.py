@@ -40,6 +40,9 @@ REQUESTS_BY_KEY = Counter(
     "gateway_key_requests", "HTTP requests made with each named access or admin key.", ["key"]
 )
 RATE_LIMITED = Counter("gateway_rate_limited_requests", "Requests refused by the rate limit.")
+BUDGET_EXCEEDED = Counter(
+    "gateway_budget_exceeded_requests", "Requests refused because a token budget was spent.", ["budget"]
+)
 
 
 class StoreSnapshot(Collector):

@@ -13,13 +13,15 @@ from django.conf import settings
 import upstream
 from core import metrics, telemetry
 from core.errors import ServiceError
+from gateway import guards
 from stores import get_store
 
 logger = logging.getLogger(__name__)
 
 
 async def record(model: str, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
-    """Count one upstream call (its tokens, or its error's kind) in the statistics and the access line."""
+    """Count one upstream call (its tokens, or its error's kind) in the statistics, the token budgets
+    and the access line."""
     usage = usage or {}
     await get_store().record_call(
         model,
@@ -27,6 +29,7 @@ async def record(model: str, *, usage: dict[str, int] | None = None, error: str 
         completion_tokens=usage.get("completion_tokens", 0),
         error=error,
     )
+    await guards.charge(usage.get("total_tokens", 0))
     telemetry.note(model=model, tokens=usage.get("total_tokens", 0), **({"error": error} if error else {}))
 
 

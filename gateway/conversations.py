@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
+
 from core import telemetry
 from core.auth import AdminOnly, Caller
 from core.errors import ConversationNotFound, StoreUnavailable
+from gateway import guards
 from stores import Conversation, Kind, get_store
 
 
@@ -21,6 +24,13 @@ async def count_or_none(kind: Kind) -> int | None:
 async def usage_or_none() -> dict[str, Any] | None:
     try:
         return await get_store().usage()
+    except StoreUnavailable:
+        return None
+
+
+async def budgets_or_none(request: HttpRequest) -> dict[str, dict[str, int] | None] | None:
+    try:
+        return await guards.budget_use(request)
     except StoreUnavailable:
         return None
 

@@ -1,9 +1,14 @@
-"""Guards on the owner's key, checked before any upstream call: which key, rate limits, models, spend."""
+"""Guards on the owner's key and memory, checked before any upstream call or stored turn: who the client
+is, rate limits, token budgets, models, spend."""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import ipaddress
 import re
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -11,11 +16,14 @@ from django.http import HttpRequest
 
 import upstream
 from core import metrics
-from core.auth import Caller
+from core.auth import identify
 from core.errors import BadRequest, ServiceError
 from stores import get_store
 
 KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII: what an HTTP header can carry
+MAX_ADDRESS_CHARS = 64  # the longest IPv6 text with a zone is well under this
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RateLimited(ServiceError):
@@ -23,16 +31,57 @@ class RateLimited(ServiceError):
     code = "rate_limited"
 
 
+def _ip(text: str) -> IPAddress | None:
+    """One well-formed IP address, or None (a header entry is never trusted to be short)."""
+    text = text.strip()
+    if not text or len(text) > MAX_ADDRESS_CHARS:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _forwarded_client(request: HttpRequest) -> IPAddress | None:
+    """With TRUSTED_PROXY_HOPS = N: the entry N places from the right of X-Forwarded-For, counting the
+    peer as the last hop. Each proxy appends the address it saw, so whatever a client writes itself
+    stays further left and is never read. Fewer entries than proxies: None."""
+    hops = settings.TRUSTED_PROXY_HOPS
+    if not hops:
+        return None
+    # At most hops + 1 pieces, however long the header: the first holds everything further left.
+    entries = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", hops)
+    return _ip(entries[-hops]) if len(entries) >= hops else None
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address: from X-Forwarded-For behind trusted proxies, else the socket peer. An IPv6
+    client counts as its /64 (one subscriber's usual share), an IPv4-mapped one as its IPv4 address."""
+    address = _forwarded_client(request) or _ip(request.META.get("REMOTE_ADDR", ""))
+    if address is None:  # a Unix socket's peer, say: such clients share one identity
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
+
+
+def _digest(text: str) -> str:
+    """A store key part made from client input: always 32 characters, whatever the input."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def client_identity(request: HttpRequest) -> str:
-    """The access key when there is one, else the client address (X-Forwarded-For only if trusted)."""
-    caller = getattr(request, "auth", None)
-    if isinstance(caller, Caller) and caller.keyed:
-        return "key:" + caller.owner
-    address = request.META.get("REMOTE_ADDR", "") or "unknown"
-    if settings.TRUST_PROXY_HEADERS:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        address = forwarded or address
-    return "ip:" + address
+    """Who is counted (rate limit, storage quota, token budget): the access or admin key when there is
+    one, else the client address. Only digests: no address or key is kept in a store key."""
+    try:
+        caller = identify(request)  # also for operations open to all (auth=None)
+    except ServiceError:  # a malformed client token: counted by its address
+        caller = None
+    if caller is not None and caller.keyed:
+        return "key:" + caller.owner  # the key's fingerprint
+    return "ip:" + _digest(client_address(request))
 
 
 async def check_rate(request: HttpRequest) -> None:
@@ -53,6 +102,79 @@ async def check_rate(request: HttpRequest) -> None:
                 "RateLimit-Policy": f"{limit};w={window}",
             },
         )
+
+
+class BudgetExceeded(ServiceError):
+    status = 429
+    code = "budget_exceeded"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A token budget: `limit` tokens per fixed window of `window` seconds, counted under `key`."""
+
+    scope: str  # "total" (the whole service) or "client"
+    key: str
+    limit: int
+    window: int
+
+
+PERIOD_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+
+# Whose budgets this request's upstream tokens are charged to: set by check_budget before the call,
+# read by charge() when the upstream reports its usage. A stream reports it at its end, which Django's
+# ASGI handler sends from the task that ran the view, so the value is still there. None: nobody.
+_charged: ContextVar[str | None] = ContextVar("charged", default=None)
+
+
+def budgets_of(identity: str) -> list[Budget]:
+    """The budgets in force (CLIENT_TOKEN_BUDGET, TOTAL_TOKEN_BUDGET) for one client."""
+    budgets = []
+    for scope, (limit, window), key in (
+        ("total", settings.TOTAL_TOKEN_BUDGET, "budget:total"),
+        ("client", settings.CLIENT_TOKEN_BUDGET, f"budget:client:{identity}"),
+    ):
+        if limit:
+            budgets.append(Budget(scope, key, limit, window))
+    return budgets
+
+
+async def check_budget(request: HttpRequest, client_key: str | None) -> None:
+    """Before an upstream call: 429 budget_exceeded while this client's or the whole service's token
+    budget for the current window is spent. Only calls on the server's key are counted: a request that
+    brings its own upstream key (`client_key`) spends nothing of the owner's."""
+    identity = None if (client_key or "").strip() else client_identity(request)
+    _charged.set(identity)
+    if identity is None:
+        return
+    for budget in budgets_of(identity):
+        used, reset = await get_store().tally(budget.key, 0, budget.window)
+        if used >= budget.limit:
+            metrics.BUDGET_EXCEEDED.labels(budget.scope).inc()
+            whose = "This service's" if budget.scope == "total" else "Your"
+            period = PERIOD_NAMES.get(budget.window, f"{budget.window} seconds")
+            raise BudgetExceeded(
+                f"{whose} token budget ({budget.limit} per {period}) is spent; try again in {reset} seconds.",
+                headers={"Retry-After": str(reset)},
+            )
+
+
+async def charge(tokens: int) -> None:
+    """Count an upstream call's tokens against the budgets check_budget found for this request."""
+    identity = _charged.get()
+    if identity is None or tokens <= 0:
+        return
+    for budget in budgets_of(identity):
+        await get_store().tally(budget.key, tokens, budget.window)
+
+
+async def budget_use(request: HttpRequest) -> dict[str, dict[str, int] | None]:
+    """The figures of each budget for /chat/health: the whole service's and the caller's (None: off)."""
+    use: dict[str, dict[str, int] | None] = {"total": None, "client": None}
+    for budget in budgets_of(client_identity(request)):
+        used, reset = await get_store().tally(budget.key, 0, budget.window)
+        use[budget.scope] = {"used": used, "limit": budget.limit, "resets_in": reset}
+    return use
 
 
 def check_passthrough(extra: dict[str, Any]) -> None:

@@ -65,6 +65,7 @@ class PreparedTurn:
     conversation_id: str
     call: upstream.UpstreamCall
     replace_last: bool = False
+    quota_key: str | None = None  # whose storage quota the stored turn counts against
 
 
 async def prepare_turn(
@@ -77,6 +78,7 @@ async def prepare_turn(
     max_tokens: int | None,
     temperature: float | None,
     replace_last: bool = False,
+    quota_key: str | None = None,
 ) -> PreparedTurn:
     """Every check that can fail before the upstream is called, and the context to send."""
     model = model or settings.LLM_MODEL
@@ -99,6 +101,7 @@ async def prepare_turn(
         call=calls.upstream_call(
             context, model=model, max_tokens=tokens, temperature=temperature, api_key=key
         ),
+        quota_key=quota_key,
     )
 
 
@@ -127,7 +130,13 @@ async def store_turn(
         conversation = replaced
     else:
         conversation = await store.append(
-            Kind.CHAT, prepared.conversation_id, messages, owner=prepared.owner, model=model, tokens=tokens
+            Kind.CHAT,
+            prepared.conversation_id,
+            messages,
+            owner=prepared.owner,
+            model=model,
+            tokens=tokens,
+            quota_key=prepared.quota_key,
         )
     return StoredTurn(conversation=conversation, reply=content, model=model, usage=usage)
 
@@ -169,7 +178,14 @@ async def _chat_frames(
 
 
 async def echo_turn(
-    kind: Kind, *, owner: str, message: str, conversation_id: str | None, reply: str, model: str | None
+    kind: Kind,
+    *,
+    owner: str,
+    message: str,
+    conversation_id: str | None,
+    reply: str,
+    model: str | None,
+    quota_key: str | None = None,
 ) -> Conversation:
     """Store an echo turn (memory-chat, test-chat): no upstream call."""
     conversation_id = conversation_id or new_conversation_id()
@@ -181,4 +197,5 @@ async def echo_turn(
         owner=owner,
         model=model or "echo",
         tokens=0,
+        quota_key=quota_key,
     )

@@ -12,7 +12,7 @@ from ninja.responses import Status
 from core.auth import caller_of, owner_for_writing
 from core.clock import utc_now_iso
 from core.errors import ErrorOut
-from gateway import conversations, turns
+from gateway import conversations, guards, turns
 from gateway.schemas import (
     ConversationListOut,
     ConversationOut,
@@ -41,9 +41,14 @@ async def memory_info(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-@router.post("/message", response={200: MemoryChatOut, 422: ErrorOut}, summary="Echo a message")
+@router.post(
+    "/message",
+    response={200: MemoryChatOut, 422: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    summary="Echo a message",
+)
 async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[dict[str, Any]]:
-    """Store the message and an echo of it."""
+    """Store the message and an echo of it (counted against the client's rate limit and storage)."""
+    await guards.check_rate(request)
     model = payload.model or settings.LLM_MODEL
     reply = f"Echo from memory chat: {payload.message}"
     conversation = await turns.echo_turn(
@@ -53,6 +58,7 @@ async def memory_message(request: HttpRequest, payload: MemoryChatIn) -> Status[
         conversation_id=payload.conversation_id,
         reply=reply,
         model=model,
+        quota_key=guards.client_identity(request),
     )
     return Status(
         200,

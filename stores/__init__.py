@@ -30,6 +30,5 @@ def get_store() -> ConversationStore:
 def reset_store() -> None:
     """Forget every conversation and figure (tests, and nothing else, call this)."""
     global _store
-    caches["conversations"].clear()
     caches["default"].clear()
     _store = None

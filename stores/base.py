@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
+
+import orjson
 
 from core.auth import ANONYMOUS
 
@@ -17,6 +20,13 @@ class Kind(StrEnum):
     MEMORY = "memory"
     TEST = "test"
 
+
+# Measured (tests/test_store_cost.py, tracemalloc for the local store, used_memory for Redis): what a
+# store keeps for one message besides its text (the dict, its timestamp and model, the list slot; in
+# Redis the list entry and its cost beside it) and for one conversation besides its messages (its
+# record, its places in the recency indexes and quota). Rounded up.
+MESSAGE_OVERHEAD = 512
+CONVERSATION_OVERHEAD = 1536
 
 MAX_MODELS_TRACKED = 200  # distinct model names in the statistics; the rest are counted as "other"
 OTHER_MODEL = "other"
@@ -65,7 +75,13 @@ class ConversationStore(Protocol):
         owner: str,
         model: str,
         tokens: int,
-    ) -> Conversation: ...
+        quota_key: str | None = None,
+    ) -> Conversation:
+        """Add messages to a conversation (made if new) and keep every bound: CONVERSATION_MAX_MESSAGES
+        and the conversation's own byte cap drop its oldest whole turns; over CLIENT_STORAGE_BYTES the
+        least recently active other conversations of `quota_key` go, over STORE_MAX_BYTES anyone's,
+        over CONVERSATION_MAX those of its kind. The messages just added always stay."""
+        ...
 
     async def page(
         self, kind: Kind, *, owner: str | None, limit: int, offset: int
@@ -110,6 +126,20 @@ class ConversationStore(Protocol):
         """Count one event in the current fixed window: (count so far, seconds until it resets)."""
         ...
 
+    async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
+        """Add `amount` to the counter of the current fixed window (0 only reads it): (its total now,
+        seconds until it resets). Atomic, so concurrent callers (workers, with Redis) never lose one."""
+        ...
+
+    async def stored_bytes(self, quota_key: str | None = None) -> int:
+        """What the stored conversations cost (see conversation_cost), all or those of one quota key."""
+        ...
+
+    def conversation_cost(self, messages: list[dict[str, Any]]) -> int:
+        """What one conversation of these messages costs this store, in bytes (the unit of
+        STORE_MAX_BYTES and CLIENT_STORAGE_BYTES): CONVERSATION_OVERHEAD plus each message's cost."""
+        ...
+
 
 TITLE_CHARS = 80
 
@@ -143,18 +173,21 @@ def fixed_window(window: int) -> tuple[int, int]:
     return slot, max(1, int((slot + 1) * window - now + 0.999))
 
 
-def astuple_shallow(conversation: Conversation) -> tuple[Any, ...]:
-    return tuple(getattr(conversation, f.name) for f in fields(Conversation))
+def message_cost(message: dict[str, Any]) -> int:
+    """What keeping one message costs the local store, in bytes: its text as CPython keeps it (1, 2 or 4
+    bytes a character, by the widest one in it, plus the UTF-8 copy that serialising it leaves behind:
+    one emoji makes a long ASCII text cost five times its UTF-8 length), or its JSON if that is longer,
+    plus MESSAGE_OVERHEAD (the dict, its timestamp and model, the list slot)."""
+    encoded = orjson.dumps(message)  # after this the text's UTF-8 copy exists, and getsizeof counts it
+    return max(len(encoded), sys.getsizeof(message.get("content", ""))) + MESSAGE_OVERHEAD
 
 
-def trim(conversation: Conversation, max_messages: int) -> None:
-    """Drop the oldest messages beyond the cap, never leaving an assistant reply first."""
-    excess = len(conversation.messages) - max_messages
-    if excess <= 0:
-        return
-    kept = conversation.messages[excess:]
-    while kept and kept[0]["role"] == "assistant":
-        kept = kept[1:]
-    conversation.dropped_messages += len(conversation.messages) - len(kept)
-    conversation.messages = kept
-    conversation.message_count = len(kept)
+def encoded_cost(encoded: bytes) -> int:
+    """What keeping one message costs Redis, which keeps its JSON: that, a quarter more for its
+    allocator's size classes (a quarter apart), plus MESSAGE_OVERHEAD."""
+    return len(encoded) * 5 // 4 + MESSAGE_OVERHEAD
+
+
+def conversation_cap(quota_key: str | None, store_max: int, client_max: int) -> int:
+    """The most one conversation may cost: the whole store's bound, or its client's quota if smaller."""
+    return min(store_max, client_max) if quota_key is not None and client_max else store_max

@@ -1,15 +1,16 @@
-"""The default store: one process's conversations in Django's LocMemCache.
+"""The default store: one process's conversations in plain Python structures.
 
-It calls the cache's synchronous methods directly: they do no I/O, so an async caller needs no thread
-hop, and no await between read and write means an append can never interleave with another one in
-this process.
+A message stays the dict it was made as: an append adds it to its conversation's list (no copy of the
+conversation, no pickling), and the byte figures every bound needs are kept up to date as they change.
+Nothing here awaits, so an append can never interleave with another one in this process.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
 from django.conf import settings
@@ -17,65 +18,117 @@ from django.core.cache import caches
 
 from core.clock import utc_now_iso
 from stores.base import (
+    CONVERSATION_OVERHEAD,
     MAX_MODELS_TRACKED,
     OTHER_MODEL,
     Conversation,
     Kind,
-    astuple_shallow,
+    conversation_cap,
     fixed_window,
     last_turn_start,
+    message_cost,
     slot_of,
     title_for,
-    trim,
 )
+
+Key = tuple[Kind, str]
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One stored conversation and what the bounds need to know about it."""
+
+    kind: Kind
+    conversation: Conversation
+    bytes: int = CONVERSATION_OVERHEAD
+    quota_key: str | None = None
+    expires: float = 0.0  # time.monotonic() after which it is gone
+
+    @property
+    def key(self) -> Key:
+        return (self.kind, slot_of(self.conversation.owner, self.conversation.id))
+
+
+@dataclass(eq=False)
+class _Quota:
+    """One quota key's conversations, least recently written first, and what they cost together."""
+
+    bytes: int = 0
+    entries: OrderedDict[Key, _Entry] = field(default_factory=OrderedDict)
+
+
+def _oldest_other(entries: OrderedDict[Any, _Entry], current: _Entry) -> _Entry | None:
+    for entry in islice(entries.values(), 2):
+        if entry is not current:
+            return entry
+    return None
 
 
 class LocalStore:
-    """One process's store on Django's LocMemCache, with an in-process recency index."""
+    """One process's store, with recency indexes per kind, overall and per quota key."""
 
     kind_name = "local-memory"
 
     def __init__(self) -> None:
-        self._cache = caches["conversations"]
         self._values = caches["default"]
-        # kind -> {owner/conversation id: expiry (monotonic)}, oldest write first
-        self._index: dict[Kind, OrderedDict[str, float]] = {k: OrderedDict() for k in Kind}
+        # least recently written first: per kind (listing, CONVERSATION_MAX) and overall (STORE_MAX_BYTES),
+        # each conversation under its slot, "owner/id"
+        self._kinds: dict[Kind, OrderedDict[str, _Entry]] = {k: OrderedDict() for k in Kind}
+        self._recent: OrderedDict[Key, _Entry] = OrderedDict()
+        self._quotas: dict[str, _Quota] = {}
+        self._bytes = 0
         self._stats = _Stats()
 
-    @staticmethod
-    def _key(kind: Kind, slot: str) -> str:
-        return f"{kind}:{slot}"
+    # Bookkeeping: an entry is counted (bytes, quota) only while attached.
 
-    def _live_index(self, kind: Kind) -> OrderedDict[str, float]:
-        index = self._index[kind]
+    def _attach(self, entry: _Entry) -> None:
+        key = entry.key
+        self._recent[key] = entry
+        self._recent.move_to_end(key)
+        index = self._kinds[entry.kind]
+        index[key[1]] = entry
+        index.move_to_end(key[1])
+        self._bytes += entry.bytes
+        if entry.quota_key is not None:
+            quota = self._quotas.setdefault(entry.quota_key, _Quota())
+            quota.bytes += entry.bytes
+            quota.entries[key] = entry
+
+    def _detach(self, entry: _Entry) -> None:
+        self._bytes -= entry.bytes
+        if entry.quota_key is not None:
+            quota = self._quotas[entry.quota_key]
+            quota.bytes -= entry.bytes
+            del quota.entries[entry.key]
+            if not quota.entries:
+                del self._quotas[entry.quota_key]
+
+    def _forget(self, entry: _Entry) -> None:
+        self._detach(entry)
+        del self._recent[entry.key]
+        del self._kinds[entry.kind][entry.key[1]]
+
+    def _expire(self) -> None:
         now = time.monotonic()
-        while index:
-            oldest, expires = next(iter(index.items()))
-            if expires > now:
+        while self._recent:
+            oldest = next(iter(self._recent.values()))
+            if oldest.expires > now:
                 break
-            index.popitem(last=False)
-            self._cache.delete(self._key(kind, oldest))
-        return index
+            self._forget(oldest)
 
-    def _load(self, kind: Kind, slot: str) -> Conversation | None:
-        if slot not in self._live_index(kind):
+    def _live(self, kind: Kind, slot: str) -> _Entry | None:
+        self._expire()
+        entry = self._kinds[kind].get(slot)
+        if entry is not None and entry.expires <= time.monotonic():  # TTL lowered since it was written
+            self._forget(entry)
             return None
-        raw = self._cache.get(self._key(kind, slot))
-        if raw is None:
-            self._index[kind].pop(slot, None)
-            return None
-        return Conversation(*raw)
-
-    def _slots(self, kind: Kind, owner: str | None) -> list[str]:
-        """The owner's conversations (every owner's for None), most recently active first."""
-        index = self._live_index(kind)
-        if owner is None:
-            return list(reversed(index))
-        prefix = f"{owner}/"
-        return [slot for slot in reversed(index) if slot.startswith(prefix)]
+        return entry
 
     async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None:
-        return self._load(kind, slot_of(owner, conversation_id))
+        entry = self._live(kind, slot_of(owner, conversation_id))
+        if entry is None:
+            return None
+        return replace(entry.conversation, messages=list(entry.conversation.messages))
 
     async def append(
         self,
@@ -86,37 +139,35 @@ class LocalStore:
         owner: str,
         model: str,
         tokens: int,
+        quota_key: str | None = None,
     ) -> Conversation:
         now = utc_now_iso()
-        slot = slot_of(owner, conversation_id)
-        conversation = self._load(kind, slot) or Conversation(
-            id=conversation_id,
-            created_at=now,
-            updated_at=now,
-            model=model,
-            owner=owner,
-            title=title_for(messages),
-        )
+        entry = self._live(kind, slot_of(owner, conversation_id))
+        if entry is None:
+            conversation = Conversation(
+                id=conversation_id,
+                created_at=now,
+                updated_at=now,
+                model=model,
+                owner=owner,
+                title=title_for(messages),
+            )
+            entry = _Entry(kind, conversation)
+        else:
+            self._detach(entry)
+        conversation = entry.conversation
         conversation.messages.extend(messages)
-        conversation.message_count = len(conversation.messages)
         conversation.model = model
         conversation.updated_at = now
         conversation.total_tokens += tokens
-        trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
-        self._save(kind, slot, conversation)
-        return conversation
-
-    def _save(self, kind: Kind, slot: str, conversation: Conversation) -> None:
-        ttl = settings.CONVERSATION_TTL
-        # A plain tuple, not dataclasses.asdict: that deep-copies every message before pickling.
-        self._cache.set(self._key(kind, slot), astuple_shallow(conversation), ttl)
-        index = self._index[kind]
-        index[slot] = time.monotonic() + ttl
-        index.move_to_end(slot)
-        while len(index) > settings.CONVERSATION_MAX:
-            evicted, _ = index.popitem(last=False)
-            self._cache.delete(self._key(kind, evicted))
-            self._stats.evictions += 1
+        entry.bytes += sum(message_cost(m) for m in messages)
+        cap = conversation_cap(quota_key, settings.STORE_MAX_BYTES, settings.CLIENT_STORAGE_BYTES)
+        _trim(entry, keep=len(messages), cap=cap)
+        entry.quota_key = quota_key
+        entry.expires = time.monotonic() + settings.CONVERSATION_TTL
+        self._attach(entry)
+        self._evict_for(entry)
+        return replace(conversation, messages=list(messages))
 
     async def replace_last_turn(
         self,
@@ -128,47 +179,86 @@ class LocalStore:
         model: str,
         tokens: int,
     ) -> Conversation | None:
-        slot = slot_of(owner, conversation_id)
-        conversation = self._load(kind, slot)
-        if conversation is None:
+        entry = self._live(kind, slot_of(owner, conversation_id))
+        if entry is None:
             return None
+        self._detach(entry)
+        conversation = entry.conversation
         start = last_turn_start(conversation.messages)
-        freed = sum(int(m.get("tokens", 0)) for m in conversation.messages[start:])
-        conversation.messages = [*conversation.messages[:start], *messages]
-        if start == 0:  # the first turn replaced: its new question is the title
+        removed = conversation.messages[start:]
+        del conversation.messages[start:]
+        if start == 0:  # its only turn replaced: the new question is its title
             conversation.title = title_for(messages)
-        conversation.message_count = len(conversation.messages)
+        conversation.messages.extend(messages)
         conversation.model = model
         conversation.updated_at = utc_now_iso()
+        freed = sum(int(m.get("tokens", 0)) for m in removed)
         conversation.total_tokens = max(0, conversation.total_tokens - freed + tokens)
-        trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
-        self._save(kind, slot, conversation)
-        return conversation
+        entry.bytes += sum(message_cost(m) for m in messages) - sum(message_cost(m) for m in removed)
+        cap = conversation_cap(entry.quota_key, settings.STORE_MAX_BYTES, settings.CLIENT_STORAGE_BYTES)
+        _trim(entry, keep=len(messages), cap=cap)
+        entry.expires = time.monotonic() + settings.CONVERSATION_TTL
+        self._attach(entry)
+        self._evict_for(entry)
+        return replace(conversation, messages=list(messages))
+
+    def _evict_for(self, current: _Entry) -> None:
+        """The bounds, in order: the client's quota (its own oldest conversations go), the whole store's
+        bytes, then the count per kind (anyone's least recently written go)."""
+        evicted = 0
+        client_max = settings.CLIENT_STORAGE_BYTES
+        if current.quota_key is not None and client_max:
+            quota = self._quotas[current.quota_key]
+            while quota.bytes > client_max and (victim := _oldest_other(quota.entries, current)):
+                self._forget(victim)
+                evicted += 1
+        while self._bytes > settings.STORE_MAX_BYTES and (victim := _oldest_other(self._recent, current)):
+            self._forget(victim)
+            evicted += 1
+        index = self._kinds[current.kind]
+        while len(index) > settings.CONVERSATION_MAX and (victim := _oldest_other(index, current)):
+            self._forget(victim)
+            evicted += 1
+        self._stats.evictions += evicted
+
+    def _owned(self, kind: Kind, owner: str | None) -> list[_Entry]:
+        """The owner's conversations (every owner's for None), most recently written first."""
+        self._expire()
+        newest_first = reversed(self._kinds[kind].values())
+        return [e for e in newest_first if owner is None or e.conversation.owner == owner]
 
     async def page(
         self, kind: Kind, *, owner: str | None, limit: int, offset: int
     ) -> tuple[int, list[Conversation]]:
-        slots = self._slots(kind, owner)
-        page = [c for c in (self._load(kind, s) for s in slots[offset : offset + limit]) if c is not None]
-        return len(slots), page
+        entries = self._owned(kind, owner)
+        return len(entries), [_ends(e.conversation) for e in entries[offset : offset + limit]]
 
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
-        slot = slot_of(owner, conversation_id)
-        if self._live_index(kind).pop(slot, None) is None:
+        entry = self._live(kind, slot_of(owner, conversation_id))
+        if entry is None:
             return False
-        self._cache.delete(self._key(kind, slot))
+        self._forget(entry)
         return True
 
     async def clear(self, kind: Kind, *, owner: str) -> int:
-        slots = self._slots(kind, owner)
-        self._cache.delete_many([self._key(kind, s) for s in slots])
-        index = self._index[kind]
-        for slot in slots:
-            del index[slot]
-        return len(slots)
+        entries = self._owned(kind, owner)
+        for entry in entries:
+            self._forget(entry)
+        return len(entries)
 
     async def count(self, kind: Kind) -> int:
-        return len(self._live_index(kind))
+        self._expire()
+        return len(self._kinds[kind])
+
+    async def stored_bytes(self, quota_key: str | None = None) -> int:
+        self._expire()
+        if quota_key is None:
+            return self._bytes
+        quota = self._quotas.get(quota_key)
+        return quota.bytes if quota else 0
+
+    def conversation_cost(self, messages: list[dict[str, Any]]) -> int:
+        return CONVERSATION_OVERHEAD + sum(message_cost(m) for m in messages)
 
     async def ping(self) -> None:
         return None
@@ -188,14 +278,47 @@ class LocalStore:
         self._values.set(key, value, ttl)
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
+        return await self.tally(key, 1, window)
+
+    async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
         slot, reset = fixed_window(window)
         counter = f"{key}:{slot}"
+        if not amount:
+            return int(self._values.get(counter, 0)), reset
         try:
-            count = self._values.incr(counter)
+            total = int(self._values.incr(counter, amount))
         except ValueError:
-            self._values.set(counter, 1, window + 1)
-            count = 1
-        return count, reset
+            self._values.set(counter, amount, window + 1)
+            total = amount
+        return total, reset
+
+
+def _ends(conversation: Conversation) -> Conversation:
+    """A listing's copy: the first message (for a title) and the last (for its preview)."""
+    messages = conversation.messages
+    return replace(conversation, messages=[*messages[:1], *messages[1:][-1:]])
+
+
+def _trim(entry: _Entry, *, keep: int, cap: int) -> None:
+    """Drop the conversation's oldest messages while it has more than CONVERSATION_MAX_MESSAGES or costs
+    more than `cap`, never leaving a reply first and always keeping the last `keep` messages."""
+    conversation = entry.conversation
+    messages = conversation.messages
+    excess = len(messages) - settings.CONVERSATION_MAX_MESSAGES
+    droppable = len(messages) - keep
+    dropped = freed = 0
+    while dropped < droppable and (
+        dropped < excess
+        or entry.bytes - freed > cap
+        or (dropped and messages[dropped]["role"] == "assistant")
+    ):
+        freed += message_cost(messages[dropped])
+        dropped += 1
+    if dropped:
+        del messages[:dropped]
+        conversation.dropped_messages += dropped
+        entry.bytes -= freed
+    conversation.message_count = len(messages)
 
 
 @dataclass

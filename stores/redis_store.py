@@ -20,10 +20,12 @@ from core.auth import ANONYMOUS
 from core.clock import utc_now_iso
 from core.errors import StoreUnavailable
 from stores.base import (
+    CONVERSATION_OVERHEAD,
     MAX_MODELS_TRACKED,
     OTHER_MODEL,
     Conversation,
     Kind,
+    encoded_cost,
     fixed_window,
     slot_of,
     title_for,
@@ -31,56 +33,159 @@ from stores.base import (
 
 logger = logging.getLogger(__name__)
 
-# KEYS: meta, msgs, index, stats, owner index. ARGV: id, now (iso), model, tokens, max messages, ttl,
-# score (epoch seconds), max conversations, key base for evictions, owner, owner index base, title,
-# messages (JSON)... The kind's index holds "owner/id" slots; each owner's index holds ids.
-APPEND = """
-local meta, msgs, index, stats, mine = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ttl, score = tonumber(ARGV[6]), tonumber(ARGV[7])
-redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. (score - ttl))
-redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. (score - ttl))
-if redis.call('EXISTS', meta) == 0 then
-  redis.call('DEL', msgs)
-  redis.call('HSET', meta, 'id', ARGV[1], 'created_at', ARGV[2], 'total_tokens', 0, 'dropped_messages', 0,
-    'owner', ARGV[10], 'title', ARGV[12])
+# Every conversation is kept under its slot, "<owner>/<id>" (an owner id holds no "/" and no ":"):
+# `<prefix>conv:<kind>:<slot>:meta` (a hash), `:msgs` (its messages as JSON) and `:costs` (each
+# message's encoded_cost, beside it), expiring after CONVERSATION_TTL idle. Beside them:
+# `index:<kind>` (slots by last write, for listing every owner's), `mine:<kind>:<owner>` (one owner's
+# slots by last write), `lru` ("<kind>:<slot>" by last write, every kind),
+# `sizes` ("<kind>:<id>" -> what it costs), `owners` ("<kind>:<id>" -> quota key), `bytes` (what all
+# cost), `quota:<key>:bytes` and `quota:<key>:lru` (one quota key's). `sizes` and `owners` outlive an
+# expired conversation's keys, so the totals are always corrected when it is forgotten.
+LIBRARY = """
+local function detach(prefix, member)
+  local bytes = tonumber(redis.call('HGET', prefix .. 'sizes', member)) or 0
+  redis.call('HDEL', prefix .. 'sizes', member)
+  redis.call('DECRBY', prefix .. 'bytes', bytes)
+  local owner = redis.call('HGET', prefix .. 'owners', member)
+  if owner then
+    redis.call('HDEL', prefix .. 'owners', member)
+    local quota = prefix .. 'quota:' .. owner
+    redis.call('ZREM', quota .. ':lru', member)
+    if redis.call('DECRBY', quota .. ':bytes', bytes) <= 0 then redis.call('DEL', quota .. ':bytes') end
+  end
+  return bytes
 end
-redis.call('HSET', meta, 'updated_at', ARGV[2], 'model', ARGV[3])
-local total = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
-for i = 13, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
+
+local function forget(prefix, member)
+  local sep = string.find(member, ':', 1, true)
+  local kind, id = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  local base = prefix .. 'conv:' .. kind .. ':' .. id
+  local existed = redis.call('DEL', base .. ':meta', base .. ':msgs', base .. ':costs')
+  existed = existed + redis.call('ZREM', prefix .. 'index:' .. kind, id)
+  local slash = string.find(id, '/', 1, true)
+  if slash then redis.call('ZREM', prefix .. 'mine:' .. kind .. ':' .. string.sub(id, 1, slash - 1), id) end
+  redis.call('ZREM', prefix .. 'lru', member)
+  detach(prefix, member)
+  return existed > 0
+end
+
+local function expire(prefix, cutoff)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', prefix .. 'lru', '-inf', '(' .. cutoff)) do
+    forget(prefix, member)
+  end
+end
+
+local function oldest_other(zset, member)
+  local two = redis.call('ZRANGE', zset, 0, 1)
+  if two[1] ~= member then return two[1] end
+  return two[2]
+end
+"""
+
+# KEYS: meta, msgs, costs, index, stats, the owner's index. ARGV: 1 slot, 2 now (iso), 3 model,
+# 4 tokens, 5 max messages, 6 ttl, 7 score (epoch seconds), 8 max conversations, 9 prefix, 10 kind,
+# 11 quota key ('' for none), 12 the client's quota (0 = off), 13 the store's bound, 14 the
+# conversation's own overhead, 15 n (messages), 16 the conversation's owner, 17 its id, 18 its title,
+# then n messages (JSON), then their n costs.
+APPEND = (
+    LIBRARY
+    + """
+local meta, msgs, costs, index, stats, mine = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local id, now, model = ARGV[1], ARGV[2], ARGV[3]
+local max_messages, ttl, score = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local max_conversations, prefix, kind, owner = tonumber(ARGV[8]), ARGV[9], ARGV[10], ARGV[11]
+local client_max, store_max, n = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[15])
+local member = kind .. ':' .. id
+local lru, total = prefix .. 'lru', prefix .. 'bytes'
+expire(prefix, score - ttl)
+if redis.call('EXISTS', meta) == 0 then
+  forget(prefix, member)
+  redis.call('HSET', meta, 'id', ARGV[17], 'created_at', now, 'total_tokens', 0, 'dropped_messages', 0,
+    'owner', ARGV[16], 'title', ARGV[18])
+end
+local size = detach(prefix, member)
+if size == 0 then size = tonumber(ARGV[14]) end
+redis.call('HSET', meta, 'updated_at', now, 'model', model)
+local tokens = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
+for i = 1, n do
+  redis.call('RPUSH', msgs, ARGV[18 + i])
+  redis.call('RPUSH', costs, ARGV[18 + n + i])
+  size = size + tonumber(ARGV[18 + n + i])
+end
+-- the conversation's own bounds: whole turns go, oldest first; the new messages always stay
+local cap = store_max
+if owner ~= '' and client_max > 0 and client_max < cap then cap = client_max end
 local length = redis.call('LLEN', msgs)
-local max_messages = tonumber(ARGV[5])
-if length > max_messages then
-  local excess = length - max_messages
-  if excess % 2 == 1 then excess = excess + 1 end
-  redis.call('LTRIM', msgs, excess, -1)
-  redis.call('HINCRBY', meta, 'dropped_messages', excess)
-  length = length - excess
+local excess = length - max_messages
+if excess > 0 and excess % 2 == 1 then excess = excess + 1 end
+if length > n and (excess > 0 or size > cap) then
+  local candidates = redis.call('LRANGE', costs, 0, length - n - 1)
+  local dropped, freed = 0, 0
+  while dropped + 2 <= #candidates and (dropped < excess or size - freed > cap) do
+    freed = freed + tonumber(candidates[dropped + 1]) + tonumber(candidates[dropped + 2])
+    dropped = dropped + 2
+  end
+  if dropped > 0 then
+    redis.call('LTRIM', msgs, dropped, -1)
+    redis.call('LTRIM', costs, dropped, -1)
+    redis.call('HINCRBY', meta, 'dropped_messages', dropped)
+    length, size = length - dropped, size - freed
+  end
 end
 redis.call('EXPIRE', meta, ttl)
 redis.call('EXPIRE', msgs, ttl)
+redis.call('EXPIRE', costs, ttl)
+redis.call('ZADD', index, score, id)
+redis.call('ZADD', mine, score, id)
 redis.call('EXPIRE', mine, ttl)
-redis.call('ZADD', index, score, ARGV[10] .. '/' .. ARGV[1])
-redis.call('ZADD', mine, score, ARGV[1])
-local count = redis.call('ZCARD', index)
-local max_conversations = tonumber(ARGV[8])
-if count > max_conversations then
-  local victims = redis.call('ZPOPMIN', index, count - max_conversations)
-  for i = 1, #victims, 2 do
-    redis.call('DEL', ARGV[9] .. victims[i] .. ':meta', ARGV[9] .. victims[i] .. ':msgs')
-    local owner, id = string.match(victims[i], '^([^/]*)/(.*)$')
-    redis.call('ZREM', ARGV[11] .. owner, id)
-  end
-  redis.call('HINCRBY', stats, 'evictions', #victims / 2)
+redis.call('ZADD', lru, score, member)
+redis.call('HSET', prefix .. 'sizes', member, size)
+redis.call('INCRBY', total, size)
+if owner ~= '' then
+  local quota = prefix .. 'quota:' .. owner
+  redis.call('HSET', prefix .. 'owners', member, owner)
+  redis.call('ZADD', quota .. ':lru', score, member)
+  redis.call('INCRBY', quota .. ':bytes', size)
 end
-return {length, total}
+-- the shared bounds: the client's quota (its own oldest go), the store's bytes, the count per kind
+local evicted = 0
+if owner ~= '' and client_max > 0 then
+  local quota = prefix .. 'quota:' .. owner
+  while (tonumber(redis.call('GET', quota .. ':bytes')) or 0) > client_max do
+    local victim = oldest_other(quota .. ':lru', member)
+    if not victim then break end
+    forget(prefix, victim)
+    evicted = evicted + 1
+  end
+end
+while (tonumber(redis.call('GET', total)) or 0) > store_max do
+  local victim = oldest_other(lru, member)
+  if not victim then break end
+  forget(prefix, victim)
+  evicted = evicted + 1
+end
+while redis.call('ZCARD', index) > max_conversations do
+  local victim = oldest_other(index, id)
+  if not victim then break end
+  forget(prefix, kind .. ':' .. victim)
+  evicted = evicted + 1
+end
+if evicted > 0 then redis.call('HINCRBY', stats, 'evictions', evicted) end
+return {length, tokens}
 """
+)
 
-# KEYS: meta, msgs, the kind's index, the owner's index. ARGV: now (iso), model, tokens, ttl, score, slot,
-# id, max messages, title, messages (JSON)... Drops the last turn (from its user message on; its replies'
-# tokens leave the total) and appends the new one, in one step.
-REPLACE = """
-local meta, msgs = KEYS[1], KEYS[2]
+# KEYS: meta, msgs, costs, index, the owner's index. ARGV: 1 prefix, 2 "<kind>:<slot>", 3 now (iso),
+# 4 model, 5 tokens, 6 ttl, 7 score, 8 title, 9 n, then n messages (JSON), then their n costs. Drops
+# the last turn (from its user message on: its replies' tokens leave the total, its bytes the
+# counts) and appends the new one, in one step; false if there is no such conversation.
+REPLACE = (
+    LIBRARY
+    + """
+local meta, msgs, costs = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return false end
+local prefix, member, n = ARGV[1], ARGV[2], tonumber(ARGV[9])
+local ttl, score = tonumber(ARGV[6]), tonumber(ARGV[7])
 local tail = redis.call('LRANGE', msgs, -4, -1)
 local cut, freed = 0, 0
 for i = #tail, 1, -1 do
@@ -90,39 +195,65 @@ for i = #tail, 1, -1 do
   if message.role == 'user' then break end
 end
 if cut > 0 and cjson.decode(tail[#tail - cut + 1]).role ~= 'user' then cut = 0; freed = 0 end
-for i = 1, cut do redis.call('RPOP', msgs) end
-if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', ARGV[9]) end
-for i = 10, #ARGV do redis.call('RPUSH', msgs, ARGV[i]) end
-local total = tonumber(redis.call('HGET', meta, 'total_tokens') or '0') - freed + tonumber(ARGV[3])
+local quota = redis.call('HGET', prefix .. 'owners', member)
+local size = detach(prefix, member)
+if cut > 0 then
+  for _, cost in ipairs(redis.call('LRANGE', costs, -cut, -1)) do size = size - tonumber(cost) end
+end
+for i = 1, cut do redis.call('RPOP', msgs); redis.call('RPOP', costs) end
+if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', ARGV[8]) end
+for i = 1, n do
+  redis.call('RPUSH', msgs, ARGV[9 + i])
+  redis.call('RPUSH', costs, ARGV[9 + n + i])
+  size = size + tonumber(ARGV[9 + n + i])
+end
+local total = tonumber(redis.call('HGET', meta, 'total_tokens') or '0') - freed + tonumber(ARGV[5])
 if total < 0 then total = 0 end
-redis.call('HSET', meta, 'updated_at', ARGV[1], 'model', ARGV[2], 'total_tokens', total)
-local length = redis.call('LLEN', msgs)
-local max_messages = tonumber(ARGV[8])
-if length > max_messages then
-  local excess = length - max_messages
-  if excess % 2 == 1 then excess = excess + 1 end
-  redis.call('LTRIM', msgs, excess, -1)
-  redis.call('HINCRBY', meta, 'dropped_messages', excess)
-  length = length - excess
+redis.call('HSET', meta, 'updated_at', ARGV[3], 'model', ARGV[4], 'total_tokens', total)
+for _, key in ipairs({meta, msgs, costs, KEYS[5]}) do redis.call('EXPIRE', key, ttl) end
+local slot = string.sub(member, string.find(member, ':', 1, true) + 1)
+redis.call('ZADD', KEYS[4], score, slot)
+redis.call('ZADD', KEYS[5], score, slot)
+redis.call('ZADD', prefix .. 'lru', score, member)
+redis.call('HSET', prefix .. 'sizes', member, size)
+redis.call('INCRBY', prefix .. 'bytes', size)
+if quota then
+  redis.call('HSET', prefix .. 'owners', member, quota)
+  redis.call('ZADD', prefix .. 'quota:' .. quota .. ':lru', score, member)
+  redis.call('INCRBY', prefix .. 'quota:' .. quota .. ':bytes', size)
 end
-redis.call('EXPIRE', meta, tonumber(ARGV[4]))
-redis.call('EXPIRE', msgs, tonumber(ARGV[4]))
-redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), ARGV[6])
-redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[7])
-return {length, total}
+return {redis.call('LLEN', msgs), total}
 """
+)
 
-# KEYS: the owner's index, the kind's index. ARGV: key base, owner. Deletes one owner's conversations.
-CLEAR = """
+# ARGV: prefix, cutoff (epoch seconds). Forgets every conversation idle past the TTL.
+PRUNE = (
+    LIBRARY
+    + """
+expire(ARGV[1], tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# ARGV: prefix, "<kind>:<slot>". Deletes one conversation: 1 if there was one.
+DELETE = (
+    LIBRARY
+    + """
+if forget(ARGV[1], ARGV[2]) then return 1 end
+return 0
+"""
+)
+
+# KEYS: the owner's index. ARGV: prefix, kind. Deletes every conversation of one owner and kind.
+CLEAR = (
+    LIBRARY
+    + """
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-for _, id in ipairs(ids) do
-  local slot = ARGV[2] .. '/' .. id
-  redis.call('DEL', ARGV[1] .. slot .. ':meta', ARGV[1] .. slot .. ':msgs')
-  redis.call('ZREM', KEYS[2], slot)
-end
+for _, id in ipairs(ids) do forget(ARGV[1], ARGV[2] .. ':' .. id) end
 redis.call('DEL', KEYS[1])
 return #ids
 """
+)
 
 
 # KEYS: totals hash, model set, errors hash. ARGV: model, prompt tokens, completion tokens, error
@@ -160,8 +291,10 @@ class RedisStore:
         )
         self._prefix = prefix
         self._append = self._redis.register_script(APPEND)
-        self._clear = self._redis.register_script(CLEAR)
+        self._prune_script = self._redis.register_script(PRUNE)
+        self._delete = self._redis.register_script(DELETE)
         self._replace = self._redis.register_script(REPLACE)
+        self._clear = self._redis.register_script(CLEAR)
         self._record = self._redis.register_script(RECORD)
 
     @contextlib.contextmanager
@@ -178,12 +311,12 @@ class RedisStore:
     def _index(self, kind: Kind) -> str:
         return f"{self._prefix}index:{kind}"
 
-    def _owner_base(self, kind: Kind) -> str:
-        return f"{self._prefix}owner:{kind}:"
+    def _mine(self, kind: Kind, owner: str) -> str:
+        return f"{self._prefix}mine:{kind}:{owner}"
 
-    async def _prune(self, index: str) -> None:
-        cutoff = time.time() - settings.CONVERSATION_TTL
-        await self._redis.zremrangebyscore(index, "-inf", f"({cutoff}")
+    async def _prune(self) -> None:
+        """Forget every conversation idle past the TTL (its keys may have expired already)."""
+        await self._prune_script(args=[self._prefix, repr(time.time() - settings.CONVERSATION_TTL)])
 
     async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None:
         base = self._base(kind) + slot_of(owner, conversation_id)
@@ -206,21 +339,25 @@ class RedisStore:
         owner: str,
         model: str,
         tokens: int,
+        quota_key: str | None = None,
     ) -> Conversation:
-        base = self._base(kind)
         slot = slot_of(owner, conversation_id)
+        base = self._base(kind) + slot
         now = utc_now_iso()
+        encoded = [orjson.dumps(m) for m in messages]
+        costs = [encoded_cost(e) for e in encoded]
         with self._guard():
             length, total = await self._append(
                 keys=[
-                    f"{base}{slot}:meta",
-                    f"{base}{slot}:msgs",
+                    f"{base}:meta",
+                    f"{base}:msgs",
+                    f"{base}:costs",
                     self._index(kind),
                     self._stats_key(),
-                    self._owner_base(kind) + owner,
+                    self._mine(kind, owner),
                 ],
                 args=[
-                    conversation_id,
+                    slot,
                     now,
                     model,
                     tokens,
@@ -228,11 +365,18 @@ class RedisStore:
                     settings.CONVERSATION_TTL,
                     repr(time.time()),
                     settings.CONVERSATION_MAX,
-                    base,
+                    self._prefix,
+                    str(kind),
+                    quota_key or "",
+                    settings.CLIENT_STORAGE_BYTES,
+                    settings.STORE_MAX_BYTES,
+                    CONVERSATION_OVERHEAD,
+                    len(messages),
                     owner,
-                    self._owner_base(kind),
+                    conversation_id,
                     title_for(messages),
-                    *[orjson.dumps(m) for m in messages],
+                    *encoded,
+                    *costs,
                 ],
             )
         return Conversation(
@@ -256,28 +400,31 @@ class RedisStore:
         model: str,
         tokens: int,
     ) -> Conversation | None:
-        base = self._base(kind)
         slot = slot_of(owner, conversation_id)
+        base = self._base(kind) + slot
         now = utc_now_iso()
+        encoded = [orjson.dumps(m) for m in messages]
         with self._guard():
             result = await self._replace(
                 keys=[
-                    f"{base}{slot}:meta",
-                    f"{base}{slot}:msgs",
+                    f"{base}:meta",
+                    f"{base}:msgs",
+                    f"{base}:costs",
                     self._index(kind),
-                    self._owner_base(kind) + owner,
+                    self._mine(kind, owner),
                 ],
                 args=[
+                    self._prefix,
+                    f"{kind}:{slot}",
                     now,
                     model,
                     tokens,
                     settings.CONVERSATION_TTL,
                     repr(time.time()),
-                    slot,
-                    conversation_id,
-                    settings.CONVERSATION_MAX_MESSAGES,
                     title_for(messages),
-                    *[orjson.dumps(m) for m in messages],
+                    len(messages),
+                    *encoded,
+                    *[encoded_cost(e) for e in encoded],
                 ],
             )
         if not result:
@@ -298,12 +445,11 @@ class RedisStore:
         self, kind: Kind, *, owner: str | None, limit: int, offset: int
     ) -> tuple[int, list[Conversation]]:
         base = self._base(kind)
-        index = self._index(kind) if owner is None else self._owner_base(kind) + owner
+        index = self._index(kind) if owner is None else self._mine(kind, owner)
         with self._guard():
-            await self._prune(index)
+            await self._prune()
             total = await self._redis.zcard(index)
-            found = [_text(i) for i in await self._redis.zrevrange(index, offset, offset + limit - 1)]
-            slots = found if owner is None else [slot_of(owner, i) for i in found]
+            slots = [_text(i) for i in await self._redis.zrevrange(index, offset, offset + limit - 1)]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for slot in slots:
                     pipe.hgetall(f"{base}{slot}:meta")
@@ -320,26 +466,27 @@ class RedisStore:
         return int(total), page
 
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
-        slot = slot_of(owner, conversation_id)
-        base = self._base(kind) + slot
         with self._guard():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self._index(kind), slot)
-                pipe.zrem(self._owner_base(kind) + owner, conversation_id)
-                pipe.delete(f"{base}:meta", f"{base}:msgs")
-                removed, _, deleted = await pipe.execute()
-        return bool(removed or deleted)
+            return bool(await self._delete(args=[self._prefix, f"{kind}:{slot_of(owner, conversation_id)}"]))
 
     async def clear(self, kind: Kind, *, owner: str) -> int:
-        mine = self._owner_base(kind) + owner
         with self._guard():
-            await self._prune(mine)
-            return int(await self._clear(keys=[mine, self._index(kind)], args=[self._base(kind), owner]))
+            await self._prune()
+            return int(await self._clear(keys=[self._mine(kind, owner)], args=[self._prefix, str(kind)]))
 
     async def count(self, kind: Kind) -> int:
         with self._guard():
-            await self._prune(self._index(kind))
+            await self._prune()
             return int(await self._redis.zcard(self._index(kind)))
+
+    async def stored_bytes(self, quota_key: str | None = None) -> int:
+        key = f"{self._prefix}bytes" if quota_key is None else f"{self._prefix}quota:{quota_key}:bytes"
+        with self._guard():
+            await self._prune()
+            return int(await self._redis.get(key) or 0)
+
+    def conversation_cost(self, messages: list[dict[str, Any]]) -> int:
+        return CONVERSATION_OVERHEAD + sum(encoded_cost(orjson.dumps(m)) for m in messages)
 
     async def ping(self) -> None:
         with self._guard():
@@ -391,14 +538,19 @@ class RedisStore:
             await self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl)
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
+        return await self.tally(key, 1, window)
+
+    async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
         slot, reset = fixed_window(window)
         counter = f"{self._prefix}{key}:{slot}"
         with self._guard():
+            if not amount:
+                return int(await self._redis.get(counter) or 0), reset
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(counter)
+                pipe.incrby(counter, amount)
                 pipe.expire(counter, window + 1)
-                count, _ = await pipe.execute()
-        return int(count), reset
+                total, _ = await pipe.execute()
+        return int(total), reset
 
     async def flush(self) -> None:
         """Delete every key of this store (tests)."""

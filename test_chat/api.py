@@ -11,7 +11,7 @@ from ninja.responses import Status
 from core.auth import owner_for_writing
 from core.clock import utc_now_iso
 from core.errors import ErrorOut
-from gateway import turns
+from gateway import guards, turns
 from gateway.schemas import MessageIn
 from stores import Kind
 from test_chat.schemas import TestChatOut
@@ -19,9 +19,14 @@ from test_chat.schemas import TestChatOut
 router = Router(tags=["test-chat"])
 
 
-@router.post("/message", response={200: TestChatOut, 422: ErrorOut}, summary="Simple test chat")
+@router.post(
+    "/message",
+    response={200: TestChatOut, 422: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    summary="Simple test chat",
+)
 async def test_chat_message(request: HttpRequest, payload: MessageIn) -> Status[dict[str, Any]]:
-    """Echo a message with a test marker; kept in its own conversations."""
+    """Echo a message with a test marker; kept in its own conversations (counted like memory-chat's)."""
+    await guards.check_rate(request)
     reply = f"Echo: {payload.message} (Test response from HF Spaces)"
     conversation = await turns.echo_turn(
         Kind.TEST,
@@ -30,6 +35,7 @@ async def test_chat_message(request: HttpRequest, payload: MessageIn) -> Status[
         conversation_id=payload.conversation_id,
         reply=reply,
         model=None,
+        quota_key=guards.client_identity(request),
     )
     return Status(
         200,

@@ -86,6 +86,7 @@ class LiveServer:
                 "--port",
                 str(self.port),
                 "--no-access-log",
+                "--no-proxy-headers",  # as config.serve runs it
                 "--workers",
                 str(workers),
             ],

@@ -3,6 +3,8 @@ Django relies on."""
 
 from __future__ import annotations
 
+import gc
+import inspect
 import threading
 from typing import Any
 from unittest import mock
@@ -38,6 +40,35 @@ async def test_it_starts_no_thread_per_request() -> None:
                 assert (await client.get("/health")).status_code == 200
                 assert (await client.post("/memory-chat/message", json={"message": "hi"})).status_code == 200
     assert started == []
+
+
+async def test_it_leaves_no_reference_cycle_per_request() -> None:
+    """Django's RequestAborted, raised after every answer, kept each request (its body, its answer) in a
+    reference cycle until a full collection; the edge holds that disconnect back."""
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        for _ in range(3):
+            assert (await client.post("/memory-chat/message", json={"message": "warm"})).status_code == 200
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(5):
+                assert (
+                    await client.post("/memory-chat/message", json={"message": "x" * 1000})
+                ).status_code == 200
+            gc.collect()
+            kinds = {type(o).__name__ for o in gc.garbage}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert not kinds & {"ASGIRequest", "HttpResponse", "RequestAborted"}, kinds
+
+
+def test_it_refuses_a_django_that_no_longer_cancels_its_listener() -> None:
+    source = inspect.getsource(django_asgi.ASGIHandler.handle).replace("task.cancel()", "pass")
+    with mock.patch.object(edge.inspect, "getsource", return_value=source):
+        with pytest.raises(ImproperlyConfigured, match="disconnect listener"):
+            edge.prepare_django()
 
 
 def test_it_closes_responses_inline() -> None:

@@ -25,18 +25,26 @@ async def test_it_limits_the_rate_per_client(client: AsyncClient, settings: Any)
     assert limited.json()["code"] == "rate_limited"
     assert 1 <= int(limited["Retry-After"]) <= 3600
     assert limited["RateLimit-Limit"] == "3" and limited["RateLimit-Remaining"] == "0"
-    echo = await client.post("/memory-chat/message", MESSAGE, content_type="application/json")
-    assert echo.status_code == 200  # the echo chat costs nothing and is not limited
 
 
-async def test_it_counts_clients_apart_by_forwarded_address_when_trusted(
+@pytest.mark.parametrize("path", ["/memory-chat/message", "/test-chat/message"])
+async def test_it_limits_the_echo_chats_too(client: AsyncClient, settings: Any, path: str) -> None:
+    settings.RATE_LIMIT = (2, 3600)
+    statuses = [
+        (await client.post(path, MESSAGE, content_type="application/json")).status_code for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    assert (await post(client, MESSAGE)).status_code == 429  # one budget for everything that stores
+
+
+async def test_it_counts_clients_apart_by_forwarded_address_behind_a_trusted_proxy(
     client: AsyncClient, settings: Any
 ) -> None:
     settings.RATE_LIMIT = (1, 3600)
-    settings.TRUST_PROXY_HEADERS = True
-    assert (await post(client, MESSAGE, X_Forwarded_For="203.0.113.1, 10.0.0.1")).status_code == 200
+    settings.TRUSTED_PROXY_HOPS = 1
+    assert (await post(client, MESSAGE, X_Forwarded_For="10.0.0.1, 203.0.113.1")).status_code == 200
     assert (await post(client, MESSAGE, X_Forwarded_For="203.0.113.2")).status_code == 200
-    assert (await post(client, MESSAGE, X_Forwarded_For="203.0.113.1")).status_code == 429
+    assert (await post(client, MESSAGE, X_Forwarded_For="10.0.0.9, 203.0.113.1")).status_code == 429
 
 
 async def test_it_ignores_forwarded_addresses_unless_trusted(client: AsyncClient, settings: Any) -> None:

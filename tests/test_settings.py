@@ -42,6 +42,19 @@ BAD = [
     ("ALLOW_CLIENT_API_KEY", "perhaps"),
     ("DEBUG_ENDPOINTS", "2"),
     ("TRUST_PROXY_HEADERS", "yes please"),
+    ("TRUSTED_PROXY_HOPS", "-1"),
+    ("TRUSTED_PROXY_HOPS", "one"),
+    ("TRUSTED_PROXY_HOPS", "11"),
+    ("STORE_MAX_BYTES", "lots"),
+    ("STORE_MAX_BYTES", "0"),
+    ("STORE_MAX_BYTES", "512KiB"),
+    ("STORE_MAX_BYTES", "64 MB"),
+    ("CLIENT_STORAGE_BYTES", "-1"),
+    ("CLIENT_STORAGE_BYTES", "1000"),
+    ("CLIENT_STORAGE_BYTES", "1GiB"),  # more than the whole store
+    ("CLIENT_TOKEN_BUDGET", "lots"),
+    ("CLIENT_TOKEN_BUDGET", "200000/fortnight"),
+    ("TOTAL_TOKEN_BUDGET", "-5/day"),
     ("METRICS_ENABLED", "sometimes"),
 ]
 
@@ -80,6 +93,22 @@ def test_it_never_prints_the_key_when_refusing() -> None:
     assert "sk-or-v1-never-print-me" not in result.stderr + result.stdout
     in_url = start({"LLM_BASE_URL": "ftp://user:url-secret-123@example.org/v1"})
     assert in_url.returncode != 0 and "url-secret-123" not in in_url.stderr + in_url.stdout
+
+
+def test_it_reads_sizes_with_units() -> None:
+    code = "from config import settings as s; print(s.STORE_MAX_BYTES, s.CLIENT_STORAGE_BYTES)"
+    full = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env = {**full, "STORE_MAX_BYTES": "2GiB", "CLIENT_STORAGE_BYTES": "512 KiB"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.stdout.split() == [str(2 * 1024**3), str(512 * 1024)], result.stderr
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**full, "CLIENT_STORAGE_BYTES": "0"},
+        capture_output=True,
+        text=True,
+    )
+    assert off.stdout.split() == [str(64 * 1024**2), "0"], off.stderr
 
 
 def test_it_accepts_a_redis_url_with_a_password() -> None:

@@ -132,3 +132,23 @@ def test_it_holds_the_rate_limit_across_processes(
     finally:
         first.stop()
         second.stop()
+
+
+def test_it_holds_token_budgets_across_processes(
+    fake_upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    env = {**server_env(fake_upstream, redis_server.url.replace("/0", "/3")), "CLIENT_TOKEN_BUDGET": "30/day"}
+    first, second = LiveServer(env), LiveServer(env)
+    try:
+        assert httpx.post(f"{first.url}/chat/message", json={"message": "x"}, timeout=10).status_code == 200
+        with httpx.stream(
+            "POST", f"{second.url}/chat/message", json={"message": "y", "stream": True}, timeout=10
+        ) as streamed:
+            assert "event: done" in streamed.read().decode()
+        refused = httpx.post(f"{first.url}/chat/message", json={"message": "z"}, timeout=10)
+        assert refused.status_code == 429 and refused.json()["code"] == "budget_exceeded"
+        budgets = httpx.get(f"{second.url}/chat/health").json()["budgets"]
+        assert budgets["client"]["used"] > 30 and budgets["total"] is None
+    finally:
+        first.stop()
+        second.stop()

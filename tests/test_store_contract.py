@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from unittest import mock
 
 import pytest
 
 from stores import ConversationStore, Kind, reset_store
+from stores.base import message_cost
 from stores.local import LocalStore
 from stores.redis_store import RedisStore
 from tests.conftest import RedisServer
@@ -229,7 +230,12 @@ async def test_it_replaces_the_last_turn_as_if_it_were_the_only_one(store: Conve
 
 async def test_it_titles_a_conversation_by_its_first_question(store: ConversationStore) -> None:
     await store.append(
-        Kind.CHAT, "t", pair("  How do\\n I   boil an egg?  "), owner=OWNER, model="m", tokens=0
+        Kind.CHAT,
+        "t",
+        pair("  How do\\n I   boil an egg?  "),
+        owner=OWNER,
+        model="m",
+        tokens=0,
     )
     await store.append(Kind.CHAT, "t", pair("And a second one?"), owner=OWNER, model="m", tokens=0)
     stored = await store.get(Kind.CHAT, "t", owner=OWNER)
@@ -250,3 +256,161 @@ async def test_it_retitles_a_conversation_whose_only_turn_was_replaced(store: Co
         4,
         2,
     )
+
+
+def costs(store: ConversationStore) -> Callable[..., int]:
+    """What conversations of these messages cost in this store."""
+
+    def cost(*conversations: list[dict[str, Any]]) -> int:
+        return sum(store.conversation_cost(c) for c in conversations)
+
+    return cost
+
+
+async def test_it_counts_what_conversations_cost(store: ConversationStore) -> None:
+    cost = costs(store)
+    one, two, three = pair("one"), pair("two " * 100), pair("\U0001f600" * 50)
+    await store.append(Kind.CHAT, "a", one, owner=OWNER, model="m", tokens=0, quota_key="ip:x")
+    await store.append(Kind.CHAT, "a", two, owner=OWNER, model="m", tokens=0, quota_key="ip:x")
+    await store.append(Kind.MEMORY, "b", three, owner=OWNER, model="m", tokens=0)
+    assert await store.stored_bytes() == cost(one + two, three)
+    assert await store.stored_bytes("ip:x") == cost(one + two)
+    assert await store.stored_bytes("ip:nobody") == 0
+    assert message_cost(three[0]) > 5 * 50  # four bytes a character in CPython, plus its UTF-8 copy
+
+
+async def test_it_keeps_the_store_under_its_byte_bound_least_recent_first(
+    store: ConversationStore, settings: Any
+) -> None:
+    cost = costs(store)
+    settings.STORE_MAX_BYTES = cost(pair("x") * 2) + 2 * cost(pair("x"))
+    for name in ("a", "b", "c", "a", "d"):
+        kind = Kind.CHAT if name != "c" else Kind.MEMORY
+        await store.append(kind, name, pair("x"), owner=OWNER, model="m", tokens=0)
+    assert await store.stored_bytes() == settings.STORE_MAX_BYTES
+    assert await store.get(Kind.CHAT, "b", owner=OWNER) is None
+    assert [await store.count(k) for k in (Kind.CHAT, Kind.MEMORY)] == [2, 1]
+    assert (await store.usage())["evictions"] == 1
+
+
+async def test_it_evicts_a_clients_own_oldest_conversations_over_its_quota(
+    store: ConversationStore, settings: Any
+) -> None:
+    cost = costs(store)
+    settings.CLIENT_STORAGE_BYTES = 2 * cost(pair("x"))
+    await store.append(
+        Kind.CHAT,
+        "theirs",
+        pair("x"),
+        owner=OWNER,
+        model="m",
+        tokens=0,
+        quota_key="ip:other",
+    )
+    for name in ("m1", "m2", "m3"):
+        await store.append(
+            Kind.MEMORY,
+            name,
+            pair("x"),
+            owner=OWNER,
+            model="m",
+            tokens=0,
+            quota_key="ip:me",
+        )
+    assert await store.get(Kind.MEMORY, "m1", owner=OWNER) is None
+    assert (
+        await store.get(Kind.MEMORY, "m3", owner=OWNER) is not None
+        and await store.get(Kind.CHAT, "theirs", owner=OWNER) is not None
+    )
+    assert await store.stored_bytes("ip:me") == 2 * cost(pair("x"))
+    assert await store.stored_bytes() == 3 * cost(pair("x"))
+
+
+async def test_it_drops_the_oldest_turns_of_a_conversation_that_outgrows_its_cap(
+    store: ConversationStore, settings: Any
+) -> None:
+    cost = costs(store)
+    settings.CLIENT_STORAGE_BYTES = cost(pair("x") * 3)
+    for n in range(5):
+        await store.append(
+            Kind.CHAT,
+            "big",
+            pair(str(n)),
+            owner=OWNER,
+            model="m",
+            tokens=1,
+            quota_key="ip:me",
+        )
+    conversation = await store.get(Kind.CHAT, "big", owner=OWNER)
+    assert conversation is not None
+    assert [m["content"] for m in conversation.messages[::2]] == ["2", "3", "4"]
+    assert conversation.dropped_messages == 4 and conversation.total_tokens == 5
+    assert await store.stored_bytes("ip:me") == cost(pair("2") + pair("3") + pair("4"))
+
+
+async def test_it_always_keeps_the_turn_just_written(store: ConversationStore, settings: Any) -> None:
+    cost = costs(store)
+    settings.CLIENT_STORAGE_BYTES = 64 * 1024
+    huge = pair("y" * 40_000)
+    await store.append(Kind.CHAT, "small", pair("x"), owner=OWNER, model="m", tokens=0, quota_key="ip:me")
+    result = await store.append(Kind.CHAT, "huge", huge, owner=OWNER, model="m", tokens=0, quota_key="ip:me")
+    assert result.message_count == 2 and await store.get(Kind.CHAT, "small", owner=OWNER) is None
+    assert await store.stored_bytes("ip:me") == cost(huge)
+
+
+async def test_it_gives_back_what_deleted_cleared_and_expired_conversations_cost(
+    store: ConversationStore, settings: Any
+) -> None:
+    cost = costs(store)
+    for name in ("a", "b", "c"):
+        await store.append(
+            Kind.MEMORY,
+            name,
+            pair("x"),
+            owner=OWNER,
+            model="m",
+            tokens=0,
+            quota_key="ip:me",
+        )
+    await store.delete(Kind.MEMORY, "a", owner=OWNER)
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == 2 * cost(pair("x"))
+    await store.clear(Kind.MEMORY, owner=OWNER)
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == 0
+    settings.CONVERSATION_TTL = 60
+    await store.append(Kind.CHAT, "idle", pair("x"), owner=OWNER, model="m", tokens=0, quota_key="ip:me")
+    with mock.patch("time.time", return_value=10**11), mock.patch("time.monotonic", return_value=10**11):
+        assert await store.stored_bytes() == await store.stored_bytes("ip:me") == 0
+
+
+async def test_it_counts_a_conversation_against_its_latest_writer(store: ConversationStore) -> None:
+    cost = costs(store)
+    await store.append(
+        Kind.CHAT,
+        "shared",
+        pair("x"),
+        owner=OWNER,
+        model="m",
+        tokens=0,
+        quota_key="ip:first",
+    )
+    await store.append(
+        Kind.CHAT,
+        "shared",
+        pair("y"),
+        owner=OWNER,
+        model="m",
+        tokens=0,
+        quota_key="ip:second",
+    )
+    assert await store.stored_bytes("ip:first") == 0
+    assert await store.stored_bytes("ip:second") == await store.stored_bytes() == cost(pair("x") + pair("y"))
+
+
+async def test_it_tallies_amounts_in_fixed_windows(store: ConversationStore) -> None:
+    assert await store.tally("budget:t", 0, 3600) == (0, mock.ANY)
+    await asyncio.gather(*[store.tally("budget:t", 7, 3600) for _ in range(20)])
+    used, reset = await store.tally("budget:t", 0, 3600)
+    assert used == 140 and 1 <= reset <= 3600
+    assert (await store.tally("budget:other", 5, 3600))[0] == 5
+    with mock.patch("time.time", return_value=time.time() + 3600):
+        assert (await store.tally("budget:t", 0, 3600))[0] == 0

@@ -246,7 +246,8 @@ def test_it_fits_a_phone_with_a_drawer_and_asks_for_no_missing_icon(
         shown = picker.evaluate("s => s.options[s.selectedIndex].text")
         width = picker.evaluate(
             "s => { const c = document.createElement('canvas').getContext('2d');"
-            " c.font = getComputedStyle(s).font; return c.measureText(s.options[s.selectedIndex].text).width; }"
+            " c.font = getComputedStyle(s).font;"
+            " return c.measureText(s.options[s.selectedIndex].text).width; }"
         )
         assert shown == "openai/gpt-4o-mini" and width < box["width"] - 40  # shown whole
         reply_with(phone, fake_upstream, RICH)

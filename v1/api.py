@@ -25,15 +25,15 @@ router = Router(tags=["openai-compatible"])
 HANDLED_FIELDS = {"model", "messages", "stream", "temperature", "max_tokens", "max_completion_tokens"}
 
 
-def upstream_key(request: HttpRequest) -> str:
-    """The server's key; without one, the client's own Bearer token (bring your own key).
+def client_upstream_key(request: HttpRequest) -> str | None:
+    """The client's own upstream key (its Bearer token) when the server has none: bring your own key.
 
     A Bearer token that is one of our access keys only authenticates: it never goes upstream.
     """
     if settings.LLM_API_KEY:
-        return settings.LLM_API_KEY
+        return None
     token = bearer_token(request)
-    return guards.resolve_key(None if matching_key(token) else token)
+    return None if matching_key(token) else token
 
 
 @router.post(
@@ -58,7 +58,9 @@ async def chat_completions(
 ) -> Status[dict[str, Any]] | StreamingHttpResponse:
     """The OpenAI Chat Completions API, streaming or not, forwarded upstream; nothing is stored."""
     await guards.check_rate(request)
-    key = upstream_key(request)
+    client_key = client_upstream_key(request)
+    await guards.check_budget(request, client_key)
+    key = guards.resolve_key(client_key)
     max_tokens = guards.resolve_max_tokens(payload.max_completion_tokens or payload.max_tokens)
     model = payload.model or settings.LLM_MODEL
     guards.check_model(model)

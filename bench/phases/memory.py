@@ -19,7 +19,12 @@ def conversation_max(cfg: Config) -> int:
 
 
 def service_settings(cfg: Config) -> dict[str, str]:
-    return {"CONVERSATION_MAX": str(conversation_max(cfg))}
+    # One client fills the store: no byte bound or quota may evict what is being measured.
+    return {
+        "CONVERSATION_MAX": str(conversation_max(cfg)),
+        "STORE_MAX_BYTES": "16GiB",
+        "CLIENT_STORAGE_BYTES": "0",
+    }
 
 
 def get_json(url: str) -> dict[str, Any]:
