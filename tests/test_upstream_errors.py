@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.test import AsyncClient
 
+from tests.answers import assert_error, call
 from tests.conftest import SECRET
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
@@ -117,3 +118,15 @@ async def test_it_counts_errors_by_kind(client: AsyncClient, fake_upstream: Fake
     assert usage["errors"] == 1
     assert usage["errors_by_kind"] == {"upstream_rate_limited": 1}
     assert usage["error_rate"] == 0.5
+
+
+async def test_it_does_not_pass_on_upstream_error_text(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Reply(status=400, body={"error": {"code": 400, "message": f"bad key {SECRET} raw-upstream-text"}})
+    )
+    response = await call(client, "POST", "/chat/message", json_body={"message": "fail please"})
+    body = assert_error(response, 400)
+    assert "raw-upstream-text" not in response.content.decode()
+    assert set(body) >= {"status", "code", "message", "timestamp"}
