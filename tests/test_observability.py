@@ -1,4 +1,4 @@
-"""Request ids, the access line, JSON logs and Prometheus metrics."""
+"""Request ids, the access line (no secret and no forged line in it), JSON logs and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -150,3 +150,13 @@ def test_it_protects_metrics_with_access_keys(fake_upstream: FakeUpstream) -> No
         assert httpx.get(f"{off.url}/metrics").status_code == 404
     finally:
         off.stop()
+
+
+def test_it_keeps_secrets_and_forged_lines_out_of_access_lines(http: httpx.Client) -> None:
+    http.get(f"/chat/conversations/{SECRET}")
+    http.get("/x%0a2026-11-25 21:00:00,000 INFO gateway.access: GET /admin 200 forged")
+    logs = http.get("/api/hf/logs?limit=20").json()["logs"]
+    text = str(logs)
+    assert SECRET not in text
+    forged = [r for r in logs if r.get("path", "").startswith("/x")]
+    assert forged and "\n" not in forged[-1]["path"] and "\\x0a" in forged[-1]["path"]

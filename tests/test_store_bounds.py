@@ -1,4 +1,5 @@
-"""Conversations are bounded: by count (least recently used first), by length, and by idle time."""
+"""Conversations are bounded: by count (least recently used first), by length, and by idle time (an
+expired one cannot even be deleted); the per-model statistics are bounded too."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from typing import Any
 from unittest import mock
 
 from django.test import AsyncClient
+
+from stores import get_store
+from stores.base import MAX_MODELS_TRACKED
 
 
 async def echo(client: AsyncClient, conversation_id: str, text: str = "hi") -> Any:
@@ -73,3 +77,20 @@ async def test_it_clears_all_memory_conversations(client: AsyncClient) -> None:
         "remaining_conversations": 0,
     }
     assert (await client.get("/memory-chat/conversations")).json()["total"] == 0
+
+
+async def test_it_deletes_nothing_that_has_expired(client: AsyncClient) -> None:
+    await echo(client, "old", "x")
+    with mock.patch("stores.local.time.monotonic", return_value=10**12):
+        assert (await client.delete("/memory-chat/conversations/old")).status_code == 404
+
+
+async def test_it_bounds_the_model_statistics() -> None:
+    store = get_store()
+    for n in range(MAX_MODELS_TRACKED + 50):
+        await store.record_call(
+            f"junk/{n}", prompt_tokens=1, completion_tokens=1, error="upstream_bad_request"
+        )
+    usage = await store.usage()
+    assert len(usage["by_model"]) == MAX_MODELS_TRACKED + 1
+    assert usage["by_model"]["other"]["requests"] == 50

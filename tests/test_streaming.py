@@ -156,3 +156,21 @@ async def test_it_ends_with_an_error_frame_when_the_store_fails_at_the_end(
     body = b"".join([part async for part in response.streaming_content])
     last = body.rstrip().split(b"\n\n")[-1]
     assert last.startswith(b"event: error") and b"store_unavailable" in last
+
+
+def disconnects(http: httpx.Client) -> int:
+    count: int = http.get("/chat/health").json()["usage"]["errors_by_kind"].get("client_disconnected", 0)
+    return count
+
+
+def test_it_counts_a_stream_the_client_abandoned(http: httpx.Client, fake_upstream: FakeUpstream) -> None:
+    before = disconnects(http)
+    fake_upstream.queue(Reply(chunks=[f"w{n}" for n in range(40)], chunk_delay=0.05))
+    with stream_chat(http, {"message": "q"}) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: delta"):
+                break
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and disconnects(http) == before:
+        time.sleep(0.05)
+    assert disconnects(http) == before + 1

@@ -1,4 +1,5 @@
-"""Every way the upstream can fail maps to one clear answer, and nothing is stored."""
+"""Every way the upstream can fail maps to one clear answer, and nothing is stored; its error text is not
+passed on, and impossible token counts in a reply are counted as none."""
 
 from __future__ import annotations
 
@@ -130,3 +131,16 @@ async def test_it_does_not_pass_on_upstream_error_text(
     body = assert_error(response, 400)
     assert "raw-upstream-text" not in response.content.decode()
     assert set(body) >= {"status", "code", "message", "timestamp"}
+
+
+async def test_it_ignores_impossible_token_counts(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
+    body = {
+        "choices": [{"message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1e308, "completion_tokens": -5, "total_tokens": 10**30},
+    }
+    fake_upstream.queue(Reply(body=body))
+    response = await post(client, {"message": "q", "conversation_id": "odd"})
+    assert response.status_code == 200
+    assert response.json()["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for path in ("/chat/conversations", "/chat/conversations/odd", "/chat/health", "/api/hf/status"):
+        assert (await client.get(path)).status_code == 200, path

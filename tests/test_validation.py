@@ -104,3 +104,8 @@ async def test_it_does_not_echo_the_request_key_in_a_validation_error(client: As
         client, "POST", "/chat/message", json_body={"api_key": SECRET, "max_tokens": "many"}
     )
     assert_error(response, 422)
+
+
+async def test_it_echoes_no_path_in_a_404(client: AsyncClient) -> None:
+    response = await client.get("/nonexistent/<script>")
+    assert response.status_code == 404 and "<script>" not in response.content.decode()
