@@ -67,7 +67,7 @@ async def test_it_keeps_errors_and_critical_records_at_level_error(client: Async
     log = logging.getLogger("tests.logs")
     for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
         log.log(level, "level marker %s", logging.getLevelName(level))
-    logs = (await client.get("/api/hf/logs", {"level": "ERROR", "limit": 1000})).json()["logs"]
+    logs = (await client.get("/api/hf/logs?level=ERROR&limit=1000")).json()["logs"]
     mine = [r["message"] for r in logs if r["message"].startswith("level marker")]
     assert mine[-2:] == ["level marker ERROR", "level marker CRITICAL"]
     assert "level marker INFO" not in mine and "level marker WARNING" not in mine
