@@ -79,7 +79,7 @@ def test_it_reports_a_mid_stream_error_to_the_sdk(sdk: openai.OpenAI, fake_upstr
 def test_it_lists_models_in_openai_shape(sdk: openai.OpenAI) -> None:
     models = list(sdk.models.list())
     assert [m.id for m in models] == ["fake/alpha", "openai/gpt-4o-mini"]
-    assert all(m.object == "model" and m.owned_by for m in models)
+    assert models and all(m.object == "model" and m.owned_by for m in models)
 
 
 def test_it_counts_v1_usage_in_the_statistics(sdk: openai.OpenAI, http: httpx.Client) -> None:

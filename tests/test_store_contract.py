@@ -60,6 +60,7 @@ async def test_it_never_loses_a_concurrent_append(store: ConversationStore) -> N
     )
     conversation = await store.get(Kind.CHAT, "busy")
     assert conversation is not None and conversation.message_count == 100
+    assert len(conversation.messages) == 100
     for user, reply in zip(conversation.messages[::2], conversation.messages[1::2], strict=True):
         assert reply["content"] == f"re: {user['content']}"
     assert conversation.total_tokens == 50
