@@ -1,4 +1,7 @@
-"""One contract, two stores: local memory and a real redis-server."""
+"""One contract, two stores (local memory and a real redis-server) that behave the same: turns kept in
+order, kinds apart, no concurrent append lost, newest-first paging, delete and clear, least recently
+written evicted, oldest messages dropped, idle conversations expired (each write refreshing the TTL),
+usage counted and values cached."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""POST /chat/message with stream: true, read frame by frame from the live server."""
+"""POST /chat/message with stream: true, read frame by frame from the live server: deltas arrive before
+the upstream finishes, the stored reply is exactly what the done frame says, a failure mid-stream (or a
+cut stream, or the store failing at the end) ends with an error frame and stores nothing, a failure
+before the stream keeps its status, keep-alive comments fill quiet gaps, and a client that goes away
+closes the upstream call and is counted."""
 
 from __future__ import annotations
 

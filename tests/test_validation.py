@@ -1,4 +1,5 @@
-"""Bad input: a clear 4xx in the error shape, no echo of the input, nothing stored changed."""
+"""Bad input (fields, bodies, paging, an unknown path, a wrong method): a clear 4xx in the error shape, no
+echo of the input (not even the path of a 404, nor a key sent in the body), nothing stored changed."""
 
 from __future__ import annotations
 
