@@ -277,7 +277,6 @@ def test_it_reads_the_first_secret_that_is_set(monkeypatch: pytest.MonkeyPatch) 
         (" 1000/day ", (1000, 86400)),
         ("0", (0, 0)),
         ("off", (0, 0)),
-        ("", (0, 0)),
     ],
 )
 def test_it_reads_a_rate_as_count_and_seconds(
