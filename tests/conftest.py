@@ -1,3 +1,7 @@
+"""Fixtures for every test: the fake upstream behind the app, a known server key and an empty store
+(autouse); `client` for in-process calls through the NinjaAPI; `http` for the one shared live server
+under uvicorn; LiveServer and RedisServer for tests that need processes of their own."""
+
 from __future__ import annotations
 
 import os

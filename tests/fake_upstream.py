@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 
 @dataclass
@@ -102,8 +102,8 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/api/v1"
+        host, port = cast(tuple[str, int], self.server.server_address[:2])
+        return f"http://{host}:{port}/api/v1"
 
     def start(self) -> FakeUpstream:
         self.thread.start()

@@ -1,4 +1,5 @@
-"""Spending guards: rate limit, model allow-list, token cap, client keys, body size."""
+"""Spending guards: rate limit, model allow-list (OpenRouter's fallback `models`, `n` and reasoning
+tokens on /v1 included), token cap, client keys, body size."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from django.test import AsyncClient
 from tests.fake_upstream import FakeUpstream
 
 MESSAGE = {"message": "hi"}
+V1 = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 async def post(client: AsyncClient, body: dict[str, Any], **headers: str) -> Any:
@@ -63,7 +66,8 @@ async def test_it_counts_access_keys_apart(client: AsyncClient, settings: Any) -
 
 async def test_it_turns_the_rate_limit_off_with_zero(client: AsyncClient, settings: Any) -> None:
     settings.RATE_LIMIT = (0, 0)
-    assert all([(await post(client, MESSAGE)).status_code == 200 for _ in range(5)])
+    statuses = [(await post(client, MESSAGE)).status_code for _ in range(5)]
+    assert statuses == [200] * 5
 
 
 @pytest.mark.parametrize(
@@ -116,3 +120,32 @@ def test_it_refuses_a_large_chunked_body(http: httpx.Client) -> None:
 
 def test_it_still_accepts_a_normal_body(http: httpx.Client) -> None:
     assert http.post("/memory-chat/message", json={"message": "small"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ({"models": ["anthropic/claude-3-opus"]}, "model_not_allowed"),
+        ({"models": "openai/gpt-4o"}, "bad_request"),
+        ({"n": 50}, "n_not_supported"),
+        ({"reasoning": {"max_tokens": 100000}}, "max_tokens_too_large"),
+    ],
+)
+async def test_it_guards_openrouter_fields_on_v1(
+    client: AsyncClient, fake_upstream: FakeUpstream, settings: Any, extra: dict[str, Any], code: str
+) -> None:
+    settings.ALLOWED_MODELS = ["openai/*"]
+    body = {"model": "openai/gpt-4o-mini", "messages": MESSAGES, **extra}
+    response = await client.post(V1, body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    assert fake_upstream.requests == []
+
+
+async def test_it_passes_allowed_fallbacks_on_v1(
+    client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
+) -> None:
+    settings.ALLOWED_MODELS = ["openai/*"]
+    body = {"model": "openai/gpt-4o-mini", "messages": MESSAGES, "models": ["openai/gpt-4o"], "n": 1}
+    assert (await client.post(V1, body, content_type="application/json")).status_code == 200
+    assert fake_upstream.completions()[0].body["models"] == ["openai/gpt-4o"]

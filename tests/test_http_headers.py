@@ -1,10 +1,15 @@
-"""CORS and security headers."""
+"""CORS and security headers, on every answer: the edge's 413 too; CORS_ALLOWED_ORIGINS read from the
+environment."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from django.test import AsyncClient
+
+from tests.conftest import LiveServer
+from tests.fake_upstream import FakeUpstream
 
 
 async def test_it_sets_security_headers_on_every_answer(client: AsyncClient) -> None:
@@ -55,3 +60,25 @@ async def test_it_lets_only_the_space_frame_the_chat_page(client: AsyncClient) -
     response = await client.get("/ui")
     assert "X-Frame-Options" not in response
     assert "frame-ancestors 'self' https://huggingface.co" in response["Content-Security-Policy"]
+
+
+def test_it_gives_the_413_the_usual_headers(http: httpx.Client) -> None:
+    big = b"x" * (2 * 1024 * 1024)
+    plain = http.post("/chat/message", content=big, headers={"Origin": "https://a.example"})
+    assert plain.status_code == 413
+    assert plain.headers["x-content-type-options"] == "nosniff"
+    assert plain.headers["access-control-allow-origin"] == "*"
+    openai_shaped = http.post("/v1/chat/completions", content=big)
+    assert openai_shaped.json()["error"]["code"] == "request_too_large"
+
+
+def test_it_maps_cors_origins_from_the_environment(fake_upstream: FakeUpstream) -> None:
+    server = LiveServer({"LLM_BASE_URL": fake_upstream.url, "CORS_ALLOWED_ORIGINS": "https://app.example"})
+    try:
+        allowed = httpx.get(f"{server.url}/health", headers={"Origin": "https://app.example"})
+        refused = httpx.get(f"{server.url}/health", headers={"Origin": "https://evil.example"})
+    finally:
+        server.stop()
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    assert "access-control-allow-origin" not in refused.headers

@@ -1,4 +1,5 @@
-"""/api/hf/logs serves this process's real log records."""
+"""/api/hf/logs serves this process's real log records: newest last, as many as asked, filtered by level,
+each with its time, level and message; a chat call's access line is there, without the key."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import httpx
 from django.test import AsyncClient
 
 from config.asgi import application
+from tests.answers import assert_iso
 from tests.conftest import SECRET
 
 ADMIN = "adm-logs-0123456789abcdef"
@@ -44,6 +46,7 @@ async def test_it_logs_chat_calls_without_the_key(settings: Any) -> None:
     ]
     assert len(access) == 1, [r["message"] for r in logs[-6:]]
     assert conversation_id in access[0]["message"]
+    assert "chat" in access[0]["message"] and access[0]["level"] == "INFO"
     assert access[0]["status"] == 200 and access[0]["tokens"] == 19
     assert SECRET not in str(logs) and ADMIN not in str(logs)
 
@@ -51,3 +54,30 @@ async def test_it_logs_chat_calls_without_the_key(settings: Any) -> None:
 async def test_it_rejects_a_bad_level(client: AsyncClient) -> None:
     response = await client.get("/api/hf/logs?level=LOUD")
     assert response.status_code == 422
+
+
+async def test_it_gives_every_record_a_time_a_level_and_a_message(client: AsyncClient) -> None:
+    logging.getLogger("tests.logs").info("shaped marker")
+    logs = (await client.get("/api/hf/logs?limit=1000")).json()["logs"]
+    assert logs and logs[-1]["message"] == "shaped marker"
+    for record in logs:
+        assert {"timestamp", "level", "message"} <= set(record)
+        assert_iso(record["timestamp"])
+
+
+async def test_it_limits_the_log_records(client: AsyncClient) -> None:
+    logging.getLogger("tests.logs").warning("older marker")
+    logging.getLogger("tests.logs").warning("newest marker")
+    logs = (await client.get("/api/hf/logs?limit=1")).json()["logs"]
+    assert [r["message"] for r in logs] == ["newest marker"]
+
+
+async def test_it_keeps_errors_and_critical_records_at_level_error(client: AsyncClient) -> None:
+    log = logging.getLogger("tests.logs")
+    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        log.log(level, "level marker %s", logging.getLevelName(level))
+    logs = (await client.get("/api/hf/logs?level=ERROR&limit=1000")).json()["logs"]
+    mine = [r["message"] for r in logs if r["message"].startswith("level marker")]
+    assert mine[-2:] == ["level marker ERROR", "level marker CRITICAL"]
+    assert "level marker INFO" not in mine and "level marker WARNING" not in mine
+    assert logs and all(r["level"] in {"ERROR", "CRITICAL"} for r in logs)

@@ -52,6 +52,9 @@ class Watch:
 
     def __enter__(self) -> Watch:
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while len(self.health_ms) < 2 and time.monotonic() < deadline:  # watching before the load starts
+            time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:

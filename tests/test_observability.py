@@ -1,4 +1,4 @@
-"""Request ids, the access line, JSON logs and Prometheus metrics."""
+"""Request ids, the access line (no secret and no forged line in it), JSON logs and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -162,3 +162,15 @@ def test_it_keeps_metrics_for_admin_keys(fake_upstream: FakeUpstream) -> None:
         assert httpx.get(f"{off.url}/metrics").status_code == 404
     finally:
         off.stop()
+
+
+def test_it_keeps_secrets_and_forged_lines_out_of_access_lines(http: httpx.Client) -> None:
+    http.get(f"/chat/conversations/{SECRET}")
+    http.get("/x%0a2026-11-25 21:00:00,000 INFO gateway.access: GET /admin 200 forged")
+    logs = http.get("/api/hf/logs?limit=20").json()["logs"]
+    text = str(logs)
+    assert SECRET not in text
+    assert logs and all("\n" not in r["message"] for r in logs)
+    assert not [r for r in logs if r["message"].startswith("GET /admin")]
+    unmatched = [r for r in logs if r.get("status") == 404 and r.get("path") == "unmatched"]
+    assert unmatched, "the public log shows an unmatched path only as 'unmatched'"

@@ -39,6 +39,7 @@ def operations(schema: dict[str, Any]) -> list[tuple[str, str]]:
 def _secrets(settings: Any) -> None:
     settings.LLM_API_KEY = UPSTREAM_SECRET
     settings.BACKEND_API_KEYS = [ACCESS_SECRET]
+    settings.ADMIN_API_KEYS = [ACCESS_SECRET]  # an admin too: the sweep reaches the diagnostics
 
 
 async def body_text(response: Any) -> str:
@@ -111,3 +112,47 @@ def test_it_redacts_secrets_written_to_any_logger(caplog: pytest.LogCaptureFixtu
         assert secret not in text
     assert text.count("[redacted]") >= 6
     assert '"message": "hi"' in text  # only the secret goes, not the rest of the line
+
+
+READ_PATHS = [
+    "/",
+    "/health",
+    "/chat/",
+    "/chat/health",
+    "/chat/models",
+    "/chat/conversations",
+    "/chat/conversations/{chat_id}",
+    "/openrouter/",
+    "/openrouter/health",
+    "/openrouter/models",
+    "/memory-chat/",
+    "/memory-chat/health",
+    "/memory-chat/conversations",
+    "/memory-chat/conversations/{memory_id}",
+    "/api/hf/status",
+    "/api/hf/ready",
+    "/api/hf/environment",
+    "/api/hf/debug",
+    "/api/hf/logs?limit=1000",
+    "/api/simple/health",
+    "/api/options/config",
+    "/docs",
+    "/openapi.json",
+]
+
+
+async def test_it_shows_the_key_in_no_answer(client: AsyncClient) -> None:
+    headers = {"X-API-Key": ACCESS_SECRET}
+    chat = await client.post(
+        "/chat/message", {"message": "secret check"}, content_type="application/json", headers=headers
+    )
+    memory = await client.post(
+        "/memory-chat/message", {"message": "secret check"}, content_type="application/json", headers=headers
+    )
+    ids = {"chat_id": chat.json()["conversation_id"], "memory_id": memory.json()["conversation_id"]}
+    for template in READ_PATHS:
+        path = template.format(**ids)
+        response = await client.get(path, headers=headers)
+        assert response.status_code == 200, path
+        assert response.content, path
+        await assert_clean(response, path)

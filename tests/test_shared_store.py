@@ -1,4 +1,6 @@
-"""Two server processes sharing one real Redis; Redis stopping and coming back."""
+"""Two server processes sharing one real Redis: a conversation continues on the other process, no
+concurrent message is lost, usage figures and the rate limit are shared; while Redis is down the
+answer is 503, and the service recovers when it comes back."""
 
 from __future__ import annotations
 

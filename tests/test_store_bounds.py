@@ -12,6 +12,7 @@ from django.test import AsyncClient
 
 from gateway.turns import turn
 from stores import Kind, get_store
+from stores.base import MAX_MODELS_TRACKED
 
 
 async def echo(client: AsyncClient, conversation_id: str, text: str = "hi") -> Any:
@@ -137,3 +138,20 @@ async def test_it_appends_to_a_full_conversation_without_copying_it(settings: An
     assert result.message_count == settings.CONVERSATION_MAX_MESSAGES == 200
     print(f"\nappend to a full conversation: median {statistics.median(timings) * 1000:.2f} ms")
     assert statistics.median(timings) < 0.005
+
+
+async def test_it_deletes_nothing_that_has_expired(client: AsyncClient) -> None:
+    await echo(client, "old", "x")
+    with mock.patch("stores.local.time.monotonic", return_value=10**12):
+        assert (await client.delete("/memory-chat/conversations/old")).status_code == 404
+
+
+async def test_it_bounds_the_model_statistics() -> None:
+    store = get_store()
+    for n in range(MAX_MODELS_TRACKED + 50):
+        await store.record_call(
+            f"junk/{n}", prompt_tokens=1, completion_tokens=1, error="upstream_bad_request"
+        )
+    usage = await store.usage()
+    assert len(usage["by_model"]) == MAX_MODELS_TRACKED + 1
+    assert usage["by_model"]["other"]["requests"] == 50

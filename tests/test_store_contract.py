@@ -1,4 +1,7 @@
-"""One contract, two stores: local memory and a real redis-server."""
+"""One contract, two stores (local memory and a real redis-server) that behave the same: turns kept in
+order, kinds apart, no concurrent append lost, newest-first paging, delete and clear, least recently
+written evicted, oldest messages dropped, idle conversations expired (each write refreshing the TTL),
+usage counted and values cached."""
 
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ async def test_it_never_loses_a_concurrent_append(store: ConversationStore) -> N
     )
     conversation = await store.get(Kind.CHAT, "busy", owner=OWNER)
     assert conversation is not None and conversation.message_count == 100
+    assert len(conversation.messages) == 100
     for user, reply in zip(conversation.messages[::2], conversation.messages[1::2], strict=True):
         assert reply["content"] == f"re: {user['content']}"
     assert conversation.total_tokens == 50

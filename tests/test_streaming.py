@@ -1,4 +1,8 @@
-"""POST /chat/message with stream: true, read frame by frame from the live server."""
+"""POST /chat/message with stream: true, read frame by frame from the live server: deltas arrive before
+the upstream finishes, the stored reply is exactly what the done frame says, a failure mid-stream (or a
+cut stream, or the store failing at the end) ends with an error frame and stores nothing, a failure
+before the stream keeps its status, keep-alive comments fill quiet gaps, and a client that goes away
+closes the upstream call and is counted."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+from django.http import StreamingHttpResponse
 
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
@@ -133,7 +138,8 @@ async def test_it_sends_keep_alive_comments_while_the_upstream_is_quiet(
     response = await AsyncClient().post(
         "/chat/message", {"message": "q", "stream": True}, content_type="application/json"
     )
-    parts = [part async for part in response.streaming_content]  # type: ignore[attr-defined]
+    assert isinstance(response, StreamingHttpResponse)
+    parts = [part async for part in response]
     body = b"".join(parts)
     assert sse.KEEPALIVE in parts
     assert body.index(b"event: delta") < body.index(sse.KEEPALIVE) < body.rindex(b"event: delta")
@@ -156,6 +162,25 @@ async def test_it_ends_with_an_error_frame_when_the_store_fails_at_the_end(
     response = await AsyncClient().post(
         "/chat/message", {"message": "q", "stream": True}, content_type="application/json"
     )
-    body = b"".join([part async for part in response.streaming_content])  # type: ignore[attr-defined]
+    assert isinstance(response, StreamingHttpResponse)
+    body = b"".join([part async for part in response])
     last = body.rstrip().split(b"\n\n")[-1]
     assert last.startswith(b"event: error") and b"store_unavailable" in last
+
+
+def disconnects(http: httpx.Client) -> int:
+    count: int = http.get("/chat/health").json()["usage"]["errors_by_kind"].get("client_disconnected", 0)
+    return count
+
+
+def test_it_counts_a_stream_the_client_abandoned(http: httpx.Client, fake_upstream: FakeUpstream) -> None:
+    before = disconnects(http)
+    fake_upstream.queue(Reply(chunks=[f"w{n}" for n in range(40)], chunk_delay=0.05))
+    with stream_chat(http, {"message": "q"}) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: delta"):
+                break
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and disconnects(http) == before:
+        time.sleep(0.05)
+    assert disconnects(http) == before + 1

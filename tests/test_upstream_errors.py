@@ -1,4 +1,5 @@
-"""Every way the upstream can fail maps to one clear answer, and nothing is stored."""
+"""Every way the upstream can fail maps to one clear answer, and nothing is stored; its error text is not
+passed on, and impossible token counts in a reply are counted as none."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 from django.test import AsyncClient
 
+from tests.answers import assert_error, call
 from tests.conftest import SECRET
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
@@ -117,3 +119,28 @@ async def test_it_counts_errors_by_kind(client: AsyncClient, fake_upstream: Fake
     assert usage["errors"] == 1
     assert usage["errors_by_kind"] == {"upstream_rate_limited": 1}
     assert usage["error_rate"] == 0.5
+
+
+async def test_it_does_not_pass_on_upstream_error_text(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Reply(status=400, body={"error": {"code": 400, "message": f"bad key {SECRET} raw-upstream-text"}})
+    )
+    response = await call(client, "POST", "/chat/message", json_body={"message": "fail please"})
+    body = assert_error(response, 400)
+    assert "raw-upstream-text" not in response.content.decode()
+    assert set(body) >= {"status", "code", "message", "timestamp"}
+
+
+async def test_it_ignores_impossible_token_counts(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
+    body = {
+        "choices": [{"message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1e308, "completion_tokens": -5, "total_tokens": 10**30},
+    }
+    fake_upstream.queue(Reply(body=body))
+    response = await post(client, {"message": "q", "conversation_id": "odd"})
+    assert response.status_code == 200
+    assert response.json()["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for path in ("/chat/conversations", "/chat/conversations/odd", "/chat/health", "/api/hf/status"):
+        assert (await client.get(path)).status_code == 200, path

@@ -1,4 +1,5 @@
-"""Bad input: a clear 4xx in the error shape, no echo of the input, nothing stored changed."""
+"""Bad input (fields, bodies, paging, an unknown path, a wrong method): a clear 4xx in the error shape, no
+echo of the input (not even the path of a 404, nor a key sent in the body), nothing stored changed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 import pytest
 from django.test import AsyncClient
 
+from tests.answers import assert_error, call
+from tests.conftest import SECRET
 from tests.fake_upstream import FakeUpstream
 
 BAD_BODIES = [
@@ -88,3 +91,22 @@ async def test_it_answers_a_wrong_method_in_the_error_shape(client: AsyncClient)
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
     assert "POST" in response["Allow"]
+
+
+async def test_it_answers_an_unknown_path_in_the_error_shape(client: AsyncClient) -> None:
+    response = await call(client, "GET", "/no/such/endpoint")
+    body = assert_error(response, 404)
+    assert response["Content-Type"].startswith("application/json")
+    assert body["code"] != "conversation_not_found"
+
+
+async def test_it_does_not_echo_the_request_key_in_a_validation_error(client: AsyncClient) -> None:
+    response = await call(
+        client, "POST", "/chat/message", json_body={"api_key": SECRET, "max_tokens": "many"}
+    )
+    assert_error(response, 422)
+
+
+async def test_it_echoes_no_path_in_a_404(client: AsyncClient) -> None:
+    response = await client.get("/nonexistent/<script>")
+    assert response.status_code == 404 and "<script>" not in response.content.decode()

@@ -222,6 +222,7 @@ def test_it_streams_the_reply_into_the_page_as_it_arrives(
     assert stored["messages"][0]["content"] == "Show me an add function\nin Python, please."
     assert stored["messages"][1]["content"] == "".join(chunks)
 
+    assert requested, "the page made no request"
     assert all(url.startswith(live_server_url + "/") or url.startswith("data:") for url in requested)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui.png"))

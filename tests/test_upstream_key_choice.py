@@ -1,4 +1,7 @@
-"""Which key goes upstream, and when none is needed."""
+"""Which LLM key goes upstream on /chat: the server's LLM_API_KEY as a Bearer token, or the request's own
+`api_key` when it sends one; none for a local upstream, and a clear 401 when OpenRouter would need one.
+(Access control for callers: test_access_keys_backend.py; /v1's bring your own key:
+test_v1_bring_your_own_key.py.)"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Bring your own key on /v1 when the server has none."""
+"""Bring your own key on /v1: when the server has no LLM_API_KEY, the client's own Bearer token goes
+upstream (the way OpenAI clients send it); with no key at all, OpenRouter is not called and the answer is
+OpenAI's authentication_error."""
 
 from __future__ import annotations
 

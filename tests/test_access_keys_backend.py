@@ -1,4 +1,6 @@
-"""BACKEND_API_KEYS: who may call what."""
+"""Access control with BACKEND_API_KEYS, the keys callers present to this service (not the LLM key):
+liveness, readiness and the docs stay open; every other endpoint needs a key, by Bearer or X-API-Key;
+an access key is never forwarded upstream. (Which LLM key goes upstream: test_upstream_key_choice.py.)"""
 
 from __future__ import annotations
 
