@@ -1,16 +1,16 @@
-"""The last middleware: the 413 for a body the edge stopped reading, the project's error shape where
-Django wrote its own 405, and the route name for the access line and metrics."""
+"""The last middleware: the answer to a request the edge refused (413, 408, 400), the 415 for a body
+that is not JSON, the project's error shape where Django wrote its own 405, and the route name for the
+access line and metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
-from config.edge import TOO_LARGE
+from config.edge import REFUSED
 from core import telemetry
 from core.errors import error_response
 
@@ -18,12 +18,33 @@ Handler = Callable[[HttpRequest], HttpResponse]
 AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
-def too_large(request: HttpRequest) -> HttpResponse | None:
-    if not getattr(request, "scope", {}).get(TOO_LARGE):
+def refused(request: HttpRequest) -> HttpResponse | None:
+    """The answer to a request the edge refused before routing, or to a body that is not JSON."""
+    refusal = getattr(request, "scope", {}).get(REFUSED)
+    if refusal is not None:
+        status, code, message = refusal
+        response = error_response(status, code, message, path=request.path)
+        if status == 408:
+            response["Connection"] = "close"  # the rest of the body may still be on its way
+        return response
+    return not_json(request)
+
+
+def not_json(request: HttpRequest) -> HttpResponse | None:
+    """Every body this API reads is JSON, and must say so: a browser sends `text/plain`, form or
+    multipart bodies cross-site without asking first (no CORS preflight); it never does for JSON."""
+    if not request.body:
         return None
-    limit = settings.MAX_REQUEST_BYTES
+    content_type = request.content_type or ""
+    if content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    ):
+        return None
     return error_response(
-        413, "request_too_large", f"The request body is larger than {limit} bytes.", path=request.path
+        415,
+        "unsupported_media_type",
+        "The request body must be JSON, sent with Content-Type: application/json.",
+        path=request.path,
     )
 
 
@@ -52,11 +73,11 @@ def finishing(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return too_large(request) or finish(request, await get_response(request))  # type: ignore[misc]
+            return refused(request) or finish(request, await get_response(request))  # type: ignore[misc]
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        return too_large(request) or finish(request, get_response(request))  # type: ignore[arg-type]
+        return refused(request) or finish(request, get_response(request))  # type: ignore[arg-type]
 
     return middleware
