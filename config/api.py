@@ -20,7 +20,7 @@ from ninja.openapi.schema import OpenAPISchema
 from chat.api import router as chat_router
 from core.auth import ACCESS
 from core.errors import ServiceError, error_response
-from core.jsonio import ORJSONParser, ORJSONRenderer
+from core.jsonio import NotJSON, ORJSONParser, ORJSONRenderer
 from hfspaces.api import router as hf_router
 from memory_chat.api import router as memory_chat_router
 from openrouter.api import router as openrouter_router
@@ -182,6 +182,14 @@ def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRe
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # Ninja answers any failure of the parser with HttpError(400) raised `from` it.
+    if exc.status_code == 400 and isinstance(exc.__cause__, NotJSON):
+        return error_response(
+            415,
+            "unsupported_media_type",
+            "The request body must be JSON, sent with Content-Type: application/json.",
+            path=request.path,
+        )
     if exc.status_code == 400:
         return error_response(400, "bad_request", "The request body is not valid JSON.", path=request.path)
     return error_response(exc.status_code, "http_error", str(exc), path=request.path)

@@ -97,7 +97,7 @@ def prepare_django() -> None:
             "Django's ASGIHandler no longer closes responses as config/edge.py expects"
         )
     if settings.ASGI_EDGE == "inline":
-        django_asgi.sync_to_async = _inline_response_close
+        django_asgi.sync_to_async = _inline_response_close  # type: ignore[attr-defined]
 
 
 class SubclassedHandler(django_asgi.ASGIHandler):
@@ -107,14 +107,14 @@ class SubclassedHandler(django_asgi.ASGIHandler):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        await self.handle(scope, receive, send)
+        await self.handle(scope, receive, send)  # type: ignore[arg-type]
 
 
 def django_handler() -> ASGIApp:
     """Django's ASGI handler for the chosen edge (ASGI_EDGE)."""
     if settings.ASGI_EDGE == "thread":
         return SubclassedHandler()
-    return django_asgi.ASGIHandler()
+    return django_asgi.ASGIHandler()  # type: ignore[return-value]
 
 
 def _header(scope: Scope, name: bytes) -> str:

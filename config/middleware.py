@@ -1,6 +1,5 @@
-"""The last middleware: the answer to a request the edge refused (413, 408, 400), the 415 for a body
-that is not JSON, the project's error shape where Django wrote its own 405, and the route name for the
-access line and metrics."""
+"""The last middleware: the answer to a request the edge refused (413, 408, 400, 431), the project's
+error shape where Django wrote its own 405, and the route name for the access line and metrics."""
 
 from __future__ import annotations
 
@@ -19,33 +18,15 @@ AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 def refused(request: HttpRequest) -> HttpResponse | None:
-    """The answer to a request the edge refused before routing, or to a body that is not JSON."""
+    """The answer to a request the edge refused before routing."""
     refusal = getattr(request, "scope", {}).get(REFUSED)
-    if refusal is not None:
-        status, code, message = refusal
-        response = error_response(status, code, message, path=request.path)
-        if status == 408:
-            response["Connection"] = "close"  # the rest of the body may still be on its way
-        return response
-    return not_json(request)
-
-
-def not_json(request: HttpRequest) -> HttpResponse | None:
-    """Every body this API reads is JSON, and must say so: a browser sends `text/plain`, form or
-    multipart bodies cross-site without asking first (no CORS preflight); it never does for JSON."""
-    if not request.body:
+    if refusal is None:
         return None
-    content_type = request.content_type or ""
-    if content_type == "application/json" or (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    ):
-        return None
-    return error_response(
-        415,
-        "unsupported_media_type",
-        "The request body must be JSON, sent with Content-Type: application/json.",
-        path=request.path,
-    )
+    status, code, message = refusal
+    response = error_response(status, code, message, path=request.path)
+    if status == 408:
+        response["Connection"] = "close"  # the rest of the body may still be on its way
+    return response
 
 
 def _shaped(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -73,7 +54,7 @@ def finishing(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return refused(request) or finish(request, await get_response(request))  # type: ignore[misc]
+            return refused(request) or finish(request, await get_response(request))
 
         return async_middleware
 

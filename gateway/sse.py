@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -20,7 +20,7 @@ def frame(event: str | None, data: Any) -> bytes:
     return head + b"data: " + payload + b"\n\n"
 
 
-async def with_keepalive(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def with_keepalive(source: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """Forward frames as they come; send a comment line whenever nothing came for a while."""
     iterator = aiter(source)
     pending: asyncio.Task[bytes] | None = None

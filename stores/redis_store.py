@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -180,7 +180,7 @@ class RedisStore:
             await self._prune(kind)
             total = await self._redis.zcard(self._index(kind))
             ids = [
-                i.decode() for i in await self._redis.zrevrange(self._index(kind), offset, offset + limit - 1)
+                _text(i) for i in await self._redis.zrevrange(self._index(kind), offset, offset + limit - 1)
             ]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for conversation_id in ids:
@@ -233,7 +233,7 @@ class RedisStore:
     async def usage(self) -> dict[str, Any]:
         with self._guard():
             totals = _ints(await self._redis.hgetall(self._stats_key()))
-            models = sorted(m.decode() for m in await self._redis.smembers(self._stats_key(":models")))
+            models = sorted(_text(m) for m in await self._redis.smembers(self._stats_key(":models")))
             async with self._redis.pipeline(transaction=False) as pipe:
                 for model in models:
                     pipe.hgetall(self._stats_key(f":model:{model}"))
@@ -284,8 +284,13 @@ class RedisStore:
         await self._redis.aclose()
 
 
-def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in raw.items()}
+def _text(value: Any) -> str:
+    """A reply item as text (the client answers bytes; its types also allow str)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ints(raw: Mapping[Any, Any]) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in raw.items()}
 
 
 def _conversation(meta: dict[bytes, bytes], messages: list[dict[str, Any]], count: int) -> Conversation:

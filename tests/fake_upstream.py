@@ -104,8 +104,7 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/api/v1"
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/v1"
 
     def start(self) -> FakeUpstream:
         self.thread.start()

@@ -43,6 +43,12 @@ BAD = [
     ("DEBUG_ENDPOINTS", "2"),
     ("TRUST_PROXY_HEADERS", "yes please"),
     ("METRICS_ENABLED", "sometimes"),
+    ("LLM_STREAM_MAX_SECONDS", "0"),
+    ("LLM_STREAM_MAX_SECONDS", "forever"),
+    ("REQUEST_READ_TIMEOUT", "0.5"),
+    ("SHUTDOWN_GRACE_SECONDS", "2.5"),
+    ("SHUTDOWN_GRACE_SECONDS", "-1"),
+    ("CORS_ALLOW_PRIVATE_NETWORK", "sure"),
 ]
 
 

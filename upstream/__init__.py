@@ -255,7 +255,9 @@ def token_counts(raw: Any) -> dict[str, int]:
 def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
     """A 200 body into a Completion; a 200 that carries an error or no choices is a failure."""
     choices = body.get("choices")
-    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    first: dict[str, Any] = (
+        choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    )
     if body.get("error") or first.get("finish_reason") == "error":
         logger.warning("upstream reply carried an error object")
         raise UpstreamError(
@@ -266,12 +268,13 @@ def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
         )
     if not first:
         raise _invalid("no choices")
-    message = first.get("message") if isinstance(first.get("message"), dict) else {}
+    message: dict[str, Any] = first["message"] if isinstance(first.get("message"), dict) else {}
     content = message.get("content")
     if not isinstance(content, str):
         content = "" if content is None else str(content)
     usage = token_counts(body.get("usage"))
-    model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else requested_model
+    answered = body.get("model")
+    model = answered if isinstance(answered, str) and answered else requested_model
     return Completion(
         content=content,
         model=model,
@@ -475,8 +478,10 @@ class UpstreamStream:
 
 def delta_text(chunk: dict[str, Any]) -> str:
     choices = chunk.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+    choice: dict[str, Any] = (
+        choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    )
+    delta: dict[str, Any] = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
     content = delta.get("content")
     return content if isinstance(content, str) else ""
 
