@@ -1,9 +1,13 @@
 """`make bench`: the service's added latency, throughput, streaming and memory, all on loopback.
 
 Starts a fast fake upstream (bench/fake_upstream.py), the service (one uvicorn worker, the local
-store) and drives it with wrk (bench/post.lua; installed with apt-get when missing) plus a small
+store, started with config.serve's uvicorn command, as `make run` starts it) and drives it with wrk (bench/post.lua; installed with apt-get when missing) plus a small
 httpx client for streams. Prints a table with the targets and writes bench/results/latest.json
 (with the services' logs, and py-spy's raw profile when asked for, beside it).
+
+The hostile-edge phase sends one request with a 10 MB header while timing /health on another
+connection (the header-limit choice: refused within a second, nobody else waiting), then times 50
+sequential /openapi.json requests (served from memory).
 
 Added latency is timed per request by the Lua script (concurrency 1): wrk's own percentiles are
 corrected for coordinated omission, which invents samples in a closed-loop run's tail (they are kept
@@ -48,6 +52,10 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config.serve import uvicorn_command  # noqa: E402  (the command make run and the container use)
+
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 LUA = BENCH / "post.lua"
@@ -64,6 +72,10 @@ TARGET_P99_MS = 4.0
 TARGET_RPS = 600.0
 TARGET_TTFB_MS = 2.0
 TARGET_CONVERSATION_BYTES = 8 * 1024
+TARGET_FLOOD_ANSWER_S = 1.0
+TARGET_FLOOD_OTHERS_MS = 100.0
+TARGET_SCHEMA_MS = 5.0
+FLOOD_BYTES = 10 * 2**20
 
 
 SERVICE_ENV_CLEARED = (
@@ -259,17 +271,7 @@ def start_service(fake: Fake, name: str, **settings: str) -> Service:
     env.update(settings)
     log = RESULTS / f"service-{name}.log"
     log.write_text("")
-    args = [
-        str(VENV_BIN / "uvicorn"),
-        "config.asgi:application",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-access-log",
-    ]
+    args = uvicorn_command({**env, "HOST": HOST, "PORT": str(port), "WORKERS": "1"})
     proc = PROCS.spawn(args, env=env, log=log)
     deadline = time.monotonic() + 60
     with httpx.Client(timeout=2.0) as client:
@@ -575,6 +577,59 @@ def phase_streaming(svc: Service, fake: Fake, cfg: Config) -> dict[str, Any]:
         "chunk_delay_ms": cfg.chunk_delay_ms,
         "gap_service_ms": _spread(gaps_service),
         "gap_direct_ms": _spread(gaps_direct),
+    }
+
+
+def _flood(port: int, size: int) -> tuple[bytes, float]:
+    """One request whose single header is `size` bytes; (the answer's first bytes, seconds to it)."""
+    started = time.perf_counter()
+    with socket.create_connection((HOST, port), timeout=30) as sock:
+        with contextlib.suppress(OSError):  # refused before it was all sent: the answer is still there
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nX-Flood: ")
+            piece = b"a" * 65536
+            for _ in range(size // len(piece)):
+                sock.sendall(piece)
+            sock.sendall(b"\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(OSError):
+            answer = sock.recv(64)
+    return answer, time.perf_counter() - started
+
+
+def phase_hostile(svc: Service) -> dict[str, Any]:
+    """The header-limit choice under a header flood, and the schema served from memory."""
+    print("6. hostile edge: a 10 MB header while /health is timed; 50 x /openapi.json ...", flush=True)
+    probes: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=svc.url, timeout=30.0) as client:
+            while not stop.is_set():
+                started = time.perf_counter()
+                client.get("/health")
+                probes.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    answer, took = _flood(svc.port, FLOOD_BYTES)
+    time.sleep(0.3)
+    stop.set()
+    thread.join(timeout=30)
+    schema: list[float] = []
+    with httpx.Client(base_url=svc.url, timeout=30.0) as client:
+        client.get("/openapi.json").raise_for_status()
+        for _ in range(50):
+            started = time.perf_counter()
+            client.get("/openapi.json").raise_for_status()
+            schema.append((time.perf_counter() - started) * 1000)
+    return {
+        "flood_bytes": FLOOD_BYTES,
+        "flood_answer": answer.split(b"\r\n", 1)[0].decode(errors="replace"),
+        "flood_seconds": took,
+        "health_during_flood_ms": _spread(probes),
+        "schema_ms": _spread(schema),
     }
 
 
@@ -901,6 +956,8 @@ def build_rows(r: dict[str, Any], cfg: Config) -> list[Row]:
             spaced,
         )
     )
+    if "hostile" in r:
+        rows += _hostile_rows(r["hostile"])
     mem = r["memory"]
     per = mem["bytes_per_conversation"]
     rows.append(
@@ -934,6 +991,31 @@ def build_rows(r: dict[str, Any], cfg: Config) -> list[Row]:
             Row("profile: throughput while sampled", f"{r['profile'].get('rps_while_profiled', 0):.0f} req/s")
         )
     return rows
+
+
+def _hostile_rows(h: dict[str, Any]) -> list[Row]:
+    health = h["health_during_flood_ms"]
+    schema = h["schema_ms"]
+    return [
+        Row(
+            f"6. a {h['flood_bytes'] // 2**20} MB request header: answered",
+            f"{h['flood_seconds'] * 1000:.1f} ms  ({h['flood_answer'] or 'connection closed'})",
+            f"< {TARGET_FLOOD_ANSWER_S:g} s",
+            h["flood_seconds"] < TARGET_FLOOD_ANSWER_S and " 200 " not in h["flood_answer"],
+        ),
+        Row(
+            "6. GET /health meanwhile: slowest",
+            f"{health['max']:.1f} ms  (median {health['median']:.1f}, {health['count']} requests)",
+            f"< {TARGET_FLOOD_OTHERS_MS:g} ms",
+            health["max"] < TARGET_FLOOD_OTHERS_MS,
+        ),
+        Row(
+            "6. GET /openapi.json, 50 in a row after the first",
+            f"median {schema['median']:.2f} ms  (p90 {schema['p90']:.2f}, max {schema['max']:.2f})",
+            f"< {TARGET_SCHEMA_MS:g} ms (median)",
+            schema["median"] < TARGET_SCHEMA_MS,
+        ),
+    ]
 
 
 def render(rows: list[Row]) -> str:
@@ -1031,6 +1113,7 @@ def main() -> int:
                 results["latency"] = phase_latency(wrk, svc, fake, cfg, token)
                 results["throughput"] = phase_throughput(wrk, svc, cfg, token)
                 results["streaming"] = phase_streaming(svc, fake, cfg)
+                results["hostile"] = phase_hostile(svc)
                 if cfg.profile:
                     results["profile"] = phase_profile(wrk, svc, cfg, token)
             conversation_max = str(max(20000, 2 * cfg.fill_conversations))
@@ -1088,6 +1171,9 @@ def main() -> int:
             "rps_new_conversations": TARGET_RPS,
             "ttfb_added_ms": TARGET_TTFB_MS,
             "bytes_per_conversation": TARGET_CONVERSATION_BYTES,
+            "flood_answer_s": TARGET_FLOOD_ANSWER_S,
+            "flood_others_ms": TARGET_FLOOD_OTHERS_MS,
+            "schema_ms": TARGET_SCHEMA_MS,
         },
         "checks": [asdict(r) | {"result": r.verdict} for r in rows],
         "results": results,
