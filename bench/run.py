@@ -1,9 +1,10 @@
 """`make bench`: the service's added latency, throughput, streaming and memory, all on loopback.
 
 Starts a fast fake upstream (bench/fake_upstream.py), the service (one uvicorn worker, the local
-store, started with config.serve's uvicorn command, as `make run` starts it) and drives it with wrk (bench/post.lua; installed with apt-get when missing) plus a small
-httpx client for streams. Prints a table with the targets and writes bench/results/latest.json
-(with the services' logs, and py-spy's raw profile when asked for, beside it).
+store, started with config.serve's uvicorn command, as `make run` starts it) and drives it with wrk
+(bench/post.lua; installed with apt-get when missing) plus a small httpx client for streams. Prints
+a table with the targets and writes bench/results/latest.json (with the services' logs, and
+py-spy's raw profile when asked for, beside it).
 
 The hostile-edge phase sends one request with a 10 MB header while timing /health on another
 connection (the header-limit choice: refused within a second, nobody else waiting), then times 50

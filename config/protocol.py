@@ -33,7 +33,6 @@ import uvicorn
 from django.conf import settings
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-import upstream
 from config.edge import READ_DEADLINE, REFUSED, finished
 from core import telemetry
 from core.clock import utc_now_iso
@@ -127,6 +126,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def shutdown(self) -> None:
+        # Imported here: uvicorn's workers import this module before the app, so before Django is set
+        # up, and the upstream module needs Django (config.edge and core do not at import).
+        import upstream
+
         upstream.end_calls_within(settings.SHUTDOWN_GRACE_SECONDS)
         super().shutdown()
 

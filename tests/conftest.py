@@ -89,7 +89,7 @@ class LiveServer:
         self._wait()
 
     def _wait(self) -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # several workers on a busy two-core machine take their time
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self._reader.join(timeout=5)
