@@ -18,7 +18,10 @@ from typing import Any
 
 import httpx
 
-from common import BENCH, HOST, RESULTS, ROOT, VENV_BIN, BenchError
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from config.serve import uvicorn_command
+
+from common import BENCH, HOST, RESULTS, ROOT, BenchError
 
 SERVICE_ENV_CLEARED = (
     "OPENROUTER_API_KEY",
@@ -189,18 +192,8 @@ def start_service(fake: Fake, name: str, **settings: str) -> Service:
     env.update(settings)
     log = RESULTS / f"service-{name}.log"
     log.write_text("")
-    args = [
-        str(VENV_BIN / "uvicorn"),
-        "config.asgi:application",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--no-proxy-headers",
-    ]
+    # The command `make run` and the container use (config/serve.py), one worker on this port.
+    args = uvicorn_command({**env, "HOST": HOST, "PORT": str(port), "WORKERS": "1"})
     proc = PROCS.spawn(args, env=env, log=log)
     deadline = time.monotonic() + 60
     with httpx.Client(timeout=2.0) as client:

@@ -83,6 +83,36 @@ def throughput_rows(tp: dict[str, Any], cfg: Config) -> list[Row]:
     return rows
 
 
+TARGET_FLOOD_ANSWER_S = 1.0
+TARGET_FLOOD_OTHERS_MS = 100.0
+TARGET_SCHEMA_MS = 5.0
+
+
+def hostile_rows(h: dict[str, Any], cfg: Config) -> list[Row]:
+    health = h["health_during_flood_ms"]
+    schema = h["schema_ms"]
+    return [
+        Row(
+            f"6. a {h['flood_bytes'] // 2**20} MB request header: answered",
+            f"{h['flood_seconds'] * 1000:.1f} ms  ({h['flood_answer'] or 'connection closed'})",
+            f"< {TARGET_FLOOD_ANSWER_S:g} s",
+            h["flood_seconds"] < TARGET_FLOOD_ANSWER_S and " 200 " not in h["flood_answer"],
+        ),
+        Row(
+            "6. GET /health meanwhile: slowest",
+            f"{health['max']:.1f} ms  (median {health['median']:.1f}, {health['count']} requests)",
+            f"< {TARGET_FLOOD_OTHERS_MS:g} ms",
+            health["max"] < TARGET_FLOOD_OTHERS_MS,
+        ),
+        Row(
+            "6. GET /openapi.json, 50 in a row after the first",
+            f"median {schema['median']:.2f} ms  (p90 {schema['p90']:.2f}, max {schema['max']:.2f})",
+            f"< {TARGET_SCHEMA_MS:g} ms (median)",
+            schema["median"] < TARGET_SCHEMA_MS,
+        ),
+    ]
+
+
 def edge_rows(edge: dict[str, Any], cfg: Config) -> list[Row]:
     rows = []
     for key, label in (("c1", "8. ASGI_EDGE=thread, /chat/message, c=1"), (f"c{cfg.concurrency}", None)):

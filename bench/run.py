@@ -44,6 +44,7 @@ from phases import (
     Lane,
     Phase,
     edge,
+    hostile,
     latency,
     memory,
     profile,
@@ -62,11 +63,12 @@ PROFILE = Phase("profile", profile.run, report.profile_rows, enabled=profile.ena
 MEMORY = Phase("memory", memory.run, report.memory_rows)
 SOAK = Phase("soak", soak.run, report.soak_rows)
 EDGE = Phase("edge", edge.run, report.edge_rows)
+HOSTILE = Phase("hostile", hostile.run, report.hostile_rows)
 
 # What runs, stage after stage. A stage's lanes each start a fake upstream and a service, then run
 # side by side (one thread a lane when there are several); a lane's phases run in order on its service.
 STAGES: tuple[tuple[Lane, ...], ...] = (
-    (Lane("main", (LATENCY, THROUGHPUT, STREAMING, PROFILE)),),
+    (Lane("main", (LATENCY, THROUGHPUT, STREAMING, HOSTILE, PROFILE)),),
     # Two single-worker services on two cores: the fill and the soak run side by side (each figure is
     # one process's own RSS, so neither disturbs the other's).
     (Lane("memory", (MEMORY,), settings=memory.service_settings), Lane("soak", (SOAK,))),
@@ -74,7 +76,7 @@ STAGES: tuple[tuple[Lane, ...], ...] = (
 )
 
 # The table's rows, phase by phase in this order (the profile's row has always come last).
-TABLE: tuple[Phase, ...] = (LATENCY, THROUGHPUT, STREAMING, MEMORY, SOAK, EDGE, PROFILE)
+TABLE: tuple[Phase, ...] = (LATENCY, THROUGHPUT, STREAMING, HOSTILE, MEMORY, SOAK, EDGE, PROFILE)
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 In order, for each connection: static files (ServeStatic, before Django, so API requests never pass
 through it); other protocols refused; then, for HTTP, the request id, the access line and metrics,
-the body-size limit, and Django.
+encoded slashes in the path refused, the body-size limit and read deadline, and Django.
 
 The bend. Django 5.2's ASGIHandler runs each request inside a ThreadSensitiveContext and closes each
 response with `sync_to_async(response.close)`: that starts a thread per request for work that does no
@@ -24,7 +24,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, cast
+from typing import Any
 
 import django
 import django.core.handlers.asgi as django_asgi
@@ -39,7 +39,11 @@ from core import metrics, redact, telemetry
 DJANGO_WRITTEN_FOR = (5, 2)
 # request_finished receivers that may run inline on the event loop: they do no I/O.
 INLINE_SAFE_RECEIVERS = {"django.core.cache.close_caches", "django.core.handlers.base.reset_urlconf"}
-TOO_LARGE = "gateway.too_large"  # set in the scope when the body is over MAX_REQUEST_BYTES
+# Set in the scope: (status, code, message) of a request the edge refuses; the last middleware answers
+# it, so that the answer has every usual header. Routing never sees such a request.
+REFUSED = "gateway.refused"
+# Set in the scope by config/protocol.py: the loop time by which the whole request must have arrived.
+READ_DEADLINE = "gateway.read_deadline"
 
 access_log = logging.getLogger("gateway.access")
 
@@ -102,7 +106,7 @@ def prepare_django() -> None:
             "Django's ASGIHandler no longer cancels its disconnect listener as config/edge.py expects"
         )
     if settings.ASGI_EDGE == "inline":
-        setattr(django_asgi, "sync_to_async", _inline_response_close)  # noqa: B010 (not re-exported)
+        django_asgi.sync_to_async = _inline_response_close  # type: ignore[attr-defined]
 
 
 class SubclassedHandler(django_asgi.ASGIHandler):
@@ -112,13 +116,14 @@ class SubclassedHandler(django_asgi.ASGIHandler):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        await self.handle(cast(dict[str, Any], scope), receive, send)  # type: ignore[arg-type]
+        await self.handle(scope, receive, send)  # type: ignore[arg-type]
 
 
 def django_handler() -> ASGIApp:
     """Django's ASGI handler for the chosen edge (ASGI_EDGE)."""
-    handler = SubclassedHandler() if settings.ASGI_EDGE == "thread" else django_asgi.ASGIHandler()
-    return cast(ASGIApp, handler)
+    if settings.ASGI_EDGE == "thread":
+        return SubclassedHandler()
+    return django_asgi.ASGIHandler()  # type: ignore[return-value]
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -158,6 +163,10 @@ def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float)
         " ".join(f"{k}={v}" for k, v in facts.items()),
         extra={"fields": fields},
     )
+
+
+def _too_large() -> tuple[int, str, str]:
+    return (413, "request_too_large", f"The request body is larger than {settings.MAX_REQUEST_BYTES} bytes.")
 
 
 async def announce() -> None:
@@ -215,10 +224,14 @@ class Edge:
                 finished(scope, context, status, time.perf_counter() - started)
             await send(message)
 
-        sized_receive = self.sized(scope, receive)
+        raw_path = scope.get("raw_path") or b""
+        if b"%2f" in raw_path or b"%2F" in raw_path:
+            # Decoded, it would route as a slash: a front proxy that hides paths by prefix sees another path.
+            scope[REFUSED] = (400, "bad_request", "Encoded slashes (%2F) are not allowed in a path.")
+        bounded_receive = self.bounded(scope, receive)
 
         async def receive_until_answered() -> Message:
-            message = await sized_receive()
+            message = await bounded_receive()
             if message["type"] == "http.disconnect" and logged:
                 # The answer is complete; Django listens for a disconnect only to stop a view still
                 # running. Its RequestAborted would now tie the request (body, answer and all) into a
@@ -235,32 +248,50 @@ class Edge:
             telemetry.request_context.reset(token)
 
     @staticmethod
-    def sized(scope: Scope, receive: Receive) -> Receive:
-        """A body over MAX_REQUEST_BYTES is not read further: Django gets what came so far and a flag in
-        the scope, and its middleware answers 413 (so the answer has every usual header)."""
+    def bounded(scope: Scope, receive: Receive) -> Receive:
+        """The body, bounded in size and time. Over MAX_REQUEST_BYTES, or not all in by the read deadline
+        (REQUEST_READ_TIMEOUT from the request's start), it is not read further: Django gets what came
+        so far and a refusal in the scope, which its last middleware answers (413, 408)."""
         limit = settings.MAX_REQUEST_BYTES
         declared = _header(scope, b"content-length")
         if declared.isdigit() and int(declared) > limit:
-            scope[TOO_LARGE] = True
+            scope[REFUSED] = _too_large()
+        deadline = (
+            scope.get(READ_DEADLINE) or asyncio.get_running_loop().time() + settings.REQUEST_READ_TIMEOUT
+        )
         seen = 0
-        ended = False
+        body_done = refused = False
 
-        async def counting_receive() -> Message:
-            nonlocal seen, ended
-            if ended:  # Django listens for a disconnect while it answers: the rest is never read
+        async def bounded_receive() -> Message:
+            nonlocal seen, body_done, refused
+            if body_done:  # after the body, Django listens for a disconnect while it answers: no deadline
+                return await receive()
+            if refused:  # the rest of a refused body is never read
                 await asyncio.Future()
-            if scope.get(TOO_LARGE):
-                ended = True
+            if REFUSED in scope:
+                refused = True
                 return {"type": "http.request", "body": b"", "more_body": False}
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refused = True
+                scope[REFUSED] = (
+                    408,
+                    "request_timeout",
+                    f"The request was not received within {settings.REQUEST_READ_TIMEOUT:g} seconds.",
+                )
+                return {"type": "http.request", "body": b"", "more_body": False}
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    scope[TOO_LARGE] = ended = True
+                    refused = True
+                    scope[REFUSED] = _too_large()
                     return {"type": "http.request", "body": b"", "more_body": False}
+                body_done = not message.get("more_body", False)
             return message
 
-        return counting_receive
+        return bounded_receive
 
     @staticmethod
     async def refuse(scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,6 +1,6 @@
-"""The project's middleware: Django's own security headers run inline, and the last one (the 413 for a
-body the edge stopped reading, the project's error shape where Django wrote its own 405, and the route
-name for the access line and metrics)."""
+"""The project's middleware: Django's own security headers run inline, and the last one (the answer
+to a request the edge refused: 413, 408, 400, 431; the project's error shape where Django wrote its own
+405; the route name for the access line and metrics)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from asgiref.sync import iscoroutinefunction
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.utils.decorators import sync_and_async_middleware
 from django.utils.deprecation import MiddlewareMixin
 
-from config.edge import TOO_LARGE
+from config.edge import REFUSED
 from core import telemetry
 from core.errors import error_response
 
@@ -45,13 +44,16 @@ Handler = Callable[[HttpRequest], HttpResponse]
 AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
-def too_large(request: HttpRequest) -> HttpResponse | None:
-    if not getattr(request, "scope", {}).get(TOO_LARGE):
+def refused(request: HttpRequest) -> HttpResponse | None:
+    """The answer to a request the edge refused before routing."""
+    refusal = getattr(request, "scope", {}).get(REFUSED)
+    if refusal is None:
         return None
-    limit = settings.MAX_REQUEST_BYTES
-    return error_response(
-        413, "request_too_large", f"The request body is larger than {limit} bytes.", path=request.path
-    )
+    status, code, message = refusal
+    response = error_response(status, code, message, path=request.path)
+    if status == 408:
+        response["Connection"] = "close"  # the rest of the body may still be on its way
+    return response
 
 
 def _shaped(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -79,11 +81,11 @@ def finishing(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return too_large(request) or finish(request, await get_response(request))
+            return refused(request) or finish(request, await get_response(request))
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        return too_large(request) or finish(request, cast(HttpResponse, get_response(request)))
+        return refused(request) or finish(request, cast(HttpResponse, get_response(request)))
 
     return middleware

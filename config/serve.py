@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -21,17 +22,36 @@ from core.env import env_int, env_str
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def uvicorn_command() -> list[str]:
-    """The uvicorn command line for the environment; raises ImproperlyConfigured for a bad setting."""
-    host = env_str("HOST", "127.0.0.1").strip()
+SHUTDOWN_GRACE_DEFAULT = 10
+SHUTDOWN_GRACE_MAX = 600
+# A request head is bounded, and must arrive in time, by this protocol (uvicorn's own has neither).
+HTTP_PROTOCOL = "config.protocol:BoundedHttpToolsProtocol"
+
+
+def shutdown_grace(environ: Mapping[str, str] | None = None) -> int:
+    """SHUTDOWN_GRACE_SECONDS: how long open streams may go on once a shutdown starts."""
+    return env_int(
+        "SHUTDOWN_GRACE_SECONDS",
+        SHUTDOWN_GRACE_DEFAULT,
+        minimum=0,
+        maximum=SHUTDOWN_GRACE_MAX,
+        environ=environ,
+    )
+
+
+def uvicorn_command(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The uvicorn command line for an environment (this process's by default): the same for
+    `make run`, the container, the tests' live servers and the benchmark. Raises ImproperlyConfigured
+    for a bad setting."""
+    host = env_str("HOST", "127.0.0.1", environ=environ).strip()
     try:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
             raise ImproperlyConfigured(f"HOST must be an IP address or localhost, got {host!r}") from None
-    port = env_int("PORT", 8000, minimum=1, maximum=65535)
-    workers = env_int("WORKERS", 1, minimum=1, maximum=64)
-    if workers > 1 and not os.environ.get("REDIS_URL", "").strip():
+    port = env_int("PORT", 8000, minimum=1, maximum=65535, environ=environ)
+    workers = env_int("WORKERS", 1, minimum=1, maximum=64, environ=environ)
+    if workers > 1 and not env_str("REDIS_URL", "", environ=environ).strip():
         raise ImproperlyConfigured(
             f"WORKERS={workers} needs REDIS_URL: each worker would keep its own conversations and figures"
         )
@@ -50,6 +70,12 @@ def uvicorn_command() -> list[str]:
         # replace the peer address with a header entry for loopback peers (and take the left-most one,
         # which the client writes, with FORWARDED_ALLOW_IPS=*).
         "--no-proxy-headers",
+        "--http",
+        HTTP_PROTOCOL,
+        # The service ends open streams itself when the grace is over (config/protocol.py); uvicorn
+        # cancels whatever is still running a second later.
+        "--timeout-graceful-shutdown",
+        str(shutdown_grace(environ) + 1),
     ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from config.serve import shutdown_grace
 from core.env import (
     env_bool,
     env_bytes,
@@ -51,6 +52,7 @@ try:
     LLM_MAX_TOKENS_LIMIT = env_int("LLM_MAX_TOKENS_LIMIT", 4096, minimum=1)
     LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 1000, minimum=1, maximum=LLM_MAX_TOKENS_LIMIT)
     LLM_TIMEOUT = env_float("LLM_TIMEOUT", 60.0, minimum=1.0, maximum=3600.0)
+    LLM_STREAM_MAX_SECONDS = env_float("LLM_STREAM_MAX_SECONDS", 600.0, minimum=1.0, maximum=86400.0)
     LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0, maximum=10)
     LLM_RETRY_MAX_WAIT = env_float("LLM_RETRY_MAX_WAIT", 10.0, minimum=0.0, maximum=600.0)
     LLM_FALLBACK_MODELS = env_list("LLM_FALLBACK_MODELS", "")
@@ -94,10 +96,13 @@ try:
     ALLOW_CLIENT_API_KEY = env_bool("ALLOW_CLIENT_API_KEY", True)
     ASGI_EDGE = env_choice("ASGI_EDGE", "inline", ("inline", "thread"))
     MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1048576, minimum=1024)
+    REQUEST_READ_TIMEOUT = env_float("REQUEST_READ_TIMEOUT", 30.0, minimum=1.0, maximum=3600.0)
+    SHUTDOWN_GRACE_SECONDS = shutdown_grace()
     if not any(fnmatch.fnmatchcase(LLM_MODEL, pattern) for pattern in ALLOWED_MODELS):
         raise ImproperlyConfigured(f"LLM_MODEL {LLM_MODEL!r} is not allowed by ALLOWED_MODELS")
 
     CORS_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "*")
+    CORS_ALLOW_PRIVATE_NETWORK = env_bool("CORS_ALLOW_PRIVATE_NETWORK", False)
     GITHUB_CLIENT_ID = env_str("GITHUB_CLIENT_ID", "")
     POSTHOG_CLIENT_KEY = env_str("POSTHOG_CLIENT_KEY", "")
 except ImproperlyConfigured as exc:

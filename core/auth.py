@@ -8,8 +8,6 @@ the browser); else the one anonymous space. Only a hash of a key or token is eve
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -21,11 +19,11 @@ from ninja.security import APIKeyHeader, HttpBearer
 
 from core import telemetry
 from core.errors import BadRequest, ServiceError
+from core.keys import access_keys, admin_keys, any_keys, fingerprint
 
 ANONYMOUS = "anonymous"
 TOKEN_HEADER = "X-Client-Token"
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{32,256}")
-NAME_SHAPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -37,35 +35,6 @@ class Caller:
     name: str | None = None
     admin: bool = False
     keyed: bool = False  # identified by an access or admin key (rate limits count per key)
-
-
-def fingerprint(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()[:24]
-
-
-@functools.lru_cache(maxsize=8)
-def named_keys(entries: tuple[str, ...]) -> dict[str, str]:
-    """`name:key` or `key` entries → {key: name}; an unnamed key is named by its fingerprint."""
-    keys: dict[str, str] = {}
-    for entry in entries:
-        name, colon, key = entry.partition(":")
-        if not (colon and key and NAME_SHAPE.fullmatch(name)):
-            name, key = f"key-{fingerprint(entry)[:8]}", entry
-        keys[key] = name
-    return keys
-
-
-def access_keys() -> dict[str, str]:
-    return named_keys(tuple(settings.BACKEND_API_KEYS))
-
-
-def admin_keys() -> dict[str, str]:
-    return named_keys(tuple(settings.ADMIN_API_KEYS))
-
-
-def any_keys() -> bool:
-    """Whether access or admin keys are configured (then diagnostics are for admins only)."""
-    return bool(settings.BACKEND_API_KEYS or settings.ADMIN_API_KEYS)
 
 
 def _matching(candidate: str, keys: dict[str, str]) -> str | None:

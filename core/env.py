@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -12,8 +13,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+def env_str(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str:
+    return (os.environ if environ is None else environ).get(name, default)
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -35,8 +36,16 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
 
 
-def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
-    raw = os.environ.get(name)
+def env_int(
+    name: str,
+    default: int,
+    *,
+    minimum: int = 0,
+    maximum: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """A whole number; `environ` reads another environment than this process's (a child's)."""
+    raw = (os.environ if environ is None else environ).get(name)
     if raw is None or raw.strip() == "":
         return default
     try:

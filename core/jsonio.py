@@ -28,8 +28,23 @@ class ORJSONRenderer(BaseRenderer):
         return dumps(data)
 
 
+class NotJSON(ValueError):
+    """A request body sent without a JSON content type."""
+
+
+def declares_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
 class ORJSONParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
+        # Every body must say it is JSON: a browser sends text/plain, form and multipart bodies
+        # cross-site without asking first (no CORS preflight), never JSON. Ninja calls this only for
+        # an operation that takes a body, after authentication, and never for an empty body.
+        if not declares_json(request.content_type or ""):
+            raise NotJSON(request.content_type)
         data = orjson.loads(request.body)
         # JSON may escape lone surrogates (\ud800) that no UTF-8 text can hold: refuse them here,
         # once, rather than fail later when the text is written out again.

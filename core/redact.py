@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core import auth, telemetry
+from core import keys, telemetry
 
 MASK = "[redacted]"
 PATTERNS = [
@@ -22,7 +22,7 @@ PATTERNS = [
 
 
 def redact(text: str) -> str:
-    for secret in (settings.LLM_API_KEY, *auth.access_keys(), *auth.admin_keys()):
+    for secret in (settings.LLM_API_KEY, *keys.access_keys(), *keys.admin_keys()):
         if secret:
             text = text.replace(secret, MASK)
     for pattern in PATTERNS:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -21,7 +20,7 @@ def frame(event: str | None, data: Any) -> bytes:
     return head + b"data: " + payload + b"\n\n"
 
 
-async def with_keepalive(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def with_keepalive(source: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """Forward frames as they come; send a comment line whenever nothing came for a while."""
     iterator = aiter(source)
     pending: asyncio.Task[bytes] | None = None
@@ -33,19 +32,33 @@ async def with_keepalive(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             if not done:
                 yield KEEPALIVE
                 continue
+            step, pending = pending, None
             try:
-                chunk = pending.result()
+                chunk = step.result()
             except StopAsyncIteration:
                 return
-            pending = None
             yield chunk
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
+        if pending is not None:
+            await _let_go(pending)
         if hasattr(iterator, "aclose"):
             await iterator.aclose()
+
+
+async def _let_go(step: asyncio.Task[bytes]) -> None:
+    """Cancel a step of the source we no longer want, and wait for it to stop (the source cannot be
+    closed while it runs). Its outcome is retrieved whatever it is: when our client goes away just as
+    the source ends, the step holds a StopAsyncIteration nobody asked for, which asyncio would
+    otherwise log as `Task exception was never retrieved`."""
+    step.add_done_callback(_retrieve)
+    if not step.done():
+        step.cancel()
+        await asyncio.wait({step})
+
+
+def _retrieve(step: asyncio.Task[bytes]) -> None:
+    if not step.cancelled():
+        step.exception()
 
 
 def event_stream(source: AsyncIterator[bytes]) -> StreamingHttpResponse:

@@ -8,7 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +20,7 @@ import pytest_asyncio
 from django.test import AsyncClient
 
 import upstream
+from config.serve import collect_static, uvicorn_command
 from stores import reset_store
 from tests.fake_upstream import FakeUpstream
 
@@ -74,39 +75,39 @@ def free_port() -> int:
 
 
 class LiveServer:
+    """The service in a uvicorn subprocess, started with the command `make run` and the container use
+    (config.serve.uvicorn_command), on a free loopback port."""
+
     def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **env, "PORT": str(self.port)}
+        full_env = {
+            **os.environ,
+            **env,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WORKERS": str(workers),
+        }
         full_env.pop("DJANGO_SETTINGS_MODULE", None)
+        collect_static()  # as config.serve does before it starts uvicorn: /docs and /ui need them
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--no-proxy-headers",  # as config.serve runs it
-                "--workers",
-                str(workers),
-            ],
+            uvicorn_command(full_env),
             cwd=ROOT,
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        self._lines: list[bytes] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
         self._wait()
 
     def _wait(self) -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # several workers on a busy two-core machine take their time
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                out = self.process.stdout.read().decode() if self.process.stdout else ""
-                raise RuntimeError(f"server exited: {out}")
+                self._reader.join(timeout=5)
+                raise RuntimeError(f"server exited: {self.log()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
@@ -114,14 +115,25 @@ class LiveServer:
                 time.sleep(0.1)
         raise RuntimeError("server did not start")
 
+    def _drain(self) -> None:
+        """Read the server's output as it comes, so that a full pipe never blocks its logging."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.append(line)
+
+    def log(self) -> str:
+        """What the server has written so far (stdout and stderr)."""
+        return b"".join(self._lines).decode(errors="replace")
+
     def stop(self) -> str:
         self.process.terminate()
         try:
-            out, _ = self.process.communicate(timeout=10)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, _ = self.process.communicate()
-        return out.decode() if out else ""
+            self.process.wait()
+        self._reader.join(timeout=5)
+        return self.log()
 
 
 @pytest.fixture(scope="session")

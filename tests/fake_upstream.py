@@ -29,6 +29,8 @@ class Reply:
     chunk_delay: float = 0.0
     stream_error_after: int | None = None  # send an error event after this many chunks
     stream_cut_after: int | None = None  # close the stream after this many chunks, no [DONE]
+    endless: bool = False  # stream until the client goes away: a delta every chunk_delay seconds
+    comments_only: bool = False  # with endless: only SSE comments (keep-alives), never a data event
 
 
 @dataclass
@@ -244,6 +246,8 @@ class FakeUpstream:
                 try:
                     self.wfile.write(b": OPENROUTER PROCESSING\n\n")
                     self.wfile.flush()
+                    if reply.endless:
+                        self._endless(reply, base)
                     for n, delta in enumerate(chunks):
                         if reply.stream_cut_after is not None and n == reply.stream_cut_after:
                             return
@@ -277,5 +281,18 @@ class FakeUpstream:
                 except (BrokenPipeError, ConnectionResetError):
                     with fake._lock:
                         fake.disconnects += 1
+
+            def _endless(self, reply: Reply, base: dict[str, Any]) -> None:
+                """Never finishes: ends only with a BrokenPipeError when the client goes away."""
+                n = 0
+                while True:
+                    time.sleep(reply.chunk_delay or 0.1)
+                    if reply.comments_only:
+                        self.wfile.write(b": OPENROUTER PROCESSING\n\n")
+                        self.wfile.flush()
+                    else:
+                        choice = {"index": 0, "delta": {"content": f"t{n} "}, "finish_reason": None}
+                        self._event(json.dumps({**base, "choices": [choice]}))
+                    n += 1
 
         return Handler

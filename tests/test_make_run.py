@@ -40,7 +40,14 @@ def test_it_refuses_several_workers_without_redis() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("WORKERS", "abc"), ("WORKERS", "0"), ("PORT", "abc"), ("PORT", "70000"), ("HOST", "not a host")],
+    [
+        ("WORKERS", "abc"),
+        ("WORKERS", "0"),
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("HOST", "not a host"),
+        ("SHUTDOWN_GRACE_SECONDS", "soon"),
+    ],
 )
 def test_it_names_the_bad_setting_in_one_line(name: str, value: str) -> None:
     result = serve(**{name: value})

@@ -378,6 +378,12 @@ BAD = [
     ("TOTAL_TOKEN_BUDGET", "-5/day"),
     ("METRICS_ENABLED", "sometimes"),
     ("ASGI_EDGE", "process"),
+    ("LLM_STREAM_MAX_SECONDS", "0"),
+    ("LLM_STREAM_MAX_SECONDS", "forever"),
+    ("REQUEST_READ_TIMEOUT", "0.5"),
+    ("SHUTDOWN_GRACE_SECONDS", "2.5"),
+    ("SHUTDOWN_GRACE_SECONDS", "-1"),
+    ("CORS_ALLOW_PRIVATE_NETWORK", "sure"),
 ]
 
 

@@ -31,6 +31,11 @@ MAX_TOKEN_COUNT = 2**31
 _client: httpx.AsyncClient | None = None
 _client_loop: asyncio.AbstractEventLoop | None = None
 
+# Every upstream wait in progress (by its timer), and the loop time by which all must end once a
+# shutdown has started: see end_calls_within.
+_waits: set[asyncio.Timeout] = set()
+_ending_at: float | None = None
+
 
 class UpstreamError(ServiceError):
     """A failed upstream call; `permanent` says whether trying again could help."""
@@ -139,6 +144,55 @@ def _status_error(response: httpx.Response) -> UpstreamError:
     )
 
 
+class _Deadline:
+    """`async with _Deadline(when):` an upstream wait that ends by `when` (loop time) with TimeoutError,
+    or sooner when a shutdown's grace ends first."""
+
+    __slots__ = ("_timeout",)
+
+    def __init__(self, when: float) -> None:
+        self._timeout = asyncio.timeout_at(when if _ending_at is None else min(when, _ending_at))
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+        _waits.add(self._timeout)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        _waits.discard(self._timeout)
+        await self._timeout.__aexit__(*exc_info)  # turns its own cancellation into TimeoutError
+
+
+def _within(seconds: float) -> _Deadline:
+    return _Deadline(asyncio.get_running_loop().time() + seconds)
+
+
+def end_calls_within(seconds: float) -> None:
+    """A shutdown started: every upstream call ends within `seconds`, open streams with an error frame
+    (`shutting_down`), and no new one is retried. Called once per connection: the first call counts."""
+    global _ending_at
+    deadline = asyncio.get_running_loop().time() + seconds
+    if _ending_at is not None and _ending_at <= deadline:
+        return
+    _ending_at = deadline
+    if _waits:
+        logger.info("shutting down: %d upstream call(s) may run %ss more", len(_waits), seconds)
+    for timeout in _waits:
+        when = timeout.when()
+        if when is None or when > deadline:
+            timeout.reschedule(deadline)
+
+
+def _shutting_down() -> bool:
+    return _ending_at is not None and asyncio.get_running_loop().time() >= _ending_at - 0.01
+
+
+def _shutdown_error() -> UpstreamError:
+    logger.warning("upstream call ended: the service is shutting down")
+    return UpstreamError(
+        "The service is restarting; try again in a moment.", status=503, code="shutting_down", permanent=True
+    )
+
+
 def _transport_error(exc: httpx.HTTPError | TimeoutError) -> UpstreamError:
     # The aiohttp transport reports a dropped connection as ConnectTimeout: only a real timer
     # firing (a TimeoutError underneath) is a timeout.
@@ -146,6 +200,8 @@ def _transport_error(exc: httpx.HTTPError | TimeoutError) -> UpstreamError:
     timed_out = isinstance(exc, TimeoutError) or (
         isinstance(exc, httpx.TimeoutException) and (cause is None or isinstance(cause, TimeoutError))
     )
+    if timed_out and _shutting_down():
+        return _shutdown_error()
     if timed_out:
         logger.warning("upstream timed out after %ss", settings.LLM_TIMEOUT)
         return UpstreamError(
@@ -199,7 +255,9 @@ def token_counts(raw: Any) -> dict[str, int]:
 def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
     """A 200 body into a Completion; a 200 that carries an error or no choices is a failure."""
     choices = body.get("choices")
-    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    first: dict[str, Any] = (
+        choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    )
     if body.get("error") or first.get("finish_reason") == "error":
         logger.warning("upstream reply carried an error object")
         raise UpstreamError(
@@ -210,13 +268,13 @@ def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
         )
     if not first:
         raise _invalid("no choices")
-    message = first.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
+    message: dict[str, Any] = first["message"] if isinstance(first.get("message"), dict) else {}
+    content = message.get("content")
     if not isinstance(content, str):
         content = "" if content is None else str(content)
     usage = token_counts(body.get("usage"))
-    named = body.get("model")
-    model = named if isinstance(named, str) and named else requested_model
+    answered = body.get("model")
+    model = answered if isinstance(answered, str) and answered else requested_model
     return Completion(
         content=content,
         model=model,
@@ -288,7 +346,8 @@ async def with_retries(call: Callable[[str], Awaitable[T]], model: str) -> T:
                 if exc.permanent:
                     raise
                 failure = exc
-                wait = None if attempt == settings.LLM_MAX_RETRIES else _wait_before_retry(exc, attempt)
+                last = attempt == settings.LLM_MAX_RETRIES or _ending_at is not None
+                wait = None if last else _wait_before_retry(exc, attempt)
                 if wait is None:
                     break
                 logger.info("upstream %s for %s; retry %d in %.2fs", exc.code, candidate, attempt + 1, wait)
@@ -311,7 +370,7 @@ async def complete(call: UpstreamCall) -> Completion:
     async def once(candidate: str) -> Completion:
         client = _client_for_loop()
         try:
-            async with asyncio.timeout(settings.LLM_TIMEOUT):
+            async with _within(settings.LLM_TIMEOUT):
                 response = await client.post(
                     f"{settings.LLM_BASE_URL}/chat/completions",
                     content=call.payload(candidate, stream=False),
@@ -332,21 +391,37 @@ def _stream_failed(code: str, message: str) -> UpstreamError:
 
 
 class UpstreamStream:
-    """An upstream stream whose status was 200: iterate `chunks()`, then read model and usage."""
+    """An upstream stream whose status was 200: iterate `chunks()`, then read model and usage.
+
+    It ends with `upstream_timeout` when no data event came for LLM_TIMEOUT seconds (comment lines are
+    keep-alives, not progress) or when it has run LLM_STREAM_MAX_SECONDS, and with `shutting_down`
+    when a shutdown's grace is over."""
 
     def __init__(self, response: httpx.Response, requested_model: str) -> None:
         self._response = response
         self.model = requested_model
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
+        self._ends_at = asyncio.get_running_loop().time() + settings.LLM_STREAM_MAX_SECONDS
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Each chunk as the upstream sent it; error events and cut streams raise."""
+        """Each chunk as the upstream sent it; error events, cut and overdue streams raise."""
         done = False
+        loop = asyncio.get_running_loop()
+        lines = self._response.aiter_lines()
+        idle_until = loop.time() + settings.LLM_TIMEOUT
         try:
-            async for line in self._response.aiter_lines():
+            while True:
+                try:
+                    async with _Deadline(min(idle_until, self._ends_at)):
+                        line = await anext(lines)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._overdue() from None
                 if not line.startswith("data:"):
                     continue  # blank separators, ": OPENROUTER PROCESSING" keep-alives, event names
+                idle_until = loop.time() + settings.LLM_TIMEOUT
                 data = line[5:].strip()
                 if data == "[DONE]":
                     done = True
@@ -371,6 +446,19 @@ class UpstreamStream:
                 "upstream_stream_cut", "The model provider's reply was cut off before it finished."
             )
 
+    def _overdue(self) -> UpstreamError:
+        if _shutting_down():
+            return _shutdown_error()
+        if asyncio.get_running_loop().time() >= self._ends_at - 0.01:
+            logger.warning(
+                "upstream stream ended after LLM_STREAM_MAX_SECONDS=%s", settings.LLM_STREAM_MAX_SECONDS
+            )
+            message = f"The reply took longer than {settings.LLM_STREAM_MAX_SECONDS:g} seconds."
+        else:
+            logger.warning("upstream stream sent no data for LLM_TIMEOUT=%s", settings.LLM_TIMEOUT)
+            message = f"The model provider sent nothing for {settings.LLM_TIMEOUT:g} seconds."
+        return UpstreamError(message, status=504, code="upstream_timeout", permanent=True)
+
     def _note(self, chunk: dict[str, Any]) -> None:
         if isinstance(chunk.get("model"), str) and chunk["model"]:
             self.model = chunk["model"]
@@ -390,9 +478,11 @@ class UpstreamStream:
 
 def delta_text(chunk: dict[str, Any]) -> str:
     choices = chunk.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    delta = choice.get("delta")
-    content = delta.get("content") if isinstance(delta, dict) else None
+    choice: dict[str, Any] = (
+        choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    )
+    delta: dict[str, Any] = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
+    content = delta.get("content")
     return content if isinstance(content, str) else ""
 
 
@@ -411,7 +501,7 @@ async def open_stream(call: UpstreamCall) -> UpstreamStream:
             headers=_headers(call.api_key),
         )
         try:
-            async with asyncio.timeout(settings.LLM_TIMEOUT):
+            async with _within(settings.LLM_TIMEOUT):
                 response = await client.send(request, stream=True)
         except (httpx.HTTPError, TimeoutError) as exc:
             raise _transport_error(exc) from None
@@ -427,7 +517,7 @@ async def list_models(*, api_key: str) -> list[dict[str, Any]]:
     """The upstream's model list (GET {base}/models), as its `data` array."""
     client = _client_for_loop()
     try:
-        async with asyncio.timeout(min(settings.LLM_TIMEOUT, 15.0)):
+        async with _within(min(settings.LLM_TIMEOUT, 15.0)):
             response = await client.get(f"{settings.LLM_BASE_URL}/models", headers=_headers(api_key))
     except (httpx.HTTPError, TimeoutError) as exc:
         raise _transport_error(exc) from None

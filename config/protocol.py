@@ -1,0 +1,192 @@
+"""The one place that bends uvicorn: its httptools protocol with the bounds uvicorn 0.54 lacks.
+
+`config.serve` starts uvicorn with `--http config.protocol:BoundedHttpToolsProtocol`. Over uvicorn's
+own protocol (the fast one) it adds, for each connection:
+
+- **A bound on the request head** (request line and headers): over MAX_HEAD_BYTES, a 431 in the
+  project's error shape. httptools joins the pieces of one header with `bytes +=`, so without a bound
+  a header of N bytes costs time growing with N² on the event loop while every other request waits
+  (80 MB: 7.8 s). A head still arriving is counted chunk by chunk, and refused as soon as it is over
+  (at most one chunk, 256 KiB, more is ever parsed); a complete head that came in one large chunk is
+  measured and refused through the edge, like any other refusal.
+- **A deadline for the request head**: REQUEST_READ_TIMEOUT from its first byte; a client still
+  sending it then gets a 408. A connection that sends nothing at all is closed after as long. The
+  same deadline then bounds the body: it is handed to the edge in the scope (READ_DEADLINE), which
+  answers 408 when the body is late.
+- A head refused here is answered, then the connection is half-closed and what the client still
+  sends is read and dropped for up to LINGER_SECONDS before it is closed: a client still sending
+  would otherwise get a reset instead of the answer.
+- **The start of a shutdown**, which uvicorn announces to each connection (`shutdown()`): open
+  streams get SHUTDOWN_GRACE_SECONDS to finish, then end with an error frame (`upstream`).
+
+uvicorn's h11 protocol bounds the head too (`--h11-max-incomplete-event-size`) but has no head
+deadline either, and is slower: README "Hostile clients" has the measured figures of each choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import uvicorn
+from django.conf import settings
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from config.edge import READ_DEADLINE, REFUSED, finished
+from core import telemetry
+from core.clock import utc_now_iso
+
+UVICORN_WRITTEN_FOR = "0.54."
+MAX_HEAD_BYTES = 64 * 1024
+LINGER_SECONDS = 1.0
+
+IDLE, HEAD, BODY, CLOSING = 0, 1, 2, 3  # where a connection is in its current request
+
+
+def check_uvicorn() -> None:
+    """This module overrides uvicorn's parser callbacks: refuse to run on a uvicorn it was not checked
+    against."""
+    if not uvicorn.__version__.startswith(UVICORN_WRITTEN_FOR):
+        raise RuntimeError(
+            f"config/protocol.py was written for uvicorn {UVICORN_WRITTEN_FOR}x; check it against "
+            f"uvicorn {uvicorn.__version__} before upgrading"
+        )
+    hooks = ("data_received", "on_message_begin", "on_headers_complete", "on_message_complete", "shutdown")
+    missing = [name for name in hooks if not callable(getattr(HttpToolsProtocol, name, None))]
+    if missing:
+        raise RuntimeError(f"uvicorn's HttpToolsProtocol no longer has {missing}")
+
+
+check_uvicorn()
+
+
+def _head_too_large() -> tuple[int, str, str]:
+    return (431, "request_header_too_large", f"The request's headers are larger than {MAX_HEAD_BYTES} bytes.")
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bounded request head, a read deadline and a shutdown hook."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_timeout: float = settings.REQUEST_READ_TIMEOUT
+        self.stage = IDLE
+        self.head_bytes = 0  # of the unfinished head, in the chunks before this one
+        self.chunk_bytes = 0  # of the chunk being parsed
+        self.heads_begun = 0  # in the chunk being parsed
+        self.read_deadline = 0.0
+        self.read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.stage == CLOSING:
+            return  # a refused request's remains: dropped unparsed
+        before, self.heads_begun, self.chunk_bytes = self.stage, 0, len(data)
+        super().data_received(data)
+        if self.stage != HEAD or self.transport.is_closing():
+            return
+        # Count the chunk when all of it belongs to the unfinished head; a head that began after
+        # another request in the same chunk (pipelining) goes uncounted for that one chunk.
+        if self.heads_begun == 0 or (self.heads_begun == 1 and before == IDLE):
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self.refuse(*_head_too_large())
+                return
+        if self.read_timer is None:
+            self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.stage = HEAD
+        self.head_bytes = 0
+        self.heads_begun += 1
+        if self.read_timer is not None:  # the connection's first request: its deadline starts now
+            self._disarm()
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        deadline = self.read_deadline if self.read_timer else self.loop.time() + self.read_timeout
+        self._disarm()
+        self.stage = BODY
+        self.scope[READ_DEADLINE] = deadline  # type: ignore[literal-required]
+        if self.head_bytes + self.chunk_bytes > MAX_HEAD_BYTES and self._head_size() > MAX_HEAD_BYTES:
+            self.scope[REFUSED] = _head_too_large()  # type: ignore[literal-required]
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.stage = IDLE
+        super().on_message_complete()
+
+    def shutdown(self) -> None:
+        # Imported here: uvicorn's workers import this module before the app, so before Django is set
+        # up, and the upstream module needs Django (config.edge and core do not at import).
+        import upstream
+
+        upstream.end_calls_within(settings.SHUTDOWN_GRACE_SECONDS)
+        super().shutdown()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _arm(self) -> None:
+        self.read_deadline = self.loop.time() + self.read_timeout
+        self.read_timer = self.loop.call_at(self.read_deadline, self._read_timed_out)
+
+    def _disarm(self) -> None:
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self.read_timer = None
+        if self.stage == HEAD and not self.transport.is_closing():
+            self.refuse(
+                408, "request_timeout", f"The request was not received within {self.read_timeout:g} seconds."
+            )
+        elif self.stage == IDLE:
+            self.transport.close()
+
+    def refuse(self, status: int, code: str, message: str) -> None:
+        """Answer a request whose head never reached the app, in the project's error shape; then drop
+        what else comes for a moment before closing."""
+        self._disarm()
+        elapsed = max(0.0, self.loop.time() - (self.read_deadline - self.read_timeout))
+        self.stage = CLOSING
+        context = {"request_id": telemetry.request_id_for(None), "route": "unmatched"}
+        body = orjson.dumps(
+            {
+                "status": "error",
+                "code": code,
+                "message": message,
+                "timestamp": utc_now_iso(),
+                "request_id": context["request_id"],
+            }
+        )
+        headers = [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-request-id", context["request_id"].encode()),
+        ]
+        self.transport.write(
+            b"".join([STATUS_LINE[status], *(b"%s: %s\r\n" % pair for pair in headers), b"\r\n", body])
+        )
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.read_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        scope = {"type": "http", "method": "-", "path": "-", "client": self.client}
+        token = telemetry.request_context.set(context)
+        try:
+            finished(scope, context, status, elapsed)
+        finally:
+            telemetry.request_context.reset(token)

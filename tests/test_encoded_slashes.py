@@ -1,0 +1,21 @@
+"""An encoded slash in the path is refused (400) before routing: it would route as a slash, which a
+front proxy that hides paths by prefix does not see."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+@pytest.mark.parametrize("path", ["/api%2Fhf%2Flogs", "/api%2fhf%2flogs", "/api/hf%2Flogs", "/chat%2Fhealth"])
+def test_it_refuses_an_encoded_slash(http: httpx.Client, path: str) -> None:
+    response = http.get(path)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["status"] == "error" and body["code"] == "bad_request"
+    assert "logs" not in response.text
+
+
+def test_it_still_routes_other_escapes(http: httpx.Client) -> None:
+    assert http.get("/chat/conversations/a%2Eb").status_code == 404
+    assert http.get("/chat/conversations/a%2Eb").json()["code"] == "conversation_not_found"
