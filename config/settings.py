@@ -20,6 +20,7 @@ from core.env import (
     env_secret,
     env_str,
     env_url,
+    env_writable_file,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -65,6 +66,12 @@ try:
     CONVERSATION_MAX_MESSAGES = env_int("CONVERSATION_MAX_MESSAGES", 200, minimum=2)
     MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 32000, minimum=1)
     REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"), plain=False)
+    # The local store's snapshot file. With REDIS_URL it is not used (Redis keeps conversations itself),
+    # so it is not checked either: a Space moved to Redis still starts without its /data folder.
+    STORE_SNAPSHOT_PATH = (
+        env_str("STORE_SNAPSHOT_PATH", "").strip() if REDIS_URL else env_writable_file("STORE_SNAPSHOT_PATH")
+    )
+    STORE_SNAPSHOT_INTERVAL = env_float("STORE_SNAPSHOT_INTERVAL", 30.0, minimum=0.1, maximum=86400.0)
 
     BACKEND_API_KEYS = env_list("BACKEND_API_KEYS", "")
     DEBUG_ENDPOINTS = env_bool("DEBUG_ENDPOINTS", True)
