@@ -233,13 +233,22 @@ class Edge:
 
     @staticmethod
     async def lifespan(receive: Receive, send: Send) -> None:
+        """Start-up loads the store's snapshot before anything is served and starts saving it; shutdown
+        (uvicorn's answer to SIGTERM and SIGINT, once requests have finished) saves it one last time."""
         import upstream
+        from stores import snapshot
 
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await snapshot.start()
+                except snapshot.CannotStart as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"Configuration error: {exc}"})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await snapshot.stop()
                 await upstream.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -3,6 +3,10 @@
 It calls the cache's synchronous methods directly: they do no I/O, so an async caller needs no thread
 hop, and no await between read and write means an append can never interleave with another one in
 this process.
+
+For the snapshot writer (stores/snapshot.py) it counts its changes, hands over its index and figures in
+one cheap step on the loop (`contents`), lets any thread read one whole conversation (`read`), and
+takes conversations and figures back at start-up (`restore`, `restore_usage`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class LocalStore:
         # kind -> {conversation id: expiry (monotonic)}, oldest write first
         self._index: dict[Kind, OrderedDict[str, float]] = {k: OrderedDict() for k in Kind}
         self._stats = _Stats()
+        self.changes = 0  # bumped by every write; the snapshot writer saves only when it moved
 
     @staticmethod
     def _key(kind: Kind, conversation_id: str) -> str:
@@ -70,6 +75,7 @@ class LocalStore:
         self, kind: Kind, conversation_id: str, messages: list[dict[str, Any]], *, model: str, tokens: int
     ) -> Conversation:
         now = utc_now_iso()
+        self.changes += 1
         conversation = self._load(kind, conversation_id) or Conversation(
             id=conversation_id, created_at=now, updated_at=now, model=model
         )
@@ -100,6 +106,7 @@ class LocalStore:
         if self._live_index(kind).pop(conversation_id, None) is None:
             return False
         self._cache.delete(self._key(kind, conversation_id))
+        self.changes += 1
         return True
 
     async def clear(self, kind: Kind) -> int:
@@ -107,6 +114,8 @@ class LocalStore:
         removed = len(index)
         self._cache.delete_many([self._key(kind, i) for i in index])
         index.clear()
+        if removed:
+            self.changes += 1
         return removed
 
     async def count(self, kind: Kind) -> int:
@@ -118,6 +127,7 @@ class LocalStore:
     async def record_call(
         self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
     ) -> None:
+        self.changes += 1
         self._stats.record(model, prompt_tokens, completion_tokens, error)
 
     async def usage(self) -> dict[str, Any]:
@@ -138,6 +148,50 @@ class LocalStore:
             self._values.set(counter, 1, window + 1)
             count = 1
         return count, reset
+
+    def contents(self) -> LocalContents:
+        """Every conversation's id and expiry, least recently active first, and the usage figures: a
+        few C-level copies, cheap enough for the event loop (the conversations are read by `read`)."""
+        return LocalContents(
+            changes=self.changes,
+            taken_at=utc_now_iso(),
+            wall_minus_monotonic=time.time() - time.monotonic(),
+            index={kind: list(index.items()) for kind, index in self._index.items()},
+            usage=self._stats.export(),
+        )
+
+    def read(self, kind: Kind, conversation_id: str) -> Conversation | None:
+        """One conversation, whole (the cache's lock makes each read atomic); safe from any thread."""
+        raw = self._cache.get(self._key(kind, conversation_id))
+        return None if raw is None else Conversation(*raw)
+
+    def restore(self, kind: Kind, conversation: Conversation, expires_in: float) -> None:
+        """Put back one saved conversation (start-up, before serving), least recently active first."""
+        self._cache.set(self._key(kind, conversation.id), astuple_shallow(conversation), expires_in)
+        index = self._index[kind]
+        index[conversation.id] = time.monotonic() + expires_in
+        index.move_to_end(conversation.id)
+
+    def restore_usage(self, usage: dict[str, Any]) -> None:
+        """Put back saved usage figures (the shape `contents` gives)."""
+        self._stats = _Stats(
+            requests=usage["requests"],
+            errors=usage["errors"],
+            evictions=usage["evictions"],
+            by_model={k: dict(v) for k, v in usage["by_model"].items()},
+            errors_by_kind=dict(usage["errors_by_kind"]),
+        )
+
+
+@dataclass(frozen=True)
+class LocalContents:
+    """What the loop hands the snapshot writer."""
+
+    changes: int
+    taken_at: str
+    wall_minus_monotonic: float  # add to a monotonic expiry for wall-clock seconds
+    index: dict[Kind, list[tuple[str, float]]]  # (id, monotonic expiry), least recently active first
+    usage: dict[str, Any]
 
 
 @dataclass
@@ -162,6 +216,15 @@ class _Stats:
             self.errors += 1
             entry["errors"] += 1
             self.errors_by_kind[error] = self.errors_by_kind.get(error, 0) + 1
+
+    def export(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "evictions": self.evictions,
+            "by_model": {k: dict(v) for k, v in self.by_model.items()},
+            "errors_by_kind": dict(self.errors_by_kind),
+        }
 
     def summary(self) -> dict[str, Any]:
         return {
