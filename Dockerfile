@@ -7,7 +7,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORT=7860 \
     LOG_FORMAT=json
 
-RUN useradd --create-home --uid 1000 user
+# /data: where a Space's persistent storage is mounted at run time (STORE_SNAPSHOT_PATH=/data/...);
+# made here, owned by uid 1000, for `docker run -v name:/data` and for a Space without the storage.
+RUN useradd --create-home --uid 1000 user && mkdir -p /data && chown user:user /data && chmod 700 /data
 WORKDIR /home/user/app
 
 COPY --chown=user:user requirements.txt .
