@@ -60,11 +60,16 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
+    """The service under uvicorn. With `log`, its output goes to that file (readable while it runs, and
+    never a full pipe that stalls a busy server) instead of a pipe read at stop."""
+
+    def __init__(self, env: dict[str, str], *, workers: int = 1, log: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         full_env = {**os.environ, **env, "PORT": str(self.port)}
         full_env.pop("DJANGO_SETTINGS_MODULE", None)
+        out: Any = subprocess.PIPE if log is None else log.open("ab")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -81,16 +86,22 @@ class LiveServer:
             ],
             cwd=ROOT,
             env=full_env,
-            stdout=subprocess.PIPE,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
+        if log is not None:
+            out.close()
         self._wait()
+
+    def output(self) -> str:
+        """Everything the server wrote so far (only with `log`)."""
+        return self.log.read_text() if self.log is not None else ""
 
     def _wait(self) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                out = self.process.stdout.read().decode() if self.process.stdout else ""
+                out = self.process.stdout.read().decode() if self.process.stdout else self.output()
                 raise RuntimeError(f"server exited: {out}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
@@ -100,13 +111,19 @@ class LiveServer:
         raise RuntimeError("server did not start")
 
     def stop(self) -> str:
+        """SIGTERM, as a container stop sends; what the server wrote."""
         self.process.terminate()
         try:
             out, _ = self.process.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             out, _ = self.process.communicate()
-        return out.decode() if out else ""
+        return out.decode() if out else self.output()
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to save anything."""
+        self.process.kill()
+        self.process.communicate()
 
 
 @pytest.fixture(scope="session")
@@ -145,9 +162,10 @@ def require_program(name: str, package: str) -> str:
 class RedisServer:
     """A real redis-server on a free loopback port, stoppable and restartable on the same port."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, *, options: tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.options = options  # extra redis-server options; later ones override the defaults below
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -166,6 +184,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -181,6 +200,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to write anything more."""
+        if self.process is not None:
+            self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
 
