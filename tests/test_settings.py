@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,10 @@ BAD = [
     ("DEBUG_ENDPOINTS", "2"),
     ("TRUST_PROXY_HEADERS", "yes please"),
     ("METRICS_ENABLED", "sometimes"),
+    ("STORE_SNAPSHOT_INTERVAL", "soon"),
+    ("STORE_SNAPSHOT_INTERVAL", "0"),
+    ("STORE_SNAPSHOT_PATH", "/no-such-folder-here/conversations.snapshot"),
+    ("STORE_SNAPSHOT_PATH", "/"),
 ]
 
 
@@ -84,3 +89,36 @@ def test_it_never_prints_the_key_when_refusing() -> None:
 
 def test_it_accepts_a_redis_url_with_a_password() -> None:
     assert start({"REDIS_URL": "redis://:pa55word@127.0.0.1:6399/0?socket_timeout=1"}).returncode == 0
+
+
+def refusal(path: Path | str) -> str:
+    result = start({"STORE_SNAPSHOT_PATH": str(path)})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Configuration error: STORE_SNAPSHOT_PATH ")
+    return lines[0]
+
+
+def test_it_refuses_a_snapshot_path_it_could_not_write(tmp_path: Path) -> None:
+    assert "does not exist" in refusal(tmp_path / "missing" / "conversations.snapshot")
+    assert "is a folder" in refusal(tmp_path)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert "is not a folder" in refusal(a_file / "conversations.snapshot")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder: the check is os.access")
+def test_it_refuses_a_snapshot_folder_it_may_not_write_in(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert "is not writable by this process" in refusal(locked / "conversations.snapshot")
+
+
+def test_it_starts_with_a_snapshot_path_in_a_writable_folder(tmp_path: Path) -> None:
+    assert start({"STORE_SNAPSHOT_PATH": str(tmp_path / "conversations.snapshot")}).returncode == 0
+
+
+def test_it_does_not_check_the_snapshot_path_when_redis_keeps_conversations() -> None:
+    env = {"STORE_SNAPSHOT_PATH": "/no-such-folder-here/s", "REDIS_URL": "redis://127.0.0.1:6399/0"}
+    assert start(env).returncode == 0
