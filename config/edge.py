@@ -20,7 +20,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 import django
 import django.core.handlers.asgi as django_asgi
@@ -93,7 +93,7 @@ def prepare_django() -> None:
             "Django's ASGIHandler no longer closes responses as config/edge.py expects"
         )
     if settings.ASGI_EDGE == "inline":
-        django_asgi.sync_to_async = _inline_response_close
+        setattr(django_asgi, "sync_to_async", _inline_response_close)  # noqa: B010 (not re-exported)
 
 
 class SubclassedHandler(django_asgi.ASGIHandler):
@@ -103,14 +103,13 @@ class SubclassedHandler(django_asgi.ASGIHandler):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        await self.handle(scope, receive, send)
+        await self.handle(cast(dict[str, Any], scope), receive, send)  # type: ignore[arg-type]
 
 
 def django_handler() -> ASGIApp:
     """Django's ASGI handler for the chosen edge (ASGI_EDGE)."""
-    if settings.ASGI_EDGE == "thread":
-        return SubclassedHandler()
-    return django_asgi.ASGIHandler()
+    handler = SubclassedHandler() if settings.ASGI_EDGE == "thread" else django_asgi.ASGIHandler()
+    return cast(ASGIApp, handler)
 
 
 def _header(scope: Scope, name: bytes) -> str:

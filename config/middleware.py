@@ -4,6 +4,7 @@ Django wrote its own 405, and the route name for the access line and metrics."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
@@ -52,11 +53,11 @@ def finishing(get_response: Handler | AsyncHandler) -> Handler | AsyncHandler:
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return too_large(request) or finish(request, await get_response(request))  # type: ignore[misc]
+            return too_large(request) or finish(request, await get_response(request))
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        return too_large(request) or finish(request, get_response(request))  # type: ignore[arg-type]
+        return too_large(request) or finish(request, cast(HttpResponse, get_response(request)))
 
     return middleware

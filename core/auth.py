@@ -30,7 +30,7 @@ def bearer_token(request: HttpRequest) -> str:
 class AccessKeyBearer(HttpBearer):
     """`Authorization: Bearer <access key>`."""
 
-    async def __call__(self, request: HttpRequest) -> Any:  # type: ignore[override]
+    async def __call__(self, request: HttpRequest) -> Any:
         if not settings.BACKEND_API_KEYS:
             return OPEN
         return matching_key(bearer_token(request))
@@ -44,7 +44,7 @@ class AccessKeyHeader(APIKeyHeader):
 
     param_name = "X-API-Key"
 
-    async def __call__(self, request: HttpRequest) -> Any:  # type: ignore[override]
+    async def __call__(self, request: HttpRequest) -> Any:
         if not settings.BACKEND_API_KEYS:
             return OPEN
         return matching_key(request.headers.get(self.param_name, ""))

@@ -40,7 +40,7 @@ def note(**fields: Any) -> None:
         context.update(fields)
 
 
-def add_to(field: str, amount: int = 1) -> None:
+def add_to(field: str, amount: float = 1) -> None:
     context = request_context.get()
     if context is not None:
         context[field] = context.get(field, 0) + amount

@@ -180,7 +180,7 @@ class RedisStore:
             await self._prune(kind)
             total = await self._redis.zcard(self._index(kind))
             ids = [
-                i.decode() for i in await self._redis.zrevrange(self._index(kind), offset, offset + limit - 1)
+                _text(i) for i in await self._redis.zrevrange(self._index(kind), offset, offset + limit - 1)
             ]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for conversation_id in ids:
@@ -233,7 +233,7 @@ class RedisStore:
     async def usage(self) -> dict[str, Any]:
         with self._guard():
             totals = _ints(await self._redis.hgetall(self._stats_key()))
-            models = sorted(m.decode() for m in await self._redis.smembers(self._stats_key(":models")))
+            models = sorted(_text(m) for m in await self._redis.smembers(self._stats_key(":models")))
             async with self._redis.pipeline(transaction=False) as pipe:
                 for model in models:
                     pipe.hgetall(self._stats_key(f":model:{model}"))
@@ -284,8 +284,12 @@ class RedisStore:
         await self._redis.aclose()
 
 
-def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in raw.items()}
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _ints(raw: dict[Any, Any]) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in raw.items()}
 
 
 def _conversation(meta: dict[bytes, bytes], messages: list[dict[str, Any]], count: int) -> Conversation:

@@ -103,7 +103,7 @@ class FakeUpstream:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/api/v1"
+        return f"http://{host!s}:{port}/api/v1"
 
     def start(self) -> FakeUpstream:
         self.thread.start()

@@ -51,7 +51,7 @@ async def test_it_appends_turns_in_order(store: ConversationStore) -> None:
 async def test_it_keeps_kinds_apart(store: ConversationStore) -> None:
     await store.append(Kind.CHAT, "same", pair("x"), model="m", tokens=0)
     assert await store.get(Kind.MEMORY, "same") is None
-    assert await store.count("memory") == 0 and await store.count("chat") == 1
+    assert await store.count(Kind.MEMORY) == 0 and await store.count(Kind.CHAT) == 1
 
 
 async def test_it_never_loses_a_concurrent_append(store: ConversationStore) -> None:
@@ -79,9 +79,9 @@ async def test_it_deletes_and_clears(store: ConversationStore) -> None:
         await store.append(Kind.MEMORY, f"d{n}", pair("x"), model="m", tokens=0)
     assert await store.delete(Kind.MEMORY, "d0") is True
     assert await store.delete(Kind.MEMORY, "d0") is False
-    assert await store.count("memory") == 2
-    assert await store.clear("memory") == 2
-    assert await store.count("memory") == 0 and await store.get(Kind.MEMORY, "d1") is None
+    assert await store.count(Kind.MEMORY) == 2
+    assert await store.clear(Kind.MEMORY) == 2
+    assert await store.count(Kind.MEMORY) == 0 and await store.get(Kind.MEMORY, "d1") is None
 
 
 async def test_it_evicts_the_least_recently_written(store: ConversationStore, settings: Any) -> None:
@@ -108,7 +108,7 @@ async def test_it_expires_idle_conversations(store: ConversationStore, settings:
     settings.CONVERSATION_TTL = 60
     await store.append(Kind.CHAT, "idle", pair("x"), model="m", tokens=0)
     with mock.patch("time.time", return_value=10**11), mock.patch("time.monotonic", return_value=10**11):
-        assert await store.count("chat") == 0
+        assert await store.count(Kind.CHAT) == 0
         total, page = await store.page(Kind.CHAT, limit=10, offset=0)
         assert total == 0 and page == []
 

@@ -130,7 +130,7 @@ async def test_it_sends_keep_alive_comments_while_the_upstream_is_quiet(
     response = await AsyncClient().post(
         "/chat/message", {"message": "q", "stream": True}, content_type="application/json"
     )
-    parts = [part async for part in response.streaming_content]
+    parts = [part async for part in response.streaming_content]  # type: ignore[attr-defined]
     body = b"".join(parts)
     assert sse.KEEPALIVE in parts
     assert body.index(b"event: delta") < body.index(sse.KEEPALIVE) < body.rindex(b"event: delta")
@@ -153,6 +153,6 @@ async def test_it_ends_with_an_error_frame_when_the_store_fails_at_the_end(
     response = await AsyncClient().post(
         "/chat/message", {"message": "q", "stream": True}, content_type="application/json"
     )
-    body = b"".join([part async for part in response.streaming_content])
+    body = b"".join([part async for part in response.streaming_content])  # type: ignore[attr-defined]
     last = body.rstrip().split(b"\n\n")[-1]
     assert last.startswith(b"event: error") and b"store_unavailable" in last

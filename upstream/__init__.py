@@ -210,12 +210,13 @@ def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
         )
     if not first:
         raise _invalid("no choices")
-    message = first.get("message") if isinstance(first.get("message"), dict) else {}
-    content = message.get("content")
+    message = first.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
         content = "" if content is None else str(content)
     usage = token_counts(body.get("usage"))
-    model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else requested_model
+    named = body.get("model")
+    model = named if isinstance(named, str) and named else requested_model
     return Completion(
         content=content,
         model=model,
@@ -390,8 +391,8 @@ class UpstreamStream:
 def delta_text(chunk: dict[str, Any]) -> str:
     choices = chunk.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-    content = delta.get("content")
+    delta = choice.get("delta")
+    content = delta.get("content") if isinstance(delta, dict) else None
     return content if isinstance(content, str) else ""
 
 
