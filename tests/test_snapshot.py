@@ -294,3 +294,17 @@ async def test_it_reads_and_writes_conversations_off_the_event_loop(tmp_path: Pa
     loop_thread = threading.get_ident()
     assert threads["contents"] == {loop_thread}  # the one cheap step on the loop
     assert threads["read"] == threads["write"] and loop_thread not in threads["read"]
+
+
+async def test_it_shows_a_save_that_fails_when_the_folder_goes_away(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    store = LocalStore()
+    saver = snapshot.Snapshotter(store, folder / "s", 3600)
+    await store.append(Kind.CHAT, "a", pair("x"), model="m", tokens=1)
+    folder.rmdir()
+    assert await saver.save() is False
+    assert saver.last_error == "FileNotFoundError: No such file or directory"
+    assert snapshot.status()["last_error"] is None  # only the process's own saver is shown
+    folder.mkdir()
+    assert await saver.save() is True and saver.last_error is None
