@@ -5,8 +5,9 @@
    the peak extra memory while saving (tracemalloc), the file's size, and the time to load it back.
 2. Live: the service under uvicorn (one worker) with STORE_SNAPSHOT_PATH and STORE_SNAPSHOT_INTERVAL=1,
    filled with 10,000 conversations through POST /memory-chat/message, then `GET /health` timed one at a
-   time for a while as a trickle of turns keeps the store changing (so it saves every second). The same
-   again on a service that loaded that snapshot and saves only hourly (no save during the measurement).
+   time for a while as a trickle of turns keeps the store changing (so it saves every second), its
+   resident memory sampled meanwhile, then POST /memory-chat/message throughput at concurrency 16. The
+   same again on a service that loaded that snapshot and saves only hourly (no save while measured).
    Requests that overlapped a save (its temporary file existed) are also shown on their own.
 
 Settings (environment): SNAPSHOT_BENCH_CONVERSATIONS (10000), SNAPSHOT_BENCH_SECONDS (20, each live
@@ -175,7 +176,13 @@ def measure(service: Service, path: Path) -> dict[str, Any]:
                 client.post("/memory-chat/message", json=body)
                 n += 1
 
-    helpers = [threading.Thread(target=watch_saves), threading.Thread(target=trickle)]
+    rss = [rss_mib(service.process.pid)]
+
+    def watch_memory() -> None:
+        while not stop.wait(0.05):
+            rss.append(rss_mib(service.process.pid))
+
+    helpers = [threading.Thread(target=f) for f in (watch_saves, trickle, watch_memory)]
     for helper in helpers:
         helper.start()
     samples: list[tuple[float, float]] = []
@@ -202,7 +209,37 @@ def measure(service: Service, path: Path) -> dict[str, Any]:
         "during_saves": summary(during) if during else None,
         "saves": len(saves),
         "save_ms": statistics.median([(e - b) * 1000 for b, e in saves]) if saves else None,
+        "rss_start_mib": rss[0],
+        "rss_peak_mib": max(rss),
+        "rss_end_mib": rss[-1],
+        "throughput": asyncio.run(throughput(service.url)),
     }
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def throughput(url: str) -> dict[str, Any]:
+    """POST /memory-chat/message at concurrency CONCURRENCY for SECONDS: every turn changes the store."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + SECONDS
+
+    async def worker(client: httpx.AsyncClient, w: int) -> None:
+        n = w
+        while time.perf_counter() < deadline:
+            body = {"message": FILL_MESSAGE, "conversation_id": f"fill-{n % CONVERSATIONS}"}
+            started = time.perf_counter()
+            (await client.post(f"{url}/memory-chat/message", json=body)).raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1000)
+            n += CONCURRENCY
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        await asyncio.gather(*(worker(client, w) for w in range(CONCURRENCY)))
+    return {"rps": len(latencies) / SECONDS, **summary(latencies)}
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -223,10 +260,17 @@ def show(name: str, result: dict[str, Any]) -> None:
             else f"p50 {s['p50']:.2f} ms, p99 {s['p99']:.2f} ms, max {s['max']:.1f} ms (n={s['n']})"
         )
 
-    print(f"  {name}: {result['requests']} requests; all: {fmt(result['all'])}")
+    print(f"  {name}: GET /health, {result['requests']} requests; all: {fmt(result['all'])}")
     if result["saves"]:
         saves = f"{result['saves']} saves (median {result['save_ms']:.0f} ms)"
         print(f"    {saves}; during saves: {fmt(result['during_saves'])}")
+    start, peak, end = result["rss_start_mib"], result["rss_peak_mib"], result["rss_end_mib"]
+    print(f"    service VmRSS: {start:.1f} MiB at start, peak {peak:.1f}, end {end:.1f}")
+    t = result["throughput"]
+    print(
+        f"    POST /memory-chat/message, concurrency {CONCURRENCY}: {t['rps']:.0f} req/s,"
+        f" p50 {t['p50']:.1f} ms, p99 {t['p99']:.1f} ms"
+    )
 
 
 def main() -> None:
