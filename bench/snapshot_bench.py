@@ -75,11 +75,9 @@ def in_process(folder: Path) -> dict[str, float]:
         reset_store()
         fresh = LocalStore()
         started = time.perf_counter()
-        data = snapshot.read_snapshot(path)
-        assert data is not None
-        restored = snapshot.restore(fresh, data, time.time())
+        restored = snapshot.load_snapshot(fresh, path, time.time())
         load = time.perf_counter() - started
-        assert restored.conversations == CONVERSATIONS
+        assert restored is not None and restored.conversations == CONVERSATIONS
         return {
             "contents_ms": on_loop * 1000,
             "save_ms": save * 1000,

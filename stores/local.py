@@ -165,12 +165,19 @@ class LocalStore:
         raw = self._cache.get(self._key(kind, conversation_id))
         return None if raw is None else Conversation(*raw)
 
-    def restore(self, kind: Kind, conversation: Conversation, expires_in: float) -> None:
-        """Put back one saved conversation (start-up, before serving), least recently active first."""
+    def restore(self, kind: Kind, conversation: Conversation, expires_in: float) -> int:
+        """Put back one saved conversation (start-up, before serving), least recently active first; over
+        CONVERSATION_MAX the oldest go. How many went."""
         self._cache.set(self._key(kind, conversation.id), astuple_shallow(conversation), expires_in)
         index = self._index[kind]
         index[conversation.id] = time.monotonic() + expires_in
         index.move_to_end(conversation.id)
+        over = 0
+        while len(index) > settings.CONVERSATION_MAX:
+            oldest, _ = index.popitem(last=False)
+            self._cache.delete(self._key(kind, oldest))
+            over += 1
+        return over
 
     def restore_usage(self, usage: dict[str, Any]) -> None:
         """Put back saved usage figures (the shape `contents` gives)."""

@@ -2,6 +2,10 @@
 with no database (STORE_SNAPSHOT_PATH; saved every STORE_SNAPSHOT_INTERVAL seconds when something
 changed, and at shutdown; loaded at start-up, before serving).
 
+The file: a header line (format, version, usage figures), one JSON line per conversation (its kind,
+expiry as wall-clock time, and every field), least recently active first, and an end line counting
+them; it is written and read a conversation at a time, so neither needs much memory.
+
 Saving never holds the event loop for long. The loop takes the store's index and figures in one cheap
 step (`LocalStore.contents`); a thread reads each conversation whole from the cache, serialises it and
 streams it into a temporary file in the same folder, fsyncs it, renames it over the old snapshot and
@@ -25,10 +29,11 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, get_origin, get_type_hints
+from typing import Any, BinaryIO, TypeGuard, get_origin, get_type_hints
 
 import orjson
 from django.conf import settings
@@ -49,6 +54,7 @@ _FIELD_TYPES: dict[str, type] = {
     name: get_origin(hint) or hint for name, hint in get_type_hints(Conversation).items()
 }
 _FIELDS = tuple(f.name for f in fields(Conversation))
+_KINDS = {kind.value: kind for kind in Kind}
 _STATS_INTS = ("requests", "errors", "evictions")
 _MODEL_INTS = frozenset(("requests", "errors", "prompt_tokens", "completion_tokens"))
 
@@ -84,24 +90,27 @@ def write_snapshot(store: LocalStore, contents: LocalContents, path: Path) -> in
 
 
 def _encode(store: LocalStore, contents: LocalContents, out: BinaryIO) -> None:
-    """One JSON object, written a conversation at a time so no step holds the GIL for long."""
+    """A header line, one line per conversation (least recently active first, kind by kind), an end line
+    with the count: written and read a conversation at a time, so neither holds much memory or the GIL
+    for long. orjson escapes control characters, so no record contains a line break."""
     header = {"format": FORMAT, "version": VERSION, "written_at": contents.taken_at, "usage": contents.usage}
-    out.write(orjson.dumps(header)[:-1] + b',"conversations":{')
-    for n, (kind, entries) in enumerate(contents.index.items()):
-        out.write(b"%s%s:[" % (b"," if n else b"", orjson.dumps(kind.value)))
-        separator = b""
+    out.write(orjson.dumps(header) + b"\n")
+    written = 0
+    for kind, entries in contents.index.items():
         for count, (conversation_id, expires) in enumerate(entries, 1):
             if count % YIELD_EVERY == 0:
                 time.sleep(0)  # lets a waiting event loop take the GIL now rather than in 5 ms
             conversation = store.read(kind, conversation_id)
             if conversation is None:  # deleted or expired since the index was taken
                 continue
-            record = {name: getattr(conversation, name) for name in _FIELDS}
-            record["expires_at"] = round(expires + contents.wall_minus_monotonic, 3)
-            out.write(separator + orjson.dumps(record))
-            separator = b","
-        out.write(b"]")
-    out.write(b"}}")
+            record = {
+                "kind": kind.value,
+                "expires_at": round(expires + contents.wall_minus_monotonic, 3),
+                "conversation": {name: getattr(conversation, name) for name in _FIELDS},
+            }
+            out.write(orjson.dumps(record) + b"\n")
+            written += 1
+    out.write(orjson.dumps({"end": True, "conversations": written}) + b"\n")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -115,30 +124,6 @@ def _fsync_folder(folder: Path) -> None:
 # Loading (at start-up) -----------------------------------------------------------------------------
 
 
-def read_snapshot(path: Path) -> dict[str, Any] | None:
-    """The parsed file, or None when there is none yet; UnreadableSnapshot when it cannot be used."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise UnreadableSnapshot(f"cannot be read ({exc.strerror or exc})") from None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UnreadableSnapshot(f"is not a complete snapshot ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise UnreadableSnapshot("is not a conversation store snapshot")
-    version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise UnreadableSnapshot("has no valid format version")
-    if version > VERSION:
-        raise UnreadableSnapshot(
-            f"was written by a newer format version ({version}; this service reads up to {VERSION})"
-        )
-    return data
-
-
 @dataclass(frozen=True)
 class Restored:
     conversations: int
@@ -146,58 +131,104 @@ class Restored:
     over_cap: int
 
 
-def restore(store: LocalStore, data: dict[str, Any], now: float) -> Restored:
-    """Put a read snapshot back into an empty store. It is checked whole first: UnreadableSnapshot leaves
-    the store untouched."""
-    usage = _usage(data.get("usage"))
-    saved = data.get("conversations")
-    if not isinstance(saved, dict):
-        raise UnreadableSnapshot("has no conversations object")
-    plan: dict[Kind, list[tuple[Conversation, float]]] = {}
-    for name, records in saved.items():
-        try:
-            kind = Kind(name)
-        except ValueError:
-            raise UnreadableSnapshot(f"holds conversations of an unknown kind {name!r}") from None
-        if not isinstance(records, list):
-            raise UnreadableSnapshot(f"holds {name} conversations that are not a list")
-        plan[kind] = [_conversation(record, n) for n, record in enumerate(records)]
-    restored = expired = over_cap = 0
-    for kind, entries in plan.items():
-        live = [(c, expires) for c, expires in entries if expires > now]
-        kept = live[-settings.CONVERSATION_MAX :]  # least recently active first: the newest are kept
-        expired += len(entries) - len(live)
-        over_cap += len(live) - len(kept)
-        for conversation, expires in kept:
+def load_snapshot(store: LocalStore, path: Path, now: float) -> Restored | None:
+    """Put a snapshot back into an empty store, a conversation at a time, leaving out expired ones and
+    applying the store's caps; None when there is no file yet. UnreadableSnapshot when anything in it is
+    amiss: the caller then empties the store (the usage figures are only put back at the end)."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnreadableSnapshot(f"cannot be read ({exc.strerror or exc})") from None
+    with file:
+        usage = read_header(file)
+        live = expired = over_cap = 0
+        for kind, conversation, expires in read_conversations(file):
+            if expires <= now:
+                expired += 1
+                continue
             trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
-            store.restore(kind, conversation, min(expires - now, settings.CONVERSATION_TTL))
-        restored += len(kept)
+            over_cap += store.restore(kind, conversation, min(expires - now, settings.CONVERSATION_TTL))
+            live += 1
     store.restore_usage(usage)
-    return Restored(restored, expired, over_cap)
+    return Restored(live - over_cap, expired, over_cap)
 
 
-def _is_int(value: Any) -> bool:
+def check_snapshot(path: Path) -> int:
+    """How many conversations a snapshot holds; UnreadableSnapshot unless it is whole and well-formed."""
+    with path.open("rb") as file:
+        read_header(file)
+        return sum(1 for _ in read_conversations(file))
+
+
+def read_header(file: BinaryIO) -> dict[str, Any]:
+    """Check the first line (the format and its version) and return the usage figures it holds."""
+    header = _parse(file.readline(1 << 20), 1)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise UnreadableSnapshot("is not a conversation store snapshot")
+    version = header.get("version")
+    if not _is_int(version) or version < 1:
+        raise UnreadableSnapshot("has no valid format version")
+    if version > VERSION:
+        raise UnreadableSnapshot(
+            f"was written by a newer format version ({version}; this service reads up to {VERSION})"
+        )
+    return _usage(header.get("usage"))
+
+
+def read_conversations(file: BinaryIO) -> Iterator[tuple[Kind, Conversation, float]]:
+    """Each conversation after the header, checked, up to the end line, which must count them all."""
+    seen = 0
+    for number, line in enumerate(file, 2):
+        item = _parse(line, number)
+        if isinstance(item, dict) and "end" in item:
+            if item != {"end": True, "conversations": seen}:
+                raise UnreadableSnapshot(f"ends (line {number}) with a count that does not match its {seen}")
+            if file.read(1):
+                raise UnreadableSnapshot(f"goes on after its end (line {number})")
+            return
+        yield _record(item, number)
+        seen += 1
+    raise UnreadableSnapshot(f"is cut short (no end line after {seen} conversations)")
+
+
+def _parse(line: bytes, number: int) -> Any:
+    if not line.endswith(b"\n"):
+        raise UnreadableSnapshot(f"is cut short (line {number} is incomplete)")
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableSnapshot(f"is damaged (line {number}: {exc})") from None
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _conversation(record: Any, n: int) -> tuple[Conversation, float]:
-    if not isinstance(record, dict) or set(record) != {*_FIELDS, "expires_at"}:
-        raise UnreadableSnapshot(f"holds a conversation (#{n}) without the expected fields")
+def _record(item: Any, number: int) -> tuple[Kind, Conversation, float]:
+    where = f"line {number}"
+    if not isinstance(item, dict) or set(item) != {"kind", "expires_at", "conversation"}:
+        raise UnreadableSnapshot(f"holds something other than a conversation ({where})")
+    if item["kind"] not in _KINDS:
+        raise UnreadableSnapshot(f"holds a conversation of an unknown kind {item['kind']!r} ({where})")
+    expires = item["expires_at"]
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        raise UnreadableSnapshot(f"holds a conversation whose expires_at is not a number ({where})")
+    record = item["conversation"]
+    if not isinstance(record, dict) or set(record) != set(_FIELDS):
+        raise UnreadableSnapshot(f"holds a conversation without the expected fields ({where})")
     for name, kind in _FIELD_TYPES.items():
-        value = record[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise UnreadableSnapshot(f"holds a conversation (#{n}) whose {name} is not {kind.__name__}")
+        if not isinstance(record[name], kind) or (kind is int and isinstance(record[name], bool)):
+            raise UnreadableSnapshot(f"holds a conversation whose {name} is not {kind.__name__} ({where})")
     for message in record["messages"]:
         if not (
             isinstance(message, dict)
             and isinstance(message.get("role"), str)
             and isinstance(message.get("content"), str)
         ):
-            raise UnreadableSnapshot(f"holds a conversation (#{n}) with a malformed message")
-    expires = record.pop("expires_at")
-    if not isinstance(expires, int | float) or isinstance(expires, bool):
-        raise UnreadableSnapshot(f"holds a conversation (#{n}) whose expires_at is not a number")
-    return Conversation(**record), float(expires)
+            raise UnreadableSnapshot(f"holds a conversation with a malformed message ({where})")
+    return _KINDS[item["kind"]], Conversation(**record), float(expires)
 
 
 def _usage(usage: Any) -> dict[str, Any]:
@@ -306,13 +337,15 @@ class Snapshotter:
 
     async def load(self) -> None:
         try:
-            data = await asyncio.to_thread(read_snapshot, self.path)
-            if data is None:
-                logger.info("no store snapshot at %s yet: starting with no conversations", self.path)
-                return
-            restored = restore(self.store, data, time.time())
+            # On the loop, blocking it: nothing is served before start-up ends.
+            restored = load_snapshot(self.store, self.path, time.time())
         except UnreadableSnapshot as exc:
+            for kind in Kind:  # whatever came before the fault goes too: no guessing
+                await self.store.clear(kind)
             self._refuse(str(exc))
+            return
+        if restored is None:
+            logger.info("no store snapshot at %s yet: starting with no conversations", self.path)
             return
         self.restored_conversations = restored.conversations
         logger.info(

@@ -69,10 +69,18 @@ async def test_it_brings_back_every_conversation_field_order_and_figure(tmp_path
     save(store, tmp_path / "s")
     restored = fresh_store()
     assert (await everything(restored))["conversations"][Kind.CHAT] == []
-    result = snapshot.restore(restored, snapshot.read_snapshot(tmp_path / "s") or {}, time.time())
-    assert (result.conversations, result.expired, result.over_cap) == (4, 0, 0)
+    result = snapshot.load_snapshot(restored, tmp_path / "s", time.time())
+    assert result == snapshot.Restored(conversations=4, expired=0, over_cap=0)
     assert await everything(restored) == before
     assert [c.id for c in before["conversations"][Kind.CHAT]] == ["c1", "c2"]
+
+
+def lines_of(path: Path) -> list[Any]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def write_lines(path: Path, items: list[Any]) -> None:
+    path.write_bytes(b"".join(orjson.dumps(item) + b"\n" for item in items))
 
 
 async def test_it_writes_a_versioned_file_only_its_owner_can_read(tmp_path: Path) -> None:
@@ -80,11 +88,17 @@ async def test_it_writes_a_versioned_file_only_its_owner_can_read(tmp_path: Path
     size = save(await filled_store(), path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.stat().st_size == size
-    data = orjson.loads(path.read_bytes())
-    assert (data["format"], data["version"]) == (snapshot.FORMAT, snapshot.VERSION)
-    record = data["conversations"]["chat"][0]
-    assert set(record) == {f.name for f in fields(Conversation)} | {"expires_at"}
-    assert abs(record["expires_at"] - (time.time() + 86400)) < 60  # wall-clock time, not monotonic
+    header, *records, end = lines_of(path)
+    assert (header["format"], header["version"]) == (snapshot.FORMAT, snapshot.VERSION)
+    assert header["usage"]["requests"] == 2 and end == {"end": True, "conversations": 4}
+    assert [(r["kind"], r["conversation"]["id"]) for r in records] == [
+        ("chat", "c2"),
+        ("chat", "c1"),
+        ("memory", "m1"),
+        ("test", "t1"),
+    ]
+    assert set(records[0]["conversation"]) == {f.name for f in fields(Conversation)}
+    assert abs(records[0]["expires_at"] - (time.time() + 86400)) < 60  # wall-clock time, not monotonic
     assert os.listdir(tmp_path) == ["conversations.snapshot"]  # no temporary file left
 
 
@@ -92,16 +106,17 @@ async def test_it_leaves_out_expired_conversations_and_caps_the_rest(tmp_path: P
     store = LocalStore()
     for n in range(5):
         await store.append(Kind.MEMORY, f"m{n}", pair(f"a{n}") + pair(f"b{n}"), model="echo", tokens=0)
-    save(store, tmp_path / "s")
-    data = snapshot.read_snapshot(tmp_path / "s")
-    assert data is not None
-    data["conversations"]["memory"][0]["expires_at"] = time.time() - 1  # m0 expired while stopped
+    path = tmp_path / "s"
+    save(store, path)
+    items = lines_of(path)
+    items[1]["expires_at"] = time.time() - 1  # m0 expired while the service was stopped
+    write_lines(path, items)
     settings.CONVERSATION_MAX = 3
     settings.CONVERSATION_MAX_MESSAGES = 2
     settings.CONVERSATION_TTL = 100
     restored = fresh_store()
-    result = snapshot.restore(restored, data, time.time())
-    assert (result.conversations, result.expired, result.over_cap) == (3, 1, 1)
+    result = snapshot.load_snapshot(restored, path, time.time())
+    assert result == snapshot.Restored(conversations=3, expired=1, over_cap=1)
     _, page = await restored.page(Kind.MEMORY, limit=10, offset=0)
     assert [c.id for c in page] == ["m4", "m3", "m2"]
     assert [m["content"] for m in page[0].messages] == ["b4", "re: b4"]
@@ -110,18 +125,31 @@ async def test_it_leaves_out_expired_conversations_and_caps_the_rest(tmp_path: P
 
 
 def bad_files() -> dict[str, bytes]:
-    good = {"format": snapshot.FORMAT, "version": 1, "written_at": "t", "usage": None}
-    usage = {"requests": 0, "errors": 0, "evictions": 0, "by_model": {}, "errors_by_kind": {}}
-    record = {f.name: None for f in fields(Conversation)} | {"expires_at": 1}
+    usage = {"requests": 1, "errors": 0, "evictions": 0, "by_model": {}, "errors_by_kind": {}}
+    header = {"format": snapshot.FORMAT, "version": 1, "written_at": "t", "usage": usage}
+    conversation = {f.name: f.default for f in fields(Conversation) if f.name != "messages"}
+    conversation |= {"id": "c", "created_at": "t", "updated_at": "t", "model": "m", "messages": pair("x")}
+    record = {"kind": "chat", "expires_at": time.time() + 3600, "conversation": conversation}
+    end = {"end": True, "conversations": 1}
+
+    def lines(*items: Any) -> bytes:
+        return b"".join(orjson.dumps(item) + b"\n" for item in items)
+
+    whole = lines(header, record, end)
     return {
         "empty": b"",
-        "garbage": b"\x00\x01 not json",
-        "cut short": orjson.dumps({**good, "usage": usage, "conversations": {}})[:-3],
-        "newer version": orjson.dumps({**good, "version": 2, "usage": usage, "conversations": {}}),
-        "not a snapshot": orjson.dumps({"hello": "world"}),
-        "bad usage": orjson.dumps({**good, "usage": {"requests": "many"}, "conversations": {}}),
-        "unknown kind": orjson.dumps({**good, "usage": usage, "conversations": {"voice": []}}),
-        "bad conversation": orjson.dumps({**good, "usage": usage, "conversations": {"chat": [record]}}),
+        "garbage": b"\x00\x01 not json\n",
+        "not a snapshot": lines({"hello": "world"}),
+        "newer version": lines({**header, "version": 2}, end),
+        "cut short": lines(header, record),
+        "cut mid-line": whole[: len(lines(header)) + 40],
+        "wrong count": lines(header, record, {"end": True, "conversations": 2}),
+        "after the end": whole + lines(record),
+        "bad usage": lines({**header, "usage": {"requests": "many"}}, end),
+        "unknown kind": lines(header, record | {"kind": "voice"}, end),
+        "bad conversation": lines(
+            header, record | {"conversation": conversation | {"total_tokens": "9"}}, end
+        ),
     }
 
 
@@ -146,8 +174,18 @@ async def test_it_starts_empty_and_sets_aside_a_file_it_cannot_use(
     aside = saver.set_aside_to
     assert aside is not None and Path(aside).name.startswith("conversations.snapshot.bad-")
     assert aside in line and read_bytes(aside) == content
-    assert all([await store.count(kind) == 0 for kind in Kind])
+    assert all([await store.count(kind) == 0 for kind in Kind])  # even what came before the fault
     assert (await store.usage())["requests"] == 0
+
+
+async def test_it_checks_a_file_whole(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    save(await filled_store(), path)
+    assert snapshot.check_snapshot(path) == 4
+    for content in bad_files().values():
+        path.write_bytes(content)
+        with pytest.raises(snapshot.UnreadableSnapshot):
+            snapshot.check_snapshot(path)
 
 
 async def test_it_never_sets_a_bad_file_aside_over_an_earlier_one(tmp_path: Path) -> None:
@@ -190,10 +228,10 @@ async def test_it_saves_on_its_timer_and_at_stop(tmp_path: Path) -> None:
         if path.exists():
             break
         await asyncio.sleep(0.02)
-    assert [c["id"] for c in orjson.loads(path.read_bytes())["conversations"]["chat"]] == ["timer"]
+    assert [r["conversation"]["id"] for r in lines_of(path)[1:-1]] == ["timer"]
     await store.append(Kind.CHAT, "at-stop", pair("y"), model="m", tokens=1)
     await saver.stop()
-    assert len(orjson.loads(path.read_bytes())["conversations"]["chat"]) == 2
+    assert snapshot.check_snapshot(path) == 2
 
 
 async def test_it_removes_a_crashed_saves_temporary_file_at_start(tmp_path: Path) -> None:
