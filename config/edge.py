@@ -38,6 +38,7 @@ INLINE_SAFE_RECEIVERS = {"django.core.cache.close_caches", "django.core.handlers
 TOO_LARGE = "gateway.too_large"  # set in the scope when the body is over MAX_REQUEST_BYTES
 
 access_log = logging.getLogger("gateway.access")
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -244,6 +245,12 @@ class Edge:
                     await snapshot.start()
                 except snapshot.CannotStart as exc:
                     await send({"type": "lifespan.startup.failed", "message": f"Configuration error: {exc}"})
+                    return
+                except Exception:
+                    # Ours, not the operator's: refuse to start, rather than serve without the snapshot
+                    # (uvicorn would carry on after an exception here, and skip the shutdown save).
+                    logger.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": "start-up failed (see above)"})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -141,16 +141,19 @@ def load_snapshot(store: LocalStore, path: Path, now: float) -> Restored | None:
         return None
     except OSError as exc:
         raise UnreadableSnapshot(f"cannot be read ({exc.strerror or exc})") from None
-    with file:
-        usage = read_header(file)
-        live = expired = over_cap = 0
-        for kind, conversation, expires in read_conversations(file):
-            if expires <= now:
-                expired += 1
-                continue
-            trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
-            over_cap += store.restore(kind, conversation, min(expires - now, settings.CONVERSATION_TTL))
-            live += 1
+    live = expired = over_cap = 0
+    try:
+        with file:
+            usage = read_header(file)
+            for kind, conversation, expires in read_conversations(file):
+                if expires <= now:
+                    expired += 1
+                    continue
+                trim(conversation, settings.CONVERSATION_MAX_MESSAGES)
+                over_cap += store.restore(kind, conversation, min(expires - now, settings.CONVERSATION_TTL))
+                live += 1
+    except OSError as exc:
+        raise UnreadableSnapshot(f"cannot be read ({exc.strerror or exc})") from None
     store.restore_usage(usage)
     return Restored(live - over_cap, expired, over_cap)
 

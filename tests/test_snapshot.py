@@ -18,7 +18,8 @@ import orjson
 import pytest
 from django.test import AsyncClient
 
-from stores import Conversation, Kind, reset_store, snapshot
+from config.edge import Edge
+from stores import Conversation, Kind, get_store, reset_store, snapshot
 from stores.local import LocalStore
 
 
@@ -346,3 +347,54 @@ async def test_it_shows_a_save_that_fails_when_the_folder_goes_away(tmp_path: Pa
     assert snapshot.status()["last_error"] is None  # only the process's own saver is shown
     folder.mkdir()
     assert await saver.save() is True and saver.last_error is None
+
+
+async def lifespan(*events: str) -> list[dict[str, Any]]:
+    """Drive the ASGI edge's lifespan through `events`; what it sent back."""
+    incoming = [{"type": f"lifespan.{event}"} for event in events]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    await Edge.lifespan(receive, send)
+    return sent
+
+
+async def test_it_loads_at_lifespan_startup_and_saves_at_shutdown(settings: Any, tmp_path: Path) -> None:
+    path = tmp_path / "conversations.snapshot"
+    save(await filled_store(), path)
+    reset_store()
+    settings.STORE_SNAPSHOT_PATH = str(path)
+    settings.STORE_SNAPSHOT_INTERVAL = 3600.0
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: list[dict[str, Any]] = []
+    answered = asyncio.Event()
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+        answered.set()
+
+    running = asyncio.create_task(Edge.lifespan(incoming.get, send))
+    await incoming.put({"type": "lifespan.startup"})
+    await asyncio.wait_for(answered.wait(), 10)
+    assert sent == [{"type": "lifespan.startup.complete"}]
+    store = get_store()
+    assert await store.count(Kind.CHAT) == 2 and (await store.usage())["requests"] == 2
+    await store.append(Kind.MEMORY, "after-start", pair("new"), model="echo", tokens=0)
+    await incoming.put({"type": "lifespan.shutdown"})
+    await running
+    assert sent[-1] == {"type": "lifespan.shutdown.complete"}
+    assert snapshot.check_snapshot(path) == 5 and snapshot._active is None
+
+
+async def test_it_refuses_to_start_when_loading_fails_unexpectedly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with mock.patch("stores.snapshot.start", side_effect=RuntimeError("a bug")):
+        sent = await lifespan("startup")
+    assert sent == [{"type": "lifespan.startup.failed", "message": "start-up failed (see above)"}]
+    assert "a bug" in caplog.text
