@@ -11,7 +11,8 @@
    Requests that overlapped a save (its temporary file existed) are also shown on their own.
 
 Settings (environment): SNAPSHOT_BENCH_CONVERSATIONS (10000), SNAPSHOT_BENCH_SECONDS (20, each live
-measurement), SNAPSHOT_BENCH_CONCURRENCY (16, for the fill).
+measurement), SNAPSHOT_BENCH_CONCURRENCY (16, for the fill and the throughput), SNAPSHOT_BENCH_LIVE
+(1; 0 = the in-process part only).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = int(os.environ.get("SNAPSHOT_BENCH_CONVERSATIONS", "10000"))
 SECONDS = float(os.environ.get("SNAPSHOT_BENCH_SECONDS", "20"))
 CONCURRENCY = int(os.environ.get("SNAPSHOT_BENCH_CONCURRENCY", "16"))
+LIVE = os.environ.get("SNAPSHOT_BENCH_LIVE", "1") != "0"
 TURNS = 5  # 10 messages a conversation
 FILL_MESSAGE = "Hello there! How are you doing today?"  # as bench/run.py's memory fill
 
@@ -290,6 +292,8 @@ def main() -> None:
         print(f"  snapshot size: {figures['size_mib']:.1f} MiB")
         print(f"  load (read, check, restore): {figures['load_ms']:.0f} ms")
 
+        if not LIVE:
+            return
         path = folder / "live.snapshot"
         print(f"2. Live: filling {CONVERSATIONS} conversations through /memory-chat/message ...", flush=True)
         saving = Service(path, 1.0, folder / "saving.log")
