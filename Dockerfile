@@ -13,7 +13,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CLIENT_TOKEN_BUDGET=100000/day \
     TOTAL_TOKEN_BUDGET=1000000/day
 
-RUN useradd --create-home --uid 1000 user
+# /data: where a Space's persistent storage is mounted at run time (STORE_SNAPSHOT_PATH=/data/...);
+# made here, owned by uid 1000, for `docker run -v name:/data` and for a Space without the storage.
+RUN useradd --create-home --uid 1000 user && mkdir -p /data && chown user:user /data && chmod 700 /data
 WORKDIR /home/user/app
 
 COPY --chown=user:user requirements.txt .

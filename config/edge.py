@@ -46,6 +46,7 @@ REFUSED = "gateway.refused"
 READ_DEADLINE = "gateway.read_deadline"
 
 access_log = logging.getLogger("gateway.access")
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -304,14 +305,29 @@ class Edge:
 
     @staticmethod
     async def lifespan(receive: Receive, send: Send) -> None:
+        """Start-up loads the store's snapshot before anything is served and starts saving it; shutdown
+        (uvicorn's answer to SIGTERM and SIGINT, once requests have finished) saves it one last time."""
         import upstream
+        from stores import snapshot
 
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await snapshot.start()
+                except snapshot.CannotStart as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"Configuration error: {exc}"})
+                    return
+                except Exception:
+                    # Ours, not the operator's: refuse to start, rather than serve without the snapshot
+                    # (uvicorn would carry on after an exception here, and skip the shutdown save).
+                    logger.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": "start-up failed (see above)"})
+                    return
                 await announce()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await snapshot.stop()
                 await upstream.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -1,8 +1,8 @@
 """`python -m config.serve`: how `make run` and the container start the service, so the two cannot drift.
 
 It checks HOST, PORT and WORKERS like every other setting (one `Configuration error:` line naming the
-variable), refuses several workers without a shared store, collects the static files once, then
-becomes uvicorn.
+variable), refuses several workers without a shared store or with a snapshot file, collects the static
+files once, then becomes uvicorn.
 """
 
 from __future__ import annotations
@@ -51,7 +51,13 @@ def uvicorn_command(environ: Mapping[str, str] | None = None) -> list[str]:
             raise ImproperlyConfigured(f"HOST must be an IP address or localhost, got {host!r}") from None
     port = env_int("PORT", 8000, minimum=1, maximum=65535, environ=environ)
     workers = env_int("WORKERS", 1, minimum=1, maximum=64, environ=environ)
-    if workers > 1 and not env_str("REDIS_URL", "", environ=environ).strip():
+    shared = bool(env_str("REDIS_URL", "", environ=environ).strip())
+    if workers > 1 and not shared and env_str("STORE_SNAPSHOT_PATH", "", environ=environ).strip():
+        raise ImproperlyConfigured(
+            f"WORKERS={workers} with STORE_SNAPSHOT_PATH: each worker would save its own conversations over "
+            "the others' snapshot; use REDIS_URL to share conversations between workers"
+        )
+    if workers > 1 and not shared:
         raise ImproperlyConfigured(
             f"WORKERS={workers} needs REDIS_URL: each worker would keep its own conversations and figures"
         )

@@ -22,6 +22,7 @@ from core.env import (
     env_secret,
     env_str,
     env_url,
+    env_writable_file,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -76,6 +77,12 @@ try:
             f"({STORE_MAX_BYTES})"
         )
     REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"), plain=False)
+    # The local store's snapshot file. With REDIS_URL it is not used (Redis keeps conversations itself),
+    # so it is not checked either: a Space moved to Redis still starts without its /data folder.
+    STORE_SNAPSHOT_PATH = (
+        env_str("STORE_SNAPSHOT_PATH", "").strip() if REDIS_URL else env_writable_file("STORE_SNAPSHOT_PATH")
+    )
+    STORE_SNAPSHOT_INTERVAL = env_float("STORE_SNAPSHOT_INTERVAL", 30.0, minimum=0.1, maximum=86400.0)
 
     BACKEND_API_KEYS = env_list("BACKEND_API_KEYS", "")
     ADMIN_API_KEYS = env_list("ADMIN_API_KEYS", "")

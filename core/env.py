@@ -131,3 +131,28 @@ def env_bytes(name: str, default: str, *, minimum: int, zero_is_off: bool = Fals
         floor = f"0 (off) or at least {minimum}" if zero_is_off else f"at least {minimum}"
         raise ImproperlyConfigured(f"{name} must be {floor} bytes, got {value}")
     return value
+
+
+def env_writable_file(name: str) -> str:
+    """An absolute file path whose folder exists and this process may write in (empty: unset).
+    The file itself need not exist yet; when it does, it must be a readable regular file."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    path = os.path.abspath(raw)
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ImproperlyConfigured(f"{name} {path} is a folder; name a file in it")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise ImproperlyConfigured(f"{name} {path} exists and is not a regular file")
+    if not os.path.exists(folder):
+        raise ImproperlyConfigured(f"{name} {path}: the folder {folder} does not exist")
+    if not os.path.isdir(folder):
+        raise ImproperlyConfigured(f"{name} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ImproperlyConfigured(
+            f"{name} {path}: the folder {folder} is not writable by this process (uid {os.getuid()})"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        raise ImproperlyConfigured(f"{name} {path} is not readable by this process (uid {os.getuid()})")
+    return path

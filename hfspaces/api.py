@@ -30,7 +30,7 @@ from hfspaces.schemas import (
     StatusOut,
     public_settings,
 )
-from stores import Kind, get_store
+from stores import Kind, get_store, snapshot
 
 router = Router(tags=["huggingface-spaces"])
 
@@ -45,7 +45,7 @@ def require_debug_endpoints(request: HttpRequest) -> None:
 
 @router.get("/status", response=StatusOut, summary="Spaces status, settings and usage")
 async def hf_status(request: HttpRequest) -> dict[str, Any]:
-    """Running state, the non-secret settings and usage figures."""
+    """Running state, the non-secret settings, the store's snapshot and usage figures."""
     return {
         "status": "running",
         "environment": "huggingface-spaces",
@@ -55,6 +55,7 @@ async def hf_status(request: HttpRequest) -> dict[str, Any]:
             "chat": await conversations.count_or_none(Kind.CHAT),
             "memory_chat": await conversations.count_or_none(Kind.MEMORY),
         },
+        "snapshot": snapshot.status(),
         "usage": await conversations.usage_or_none(),
         "timestamp": utc_now_iso(),
     }

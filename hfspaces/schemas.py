@@ -42,11 +42,36 @@ class ActiveConversations(Schema):
     memory_chat: int | None
 
 
+class SnapshotOut(Schema):
+    """The local store's snapshot file (STORE_SNAPSHOT_PATH); `enabled` is false when it is not set,
+    or when REDIS_URL is (Redis then keeps conversations itself)."""
+
+    enabled: bool = Field(..., examples=[True])
+    path: str | None = Field(..., examples=["/data/conversations.snapshot"])
+    interval_seconds: float | None = Field(..., examples=[30.0])
+    last_write_at: str | None = Field(
+        ..., examples=["2026-11-25T20:25:51.042902+00:00"], description="the last successful save"
+    )
+    last_write_bytes: int | None = Field(..., examples=[734003], description="its size")
+    last_error: str | None = Field(
+        ..., examples=[None], description="why the last save failed; null once a save succeeds"
+    )
+    restored_conversations: int | None = Field(
+        ..., examples=[412], description="conversations loaded at start-up"
+    )
+    set_aside_to: str | None = Field(
+        ...,
+        examples=[None],
+        description="where an unreadable snapshot found at start-up was moved (the service started empty)",
+    )
+
+
 class StatusOut(PublicSettings):
     status: str = Field(..., examples=["running"])
     environment: str = Field(..., examples=["huggingface-spaces"])
     store: str = Field(..., examples=["local-memory"])
     active_conversations: ActiveConversations
+    snapshot: SnapshotOut
     usage: UsageOut | None
     timestamp: str
 

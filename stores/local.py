@@ -3,6 +3,10 @@
 A message stays the dict it was made as: an append adds it to its conversation's list (no copy of the
 conversation, no pickling), and the byte figures every bound needs are kept up to date as they change.
 Nothing here awaits, so an append can never interleave with another one in this process.
+
+For the snapshot writer (stores/snapshot.py) it counts its changes, hands over its index and figures in
+one cheap step on the loop (`contents`), lets a thread read one whole conversation (`read`), and takes
+conversations and figures back at start-up (`restore`, `restore_usage`).
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class LocalStore:
         self._quotas: dict[str, _Quota] = {}
         self._bytes = 0
         self._stats = _Stats()
+        self.changes = 0  # bumped by every write; the snapshot writer saves only when it moved
 
     # Bookkeeping: an entry is counted (bytes, quota) only while attached.
 
@@ -142,6 +147,7 @@ class LocalStore:
         quota_key: str | None = None,
     ) -> Conversation:
         now = utc_now_iso()
+        self.changes += 1
         entry = self._live(kind, slot_of(owner, conversation_id))
         if entry is None:
             conversation = Conversation(
@@ -182,6 +188,7 @@ class LocalStore:
         entry = self._live(kind, slot_of(owner, conversation_id))
         if entry is None:
             return None
+        self.changes += 1
         self._detach(entry)
         conversation = entry.conversation
         start = last_turn_start(conversation.messages)
@@ -238,10 +245,13 @@ class LocalStore:
         if entry is None:
             return False
         self._forget(entry)
+        self.changes += 1
         return True
 
     async def clear(self, kind: Kind, *, owner: str) -> int:
         entries = self._owned(kind, owner)
+        if entries:
+            self.changes += 1
         for entry in entries:
             self._forget(entry)
         return len(entries)
@@ -257,6 +267,56 @@ class LocalStore:
         quota = self._quotas.get(quota_key)
         return quota.bytes if quota else 0
 
+    def reset(self) -> None:
+        """Forget every conversation and figure (a snapshot that failed half-way through loading)."""
+        self._kinds = {k: OrderedDict() for k in Kind}
+        self._recent.clear()
+        self._quotas.clear()
+        self._bytes = 0
+        self._stats = _Stats()
+        self.changes += 1
+
+    def contents(self) -> LocalContents:
+        """Every conversation's slot and expiry, least recently active first, and the usage figures: a
+        few C-level copies, cheap enough for the event loop (the conversations are read by `read`)."""
+        return LocalContents(
+            changes=self.changes,
+            taken_at=utc_now_iso(),
+            wall_minus_monotonic=time.time() - time.monotonic(),
+            index={
+                kind: [(slot, e.expires) for slot, e in index.items()] for kind, index in self._kinds.items()
+            },
+            usage=self._stats.export(),
+        )
+
+    def read(self, kind: Kind, slot: str) -> Conversation | None:
+        """One conversation, whole (a copy of its message list); safe from the snapshot's thread."""
+        entry = self._kinds[kind].get(slot)
+        if entry is None:
+            return None
+        return replace(entry.conversation, messages=list(entry.conversation.messages))
+
+    def restore(self, kind: Kind, conversation: Conversation, expires_in: float) -> int:
+        """Put back one saved conversation (start-up, before serving), least recently active first; over
+        the store's bounds the oldest go. How many went."""
+        before = sum(len(index) for index in self._kinds.values())
+        entry = _Entry(kind, conversation)
+        entry.bytes = self.conversation_cost(conversation.messages)
+        entry.expires = time.monotonic() + expires_in
+        self._attach(entry)
+        self._evict_for(entry)
+        return before + 1 - sum(len(index) for index in self._kinds.values())
+
+    def restore_usage(self, usage: dict[str, Any]) -> None:
+        """Put back saved usage figures (the shape `contents` gives)."""
+        self._stats = _Stats(
+            requests=usage["requests"],
+            errors=usage["errors"],
+            evictions=usage["evictions"],
+            by_model={k: dict(v) for k, v in usage["by_model"].items()},
+            errors_by_kind=dict(usage["errors_by_kind"]),
+        )
+
     def conversation_cost(self, messages: list[dict[str, Any]]) -> int:
         return CONVERSATION_OVERHEAD + sum(message_cost(m) for m in messages)
 
@@ -266,6 +326,7 @@ class LocalStore:
     async def record_call(
         self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
     ) -> None:
+        self.changes += 1
         self._stats.record(model, prompt_tokens, completion_tokens, error)
 
     async def usage(self) -> dict[str, Any]:
@@ -291,6 +352,17 @@ class LocalStore:
             self._values.set(counter, amount, window + 1)
             total = amount
         return total, reset
+
+
+@dataclass(frozen=True)
+class LocalContents:
+    """What the loop hands the snapshot writer."""
+
+    changes: int
+    taken_at: str
+    wall_minus_monotonic: float  # add to a monotonic expiry for wall-clock seconds
+    index: dict[Kind, list[tuple[str, float]]]  # (slot, monotonic expiry), least recently active first
+    usage: dict[str, Any]
 
 
 def _ends(conversation: Conversation) -> Conversation:
@@ -343,6 +415,15 @@ class _Stats:
             self.errors += 1
             entry["errors"] += 1
             self.errors_by_kind[error] = self.errors_by_kind.get(error, 0) + 1
+
+    def export(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "evictions": self.evictions,
+            "by_model": {k: dict(v) for k, v in self.by_model.items()},
+            "errors_by_kind": dict(self.errors_by_kind),
+        }
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -78,8 +78,9 @@ class LiveServer:
     """The service in a uvicorn subprocess, started with the command `make run` and the container use
     (config.serve.uvicorn_command), on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
+    def __init__(self, env: dict[str, str], *, workers: int = 1, log: Path | None = None) -> None:
         self.port = free_port()
+        self.log_file = log  # also written there, as it comes (readable while the server runs)
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
             **os.environ,
@@ -118,8 +119,26 @@ class LiveServer:
     def _drain(self) -> None:
         """Read the server's output as it comes, so that a full pipe never blocks its logging."""
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.append(line)
+        sink = self.log_file.open("ab") if self.log_file is not None else None
+        try:
+            for line in self.process.stdout:
+                self._lines.append(line)
+                if sink is not None:
+                    sink.write(line)
+                    sink.flush()
+        finally:
+            if sink is not None:
+                sink.close()
+
+    def output(self) -> str:
+        """Everything the server wrote so far."""
+        return self.log()
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to save anything."""
+        self.process.kill()
+        self.process.wait()
+        self._reader.join(timeout=5)
 
     def log(self) -> str:
         """What the server has written so far (stdout and stderr)."""
@@ -172,9 +191,10 @@ def require_program(name: str, package: str) -> str:
 class RedisServer:
     """A real redis-server on a free loopback port, stoppable and restartable on the same port."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, *, options: tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.workdir = workdir
+        self.options = options  # extra redis-server options; later ones override the defaults below
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -193,6 +213,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -208,6 +229,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to write anything more."""
+        if self.process is not None:
+            self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,8 @@ from tests.conftest import ROOT, require_program
 
 
 def serve(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "HOST", "PORT", "WORKERS")}
+    names = ("REDIS_URL", "HOST", "PORT", "WORKERS", "STORE_SNAPSHOT_PATH")
+    clean = {k: v for k, v in os.environ.items() if k not in names}
     return subprocess.run(
         [sys.executable, "-m", "config.serve"],
         cwd=ROOT,
@@ -56,3 +58,12 @@ def test_it_names_the_bad_setting_in_one_line(name: str, value: str) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"Configuration error: {name} ")
     assert "Illegal number" not in result.stderr and "--port" not in result.stderr
+
+
+def test_it_refuses_several_workers_with_a_snapshot_path(tmp_path: Path) -> None:
+    result = serve(WORKERS="2", STORE_SNAPSHOT_PATH=str(tmp_path / "conversations.snapshot"))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Configuration error: WORKERS=2 with STORE_SNAPSHOT_PATH")
+    assert "use REDIS_URL" in lines[0]

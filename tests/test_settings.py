@@ -13,6 +13,7 @@ import re
 import runpy
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -384,6 +385,10 @@ BAD = [
     ("SHUTDOWN_GRACE_SECONDS", "2.5"),
     ("SHUTDOWN_GRACE_SECONDS", "-1"),
     ("CORS_ALLOW_PRIVATE_NETWORK", "sure"),
+    ("STORE_SNAPSHOT_INTERVAL", "soon"),
+    ("STORE_SNAPSHOT_INTERVAL", "0"),
+    ("STORE_SNAPSHOT_PATH", "/no-such-folder-here/conversations.snapshot"),
+    ("STORE_SNAPSHOT_PATH", "/"),
 ]
 
 
@@ -519,3 +524,29 @@ def test_it_reads_sizes_with_units() -> None:
         text=True,
     )
     assert off.stdout.split() == [str(64 * 1024**2), "0"], off.stderr
+
+
+def snapshot_refusal(path: Path | str) -> str:
+    result = start({"STORE_SNAPSHOT_PATH": str(path)})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Configuration error: STORE_SNAPSHOT_PATH ")
+    return lines[0]
+
+
+def test_it_refuses_a_snapshot_path_it_could_not_write(tmp_path: Path) -> None:
+    assert "does not exist" in snapshot_refusal(tmp_path / "missing" / "conversations.snapshot")
+    assert "is a folder" in snapshot_refusal(tmp_path)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert "is not a folder" in snapshot_refusal(a_file / "conversations.snapshot")
+
+
+def test_it_starts_with_a_snapshot_path_in_a_writable_folder(tmp_path: Path) -> None:
+    assert start({"STORE_SNAPSHOT_PATH": str(tmp_path / "conversations.snapshot")}).returncode == 0
+
+
+def test_it_does_not_check_the_snapshot_path_when_redis_keeps_conversations() -> None:
+    env = {"STORE_SNAPSHOT_PATH": "/no-such-folder-here/s", "REDIS_URL": "redis://127.0.0.1:6399/0"}
+    assert start(env).returncode == 0
