@@ -41,6 +41,8 @@ test: lint
 clean:
 	rm -rf $(VENV)
 
-# Loopback benchmark: latency, throughput, streaming and memory against a fake upstream (installs wrk).
+# Loopback benchmark: latency, throughput, streaming, memory and the hostile edge against a fake
+# upstream (installs wrk), then what store snapshots cost.
 bench: install-dev
 	$(PY) bench/run.py
+	$(PY) bench/snapshot_bench.py
