@@ -29,10 +29,9 @@ pytest_plugins = ["tests.browser"]
 SECRET = "sk-or-v1-testsecret0123456789abcdef"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _static_files_collected() -> None:
+def pytest_sessionstart(session: pytest.Session) -> None:
     """The content-hashed static files /docs and the chat page link to (what `make run` and the
-    container collect), collected once per clean checkout."""
+    container collect), collected before any test module imports the ASGI application."""
     from config.serve import collect_static
 
     collect_static()
