@@ -113,7 +113,7 @@ class LiveServer:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        raise RuntimeError(f"server did not start: {self.stop()}")  # stopped, so it does not linger
 
     def _drain(self) -> None:
         """Read the server's output as it comes, so that a full pipe never blocks its logging."""
