@@ -43,6 +43,7 @@ BAD = [
     ("DEBUG_ENDPOINTS", "2"),
     ("TRUST_PROXY_HEADERS", "yes please"),
     ("METRICS_ENABLED", "sometimes"),
+    ("ALLOWED_PASSTHROUGH_EXTRAS", "plugins,everything"),
 ]
 
 
