@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import caches
 
@@ -24,6 +25,7 @@ from stores.base import (
     astuple_shallow,
     fixed_window,
     slot_of,
+    stored_id,
     trim,
 )
 
@@ -38,6 +40,7 @@ class LocalStore:
         self._values = caches["default"]
         # kind -> {owner/conversation id: expiry (monotonic)}, oldest write first
         self._index: dict[Kind, OrderedDict[str, float]] = {k: OrderedDict() for k in Kind}
+        self._records: dict[Kind, _Records] = {k: _Records() for k in Kind}
         self._stats = _Stats()
 
     @staticmethod
@@ -159,6 +162,61 @@ class LocalStore:
             self._values.set(counter, 1, window + 1)
             count = 1
         return count, reset
+
+    async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
+        slot = slot_of(owner, conversation_id)
+        conversation = self._load(kind, slot)
+        if conversation is None:
+            return False
+        kept = [m for m in conversation.messages if stored_id(m) != message_id]
+        if len(kept) == len(conversation.messages):
+            return False
+        conversation.messages, conversation.message_count = kept, len(kept)
+        self._cache.set(self._key(kind, slot), astuple_shallow(conversation), settings.CONVERSATION_TTL)
+        return True
+
+    async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
+        self._records[kind].put(slot_of(owner, record_id), orjson.dumps(record))
+
+    async def get_records(
+        self, kind: Kind, record_ids: list[str], *, owner: str
+    ) -> list[dict[str, Any] | None]:
+        records = self._records[kind]
+        found = [records.get(slot_of(owner, record_id)) for record_id in record_ids]
+        return [None if raw is None else orjson.loads(raw) for raw in found]
+
+    async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
+        return self._records[kind].delete(slot_of(owner, record_id))
+
+
+class _Records:
+    """One kind's records: JSON bytes by slot, oldest write first, each with its expiry (monotonic).
+    Kept as bytes, so a caller's later change to a record it put or got never reaches the store."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        while self._entries and next(iter(self._entries.values()))[0] <= now:
+            self._entries.popitem(last=False)
+
+    def put(self, slot: str, raw: bytes) -> None:
+        self._prune()
+        self._entries[slot] = (time.monotonic() + settings.CONVERSATION_TTL, raw)
+        self._entries.move_to_end(slot)
+        while len(self._entries) > settings.CONVERSATION_MAX:
+            self._entries.popitem(last=False)
+
+    def get(self, slot: str) -> bytes | None:
+        entry = self._entries.get(slot)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def delete(self, slot: str) -> bool:
+        entry = self._entries.pop(slot, None)
+        return entry is not None and entry[0] > time.monotonic()
 
 
 @dataclass

@@ -19,7 +19,15 @@ from redis.exceptions import RedisError
 from core.auth import ANONYMOUS
 from core.clock import utc_now_iso
 from core.errors import StoreUnavailable
-from stores.base import MAX_MODELS_TRACKED, OTHER_MODEL, Conversation, Kind, fixed_window, slot_of
+from stores.base import (
+    MAX_MODELS_TRACKED,
+    OTHER_MODEL,
+    Conversation,
+    Kind,
+    fixed_window,
+    slot_of,
+    stored_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +109,21 @@ end
 return 1
 """
 
+# KEYS: the record, the kind's record index. ARGV: the record (JSON), ttl, score (epoch seconds), most
+# records of a kind, key base of the kind's records, the record's slot ("owner/id").
+PUT_RECORD = """
+local ttl, score = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (score - ttl))
+redis.call('ZADD', KEYS[2], score, ARGV[6])
+local count = redis.call('ZCARD', KEYS[2])
+if count > tonumber(ARGV[4]) then
+  local victims = redis.call('ZPOPMIN', KEYS[2], count - tonumber(ARGV[4]))
+  for i = 1, #victims, 2 do redis.call('DEL', ARGV[5] .. victims[i]) end
+end
+return count
+"""
+
 
 class RedisStore:
     kind_name = "redis"
@@ -117,6 +140,7 @@ class RedisStore:
         self._append = self._redis.register_script(APPEND)
         self._clear = self._redis.register_script(CLEAR)
         self._record = self._redis.register_script(RECORD)
+        self._put_record = self._redis.register_script(PUT_RECORD)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -302,6 +326,52 @@ class RedisStore:
                 pipe.expire(counter, window + 1)
                 count, _ = await pipe.execute()
         return int(count), reset
+
+    async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
+        msgs = f"{self._base(kind)}{slot_of(owner, conversation_id)}:msgs"
+        with self._guard():
+            for raw in await self._redis.lrange(msgs, 0, -1):
+                if stored_id(orjson.loads(raw)) == message_id:
+                    # by value: whatever else was appended meanwhile, exactly this message goes
+                    return bool(await self._redis.lrem(msgs, 1, _text(raw)))
+        return False
+
+    def _record_base(self, kind: Kind) -> str:
+        return f"{self._prefix}record:{kind}:"
+
+    async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
+        slot = slot_of(owner, record_id)
+        with self._guard():
+            await self._put_record(
+                keys=[self._record_base(kind) + slot, f"{self._prefix}records:{kind}"],
+                args=[
+                    orjson.dumps(record),
+                    settings.CONVERSATION_TTL,
+                    repr(time.time()),
+                    settings.CONVERSATION_MAX,
+                    self._record_base(kind),
+                    slot,
+                ],
+            )
+
+    async def get_records(
+        self, kind: Kind, record_ids: list[str], *, owner: str
+    ) -> list[dict[str, Any] | None]:
+        if not record_ids:
+            return []
+        keys = [self._record_base(kind) + slot_of(owner, record_id) for record_id in record_ids]
+        with self._guard():
+            found = await self._redis.mget(keys)
+        return [None if raw is None else orjson.loads(raw) for raw in found]
+
+    async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
+        slot = slot_of(owner, record_id)
+        with self._guard():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(f"{self._prefix}records:{kind}", slot)
+                pipe.delete(self._record_base(kind) + slot)
+                _, deleted = await pipe.execute()
+        return bool(deleted)
 
     async def flush(self) -> None:
         """Delete every key of this store (tests)."""
