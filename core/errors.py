@@ -51,8 +51,8 @@ class NotFound(ServiceError):
 class ConversationNotFound(NotFound):
     code = "conversation_not_found"
 
-    def __init__(self) -> None:
-        super().__init__("Conversation not found")
+    def __init__(self, param: str | None = None) -> None:
+        super().__init__("Conversation not found", param=param)
 
 
 class BadRequest(ServiceError):
