@@ -25,6 +25,7 @@ from options.api import router as options_router
 from simple.api import router as simple_router
 from test_chat.api import router as test_chat_router
 from v1.api import router as v1_router
+from v1.conversations import router as v1_conversations_router
 from v1.responses import router as v1_responses_router
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ ROUTERS = {
     "/api/options/": options_router,
     "/v1/": v1_router,
     "/v1/responses": v1_responses_router,
+    "/v1/conversations": v1_conversations_router,
 }
 for prefix, router in ROUTERS.items():
     api.add_router(prefix, router)
