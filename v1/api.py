@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Path as PathParam
 from ninja import Router
 from ninja.responses import Status
 
@@ -23,6 +24,7 @@ from v1.schemas import ChatCompletionOut, CompletionsIn, ModelCard, ModelList
 logger = logging.getLogger(__name__)
 
 router = Router(tags=["openai-compatible"])
+MODEL_EXAMPLE = "openai/gpt-4o-mini"
 
 
 @router.post(
@@ -95,7 +97,10 @@ async def list_models(request: HttpRequest) -> dict[str, Any]:
     response={200: ModelCard, 404: OpenAIErrorOut},
     summary="One model of the OpenAI-compatible list",
 )
-async def retrieve_model(request: HttpRequest, model: str) -> Status[dict[str, Any]]:
+async def retrieve_model(
+    request: HttpRequest,
+    model: str = PathParam(..., min_length=1, max_length=200, examples=[MODEL_EXAMPLE]),
+) -> Status[dict[str, Any]]:
     """One model's card (ids such as `openai/gpt-4o-mini` hold a slash), or 404 in OpenAI's shape."""
     models, _ = await catalog.available_models()
     for found in models:

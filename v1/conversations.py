@@ -17,7 +17,7 @@ from gateway import items, openai_conversations
 from v1.response_schemas import (
     ConversationCreateIn,
     ConversationDeletedOut,
-    ConversationOut,
+    ConversationObjectOut,
     ConversationUpdateIn,
     ItemListOut,
     ItemOut,
@@ -36,7 +36,7 @@ def _stored(given: list[Any] | None) -> list[dict[str, Any]]:
 
 
 @router.post(
-    "", response={200: ConversationOut, **ERRORS}, summary="Create a conversation (Conversations API)"
+    "", response={200: ConversationObjectOut, **ERRORS}, summary="Create a conversation (Conversations API)"
 )
 async def create_conversation(request: HttpRequest, payload: ConversationCreateIn) -> Status[dict[str, Any]]:
     """A new conversation, with up to 20 first items and metadata; `responses.create(conversation=...)`
@@ -48,7 +48,7 @@ async def create_conversation(request: HttpRequest, payload: ConversationCreateI
 
 @router.get(
     "/{conversation_id}",
-    response={200: ConversationOut, **ERRORS},
+    response={200: ConversationObjectOut, **ERRORS},
     summary="A conversation (Conversations API)",
 )
 async def retrieve_conversation(request: HttpRequest, conversation_id: str) -> Status[dict[str, Any]]:
@@ -58,7 +58,7 @@ async def retrieve_conversation(request: HttpRequest, conversation_id: str) -> S
 
 @router.post(
     "/{conversation_id}",
-    response={200: ConversationOut, **ERRORS},
+    response={200: ConversationObjectOut, **ERRORS},
     summary="Update a conversation's metadata (Conversations API)",
 )
 async def update_conversation(
@@ -130,7 +130,7 @@ async def retrieve_item(request: HttpRequest, conversation_id: str, item_id: str
 
 @router.delete(
     "/{conversation_id}/items/{item_id}",
-    response={200: ConversationOut, **ERRORS},
+    response={200: ConversationObjectOut, **ERRORS},
     summary="Delete an item of a conversation (Conversations API)",
 )
 async def delete_item(request: HttpRequest, conversation_id: str, item_id: str) -> Status[dict[str, Any]]:

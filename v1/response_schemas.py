@@ -51,15 +51,18 @@ class OtherPartIn(_Item):
     type: str
 
 
-def _part_kind(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return (
-        "refusal"
-        if kind == "refusal"
-        else "text"
-        if kind in ("input_text", "output_text", "text")
-        else "other"
-    )
+def _type_of(value: Any) -> Any:
+    """The `type` of an item as sent (a dict) or as parsed (a model); None for anything else."""
+    return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+
+
+def _part_kind(value: Any) -> str | None:
+    if not isinstance(value, dict | BaseModel):
+        return None  # pydantic refuses it: not a content part
+    kind = _type_of(value)
+    if kind == "refusal":
+        return "refusal"
+    return "text" if kind in ("input_text", "output_text", "text") else "other"
 
 
 ContentPartIn = Annotated[
@@ -70,7 +73,7 @@ ContentPartIn = Annotated[
 ]
 
 
-class MessageIn(_Item):
+class InputMessageIn(_Item):
     """EasyInputMessage / ResponseInputItem.Message / ResponseOutputMessage sent back as input."""
 
     type: Literal["message"] | None = None
@@ -105,14 +108,15 @@ class OtherItemIn(_Item):
     type: str
 
 
-def _item_kind(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    kind = kind or "message"
+def _item_kind(value: Any) -> str | None:
+    if not isinstance(value, dict | BaseModel):
+        return None
+    kind = _type_of(value) or "message"
     return kind if kind in ("message", "function_call", "function_call_output") else "other"
 
 
 InputItem = Annotated[
-    Annotated[MessageIn, Tag("message")]
+    Annotated[InputMessageIn, Tag("message")]
     | Annotated[FunctionCallIn, Tag("function_call")]
     | Annotated[FunctionCallOutputIn, Tag("function_call_output")]
     | Annotated[OtherItemIn, Tag("other")],
@@ -137,13 +141,15 @@ class BuiltInToolIn(_Item):
     type: str
 
 
+def _tool_kind(value: Any) -> str | None:
+    if not isinstance(value, dict | BaseModel):
+        return None
+    return "function" if _type_of(value) == "function" else "built-in"
+
+
 ToolIn = Annotated[
     Annotated[FunctionToolIn, Tag("function")] | Annotated[BuiltInToolIn, Tag("built-in")],
-    Discriminator(
-        lambda v: (
-            "function" if (v.get("type") if isinstance(v, dict) else v.type) == "function" else "built-in"
-        )
-    ),
+    Discriminator(_tool_kind),
 ]
 
 
@@ -312,7 +318,7 @@ class OutputTextOut(Schema):
     logprobs: list[dict[str, Any]] = []
 
 
-class MessageOut(Schema):
+class MessageItemOut(Schema):
     """ResponseOutputMessage (assistant) / ResponseInputMessageItem / conversations.Message."""
 
     id: str = Field(..., examples=["msg_6f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"])
@@ -343,7 +349,7 @@ class FunctionCallOutputOut(Schema):
     status: Literal["in_progress", "completed", "incomplete"]
 
 
-ItemOut = Annotated[MessageOut | FunctionCallOut | FunctionCallOutputOut, Field(discriminator="type")]
+ItemOut = Annotated[MessageItemOut | FunctionCallOut | FunctionCallOutputOut, Field(discriminator="type")]
 
 
 class ItemListOut(Schema):
@@ -419,7 +425,7 @@ class ResponseDeletedOut(Schema):
     deleted: bool
 
 
-class ConversationOut(Schema):
+class ConversationObjectOut(Schema):
     """conversations.Conversation."""
 
     id: str = Field(..., examples=["conv_6f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"])
