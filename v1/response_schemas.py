@@ -303,22 +303,30 @@ class ItemsCreateIn(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------------
 # answers
 
 
-class InputTextOut(Schema):
+class _Answer(BaseModel):
+    """A plain pydantic model: ninja's Schema would run a Python validator on every nested object of
+    every answer (the DjangoGetter wrapper), which these never need."""
+
+
+class InputTextOut(_Answer):
     type: Literal["input_text"]
     text: str
 
 
-class OutputTextOut(Schema):
+class OutputTextOut(_Answer):
     type: Literal["output_text"]
     text: str
     annotations: list[dict[str, Any]] = []
     logprobs: list[dict[str, Any]] = []
 
 
-class MessageItemOut(Schema):
+class MessageItemOut(_Answer):
     """ResponseOutputMessage (assistant) / ResponseInputMessageItem / conversations.Message."""
 
     id: str = Field(..., examples=["msg_6f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"])
@@ -328,7 +336,7 @@ class MessageItemOut(Schema):
     content: list[Annotated[InputTextOut | OutputTextOut, Field(discriminator="type")]]
 
 
-class FunctionCallOut(Schema):
+class FunctionCallOut(_Answer):
     """ResponseFunctionToolCallItem."""
 
     id: str = Field(..., examples=["fc_6f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"])
@@ -339,7 +347,7 @@ class FunctionCallOut(Schema):
     status: Literal["in_progress", "completed", "incomplete"]
 
 
-class FunctionCallOutputOut(Schema):
+class FunctionCallOutputOut(_Answer):
     """ResponseFunctionToolCallOutputItem."""
 
     id: str
@@ -352,7 +360,7 @@ class FunctionCallOutputOut(Schema):
 ItemOut = Annotated[MessageItemOut | FunctionCallOut | FunctionCallOutputOut, Field(discriminator="type")]
 
 
-class ItemListOut(Schema):
+class ItemListOut(_Answer):
     """ResponseItemList / ConversationItemList (first_id and last_id are null on an empty page)."""
 
     object: Literal["list"] = "list"
@@ -362,16 +370,16 @@ class ItemListOut(Schema):
     has_more: bool
 
 
-class InputTokensDetailsOut(Schema):
+class InputTokensDetailsOut(_Answer):
     cached_tokens: int
     cache_write_tokens: int
 
 
-class OutputTokensDetailsOut(Schema):
+class OutputTokensDetailsOut(_Answer):
     reasoning_tokens: int
 
 
-class ResponseUsageOut(Schema):
+class ResponseUsageOut(_Answer):
     input_tokens: int = Field(..., examples=[12])
     input_tokens_details: InputTokensDetailsOut
     output_tokens: int = Field(..., examples=[7])
@@ -379,16 +387,16 @@ class ResponseUsageOut(Schema):
     total_tokens: int = Field(..., examples=[19])
 
 
-class ResponseErrorOut(Schema):
+class ResponseErrorOut(_Answer):
     code: str = Field(..., examples=["server_error"])
     message: str
 
 
-class ConversationRefOut(Schema):
+class ConversationRefOut(_Answer):
     id: str
 
 
-class ResponseOut(Schema):
+class ResponseOut(_Answer):
     """Response (`output_text` is the SDK's convenience property, sent for plain HTTP clients too)."""
 
     id: str = Field(..., examples=["resp_6f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"])
@@ -419,13 +427,13 @@ class ResponseOut(Schema):
     metadata: dict[str, str]
 
 
-class ResponseDeletedOut(Schema):
+class ResponseDeletedOut(_Answer):
     id: str
     object: Literal["response.deleted"] = "response.deleted"
     deleted: bool
 
 
-class ConversationObjectOut(Schema):
+class ConversationObjectOut(_Answer):
     """conversations.Conversation."""
 
     id: str = Field(..., examples=["conv_6f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"])
@@ -434,7 +442,7 @@ class ConversationObjectOut(Schema):
     metadata: dict[str, str] = Field(..., examples=[{"topic": "travel"}])
 
 
-class ConversationDeletedOut(Schema):
+class ConversationDeletedOut(_Answer):
     """conversations.ConversationDeletedResource."""
 
     id: str
