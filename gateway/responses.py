@@ -47,7 +47,7 @@ class ResponseRequest:
     temperature: float | None = None
     top_p: float | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)  # function tools, in the Responses shape
-    tool_choice: str | dict[str, Any] = "auto"
+    tool_choice: str | dict[str, Any] | None = None  # None: the upstream's own default (auto)
     parallel_tool_calls: bool | None = None
     text_format: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -124,7 +124,8 @@ def _upstream_fields(request: ResponseRequest) -> dict[str, Any]:
         fields["top_p"] = request.top_p
     if request.tools:
         fields["tools"] = [_chat_tool(tool) for tool in request.tools]
-        fields["tool_choice"] = _chat_tool_choice(request.tool_choice)
+        if request.tool_choice is not None:
+            fields["tool_choice"] = _chat_tool_choice(request.tool_choice)
         if request.parallel_tool_calls is not None:
             fields["parallel_tool_calls"] = request.parallel_tool_calls
     if request.text_format and request.text_format.get("type") == "json_schema":
@@ -270,7 +271,7 @@ def response_object(
         "temperature": request.temperature,
         "top_p": request.top_p,
         "text": {"format": request.text_format or {"type": "text"}},
-        "tool_choice": request.tool_choice,
+        "tool_choice": request.tool_choice or "auto",
         "tools": request.tools,
         "truncation": "disabled",
         "usage": usage,

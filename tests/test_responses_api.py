@@ -26,6 +26,8 @@ WEATHER_TOOL: dict[str, Any] = {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 
+GET_WEATHER: Any = {"type": "function", "name": "get_weather"}
+
 
 @pytest.fixture
 def sdk(live_server_url: str) -> Iterator[openai.OpenAI]:
@@ -135,6 +137,8 @@ def test_it_makes_a_function_calling_round_trip(sdk: openai.OpenAI, fake_upstrea
         previous_response_id=asked.id,
         input=[{"type": "function_call_output", "call_id": "call_42", "output": "Sunny, 21 C"}],
         tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice=GET_WEATHER,
+        parallel_tool_calls=False,
     )
     assert strict(answered).output_text == "It is sunny in Paris."
     first, second = (r.body for r in fake_upstream.completions())
@@ -144,7 +148,9 @@ def test_it_makes_a_function_calling_round_trip(sdk: openai.OpenAI, fake_upstrea
             "function": {k: WEATHER_TOOL[k] for k in ("name", "description", "parameters")},
         }
     ]
-    assert first["tool_choice"] == "auto"
+    assert "tool_choice" not in first and asked.tool_choice == "auto"  # the upstream's own default
+    assert second["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert second["parallel_tool_calls"] is False
     assert second["messages"] == [
         {"role": "user", "content": "Weather in Paris?"},
         {

@@ -64,7 +64,7 @@ def response_request(payload: ResponseCreateIn) -> responses.ResponseRequest:
         temperature=payload.temperature,
         top_p=payload.top_p,
         tools=[t.model_dump(exclude_none=True) for t in payload.tools or []],
-        tool_choice=choice.model_dump() if isinstance(choice, ToolChoiceFunctionIn) else choice or "auto",
+        tool_choice=choice.model_dump() if isinstance(choice, ToolChoiceFunctionIn) else choice,
         parallel_tool_calls=payload.parallel_tool_calls,
         text_format=text_format.model_dump(by_alias=True, exclude_none=True) if text_format else None,
         metadata=payload.metadata or {},
