@@ -95,3 +95,16 @@ async def test_it_says_what_to_do_when_a_chat_outgrows_the_context(
     assert answer["code"] == "context_length_exceeded"
     assert "start a new conversation" in answer["message"] and "CHAT_CONTEXT_TOKENS" in answer["message"]
     assert "128000" not in answer["message"] and "8192" not in answer["message"]  # ours, not the provider's
+
+
+def test_it_passes_the_providers_error_when_a_stream_is_refused(
+    sdk: openai.OpenAI, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Reply(status=400, body=OPENAI_CONTEXT))
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    assert raised.value.code == "context_length_exceeded" and raised.value.param == "messages"
+    fake_upstream.queue(Reply(status=400, body=OPENAI_CONTEXT))
+    with pytest.raises(openai.BadRequestError) as from_responses:
+        sdk.responses.create(model="openai/gpt-4o-mini", input="long", stream=True)
+    assert from_responses.value.code == "context_length_exceeded"
