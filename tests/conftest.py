@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,14 +95,26 @@ class LiveServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        # Drained all along: a server whose log fills the pipe (64 KiB) would stop answering.
+        self._output: list[bytes] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
         self._wait()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._output.append(line)
+
+    def output(self) -> str:
+        return b"".join(self._output).decode(errors="replace")
 
     def _wait(self) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                out = self.process.stdout.read().decode() if self.process.stdout else ""
-                raise RuntimeError(f"server exited: {out}")
+                self._reader.join(timeout=5)
+                raise RuntimeError(f"server exited: {self.output()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
@@ -110,13 +123,15 @@ class LiveServer:
         raise RuntimeError("server did not start")
 
     def stop(self) -> str:
+        """Stop the server; everything it wrote."""
         self.process.terminate()
         try:
-            out, _ = self.process.communicate(timeout=10)
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, _ = self.process.communicate()
-        return out.decode() if out else ""
+            self.process.wait()
+        self._reader.join(timeout=10)
+        return self.output()
 
 
 @pytest.fixture(scope="session")
