@@ -44,11 +44,21 @@ class RefusalPartIn(_Item):
     refusal: str
 
 
+def _other_than(*kinds: str) -> Any:
+    """A `type` that is none of `kinds`: the union's other branches never overlap it in /openapi.json
+    (a oneOf whose branches overlap leaves schema-driven clients such as Schemathesis little to send)."""
+    return Field(..., pattern=rf"^(?!({'|'.join(kinds)})$)")
+
+
+# Python's regex engine, for the lookahead of _other_than (the default Rust engine has none).
+_OTHER = ConfigDict(extra="allow", regex_engine="python-re")
+
+
 class OtherPartIn(_Item):
     """Images, files, audio: refused with 400 (this gateway passes text only)."""
 
-    model_config = ConfigDict(extra="allow")
-    type: str
+    model_config = _OTHER
+    type: str = _other_than("input_text", "output_text", "text", "refusal")
 
 
 def _type_of(value: Any) -> Any:
@@ -104,8 +114,8 @@ class FunctionCallOutputIn(_Item):
 class OtherItemIn(_Item):
     """Reasoning, item references, built-in tool calls...: refused with 400."""
 
-    model_config = ConfigDict(extra="allow")
-    type: str
+    model_config = _OTHER
+    type: str = _other_than("message", "function_call", "function_call_output")
 
 
 def _item_kind(value: Any) -> str | None:
@@ -137,8 +147,8 @@ class FunctionToolIn(_Item):
 class BuiltInToolIn(_Item):
     """web_search, file_search, code_interpreter, mcp...: refused with 400."""
 
-    model_config = ConfigDict(extra="allow")
-    type: str
+    model_config = _OTHER
+    type: str = _other_than("function")
 
 
 def _tool_kind(value: Any) -> str | None:
@@ -161,8 +171,8 @@ class ToolChoiceFunctionIn(_Item):
 class ToolChoiceOtherIn(_Item):
     """A built-in tool, an allowed-tools list...: refused with 400."""
 
-    model_config = ConfigDict(extra="allow")
-    type: str
+    model_config = _OTHER
+    type: str = _other_than("function")
 
 
 class FormatTextIn(_Item):
