@@ -113,6 +113,35 @@ def hostile_rows(h: dict[str, Any], cfg: Config) -> list[Row]:
     ]
 
 
+def responses_rows(res: dict[str, Any], cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    labels = {
+        "responses": "POST /v1/responses (3-turn chain)",
+        "completions": "POST /v1/chat/completions (same 7 messages)",
+    }
+    direct = res["direct_c1"]
+    for name, label in labels.items():
+        c1 = res[f"{name}_c1"]
+        rows.append(
+            Row(
+                f"9. added latency p50 / p99, c=1, {label}",
+                f"{res[f'{name}_added_p50_ms']:.2f} / {res[f'{name}_added_p99_ms']:.2f} ms  (service"
+                f" {c1['raw_p50_ms']:.2f} / {c1['raw_p99_ms']:.2f} - direct {direct['raw_p50_ms']:.2f}"
+                f" / {direct['raw_p99_ms']:.2f})" + _errors_note(c1),
+            )
+        )
+    for name, label in labels.items():
+        run = res[f"{name}_load"]
+        rows.append(
+            Row(
+                f"9. {label}, c={cfg.concurrency}",
+                f"{run['rps']:.0f} req/s  (p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms)"
+                + _errors_note(run),
+            )
+        )
+    return rows
+
+
 def edge_rows(edge: dict[str, Any], cfg: Config) -> list[Row]:
     rows = []
     for key, label in (("c1", "8. ASGI_EDGE=thread, /chat/message, c=1"), (f"c{cfg.concurrency}", None)):

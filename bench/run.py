@@ -48,6 +48,7 @@ from phases import (
     latency,
     memory,
     profile,
+    responses,
     run_stage,
     soak,
     streaming,
@@ -64,6 +65,7 @@ MEMORY = Phase("memory", memory.run, report.memory_rows)
 SOAK = Phase("soak", soak.run, report.soak_rows)
 EDGE = Phase("edge", edge.run, report.edge_rows)
 HOSTILE = Phase("hostile", hostile.run, report.hostile_rows)
+RESPONSES = Phase("responses", responses.run, report.responses_rows)
 
 # What runs, stage after stage. A stage's lanes each start a fake upstream and a service, then run
 # side by side (one thread a lane when there are several); a lane's phases run in order on its service.
@@ -73,10 +75,12 @@ STAGES: tuple[tuple[Lane, ...], ...] = (
     # one process's own RSS, so neither disturbs the other's).
     (Lane("memory", (MEMORY,), settings=memory.service_settings), Lane("soak", (SOAK,))),
     (Lane("edge-thread", (EDGE,), settings=edge.service_settings),),
+    # Its own service, keeping every response the run writes (see phases/responses.py).
+    (Lane("responses", (RESPONSES,), settings=responses.service_settings),),
 )
 
 # The table's rows, phase by phase in this order (the profile's row has always come last).
-TABLE: tuple[Phase, ...] = (LATENCY, THROUGHPUT, STREAMING, HOSTILE, MEMORY, SOAK, EDGE, PROFILE)
+TABLE: tuple[Phase, ...] = (LATENCY, THROUGHPUT, STREAMING, HOSTILE, MEMORY, SOAK, EDGE, RESPONSES, PROFILE)
 
 
 def main() -> int:

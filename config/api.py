@@ -19,7 +19,7 @@ from ninja.openapi.schema import OpenAPISchema
 
 from chat.api import router as chat_router
 from core.auth import ACCESS
-from core.errors import ServiceError, error_response
+from core.errors import OPENAI_PREFIX, ServiceError, error_response
 from core.jsonio import NotJSON, ORJSONParser, ORJSONRenderer
 from hfspaces.api import router as hf_router
 from memory_chat.api import router as memory_chat_router
@@ -29,6 +29,8 @@ from options.api import router as options_router
 from simple.api import router as simple_router
 from test_chat.api import router as test_chat_router
 from v1.api import router as v1_router
+from v1.conversations import router as v1_conversations_router
+from v1.responses import router as v1_responses_router
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ ROUTERS = {
     "/api/simple/": simple_router,
     "/api/options/": options_router,
     "/v1/": v1_router,
+    "/v1/responses": v1_responses_router,
+    "/v1/conversations": v1_conversations_router,
 }
 for prefix, router in ROUTERS.items():
     api.add_router(prefix, router)
@@ -155,14 +159,54 @@ def _field_name(loc: tuple[object, ...] | list[object]) -> str:
     return ".".join(parts) or "body"
 
 
+def _openai_param(loc: tuple[object, ...] | list[object]) -> str:
+    """A field's place as OpenAI names it in `param`: `input[0].content`."""
+    name = ""
+    for part in loc:
+        if part in ("body", "query", "path", "payload", "header"):
+            continue
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "body"
+
+
+def _openai_code(kind: str) -> str:
+    if kind == "missing":
+        return "missing_required_parameter"
+    if kind == "extra_forbidden":
+        return "unknown_parameter"
+    return "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+
+
 @api.exception_handler(ServiceError)
 def on_service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
-    return error_response(exc.status, exc.code, exc.message, headers=exc.headers, path=request.path)
+    return error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        headers=exc.headers,
+        path=request.path,
+        param=exc.param,
+        provider_error=exc.provider_error,
+    )
 
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     # Reasons come from the validator's message only: the input itself is never echoed.
+    if request.path.startswith(OPENAI_PREFIX):
+        # OpenAI answers a bad parameter with 400 invalid_request_error naming it in `param`, so the
+        # SDKs raise BadRequestError; the project's other clients keep their 422 below.
+        first = exc.errors[0] if exc.errors else {}
+        reasons = "; ".join(
+            f"{_openai_param(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors
+        )
+        return error_response(
+            400,
+            _openai_code(str(first.get("type", ""))),
+            f"Invalid request: {reasons}." if reasons else "Invalid request.",
+            path=request.path,
+            param=_openai_param(first.get("loc", ())),
+        )
     errors = [{"field": _field_name(e.get("loc", ())), "reason": e.get("msg", "invalid")} for e in exc.errors]
     return error_response(
         422, "validation_error", "The request is not valid; see errors.", path=request.path, errors=errors

@@ -44,6 +44,7 @@ INLINE_SAFE_RECEIVERS = {"django.core.cache.close_caches", "django.core.handlers
 REFUSED = "gateway.refused"
 # Set in the scope by config/protocol.py: the loop time by which the whole request must have arrived.
 READ_DEADLINE = "gateway.read_deadline"
+MODEL_PATH = b"/v1/models/"
 
 access_log = logging.getLogger("gateway.access")
 logger = logging.getLogger(__name__)
@@ -226,8 +227,10 @@ class Edge:
             await send(message)
 
         raw_path = scope.get("raw_path") or b""
-        if b"%2f" in raw_path or b"%2F" in raw_path:
+        if (b"%2f" in raw_path or b"%2F" in raw_path) and not raw_path.startswith(MODEL_PATH):
             # Decoded, it would route as a slash: a front proxy that hides paths by prefix sees another path.
+            # A model id (`openai/gpt-4o`) is the one place OpenAI's SDKs send one, under a prefix that
+            # decoding cannot change.
             scope[REFUSED] = (400, "bad_request", "Encoded slashes (%2F) are not allowed in a path.")
         bounded_receive = self.bounded(scope, receive)
 

@@ -100,6 +100,14 @@ try:
     CLIENT_TOKEN_BUDGET = env_rate("CLIENT_TOKEN_BUDGET", "0", example="200000/day")
     TOTAL_TOKEN_BUDGET = env_rate("TOTAL_TOKEN_BUDGET", "0", example="2000000/day")
     ALLOWED_MODELS = env_list("ALLOWED_MODELS", "*")
+    # OpenRouter fields /v1 forwards only when allowed: they spend beyond the model and token limits.
+    SPENDING_EXTRAS = ("plugins", "web_search_options", "provider.max_price")
+    ALLOWED_PASSTHROUGH_EXTRAS = env_list("ALLOWED_PASSTHROUGH_EXTRAS", "")
+    for _extra in ALLOWED_PASSTHROUGH_EXTRAS:
+        if _extra not in SPENDING_EXTRAS:
+            raise ImproperlyConfigured(
+                f"ALLOWED_PASSTHROUGH_EXTRAS may list {', '.join(SPENDING_EXTRAS)}, got {_extra!r}"
+            )
     ALLOW_CLIENT_API_KEY = env_bool("ALLOW_CLIENT_API_KEY", True)
     ASGI_EDGE = env_choice("ASGI_EDGE", "inline", ("inline", "thread"))
     MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1048576, minimum=1024)

@@ -26,6 +26,8 @@ class ServiceError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
         permanent: bool = True,
+        param: str | None = None,
+        provider_error: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -35,6 +37,10 @@ class ServiceError(Exception):
             self.code = code
         self.headers = headers or {}
         self.permanent = permanent
+        self.param = param  # the request field at fault, for OpenAI's error shape
+        # The model provider's own error (message, type, code, param; secrets already masked), which
+        # /v1/ answers with as it is so that SDKs raise the class they would against the provider.
+        self.provider_error = provider_error
 
 
 class NotFound(ServiceError):
@@ -45,8 +51,8 @@ class NotFound(ServiceError):
 class ConversationNotFound(NotFound):
     code = "conversation_not_found"
 
-    def __init__(self) -> None:
-        super().__init__("Conversation not found")
+    def __init__(self, param: str | None = None) -> None:
+        super().__init__("Conversation not found", param=param)
 
 
 class BadRequest(ServiceError):
@@ -96,7 +102,8 @@ ERRORS: dict[int, type[Schema]] = dict.fromkeys(ERROR_STATUSES, ErrorOut)
 class OpenAIError(Schema):
     message: str
     type: str
-    code: str
+    code: str | None
+    param: str | None = None
 
 
 class OpenAIErrorOut(Schema):
@@ -114,10 +121,22 @@ _OPENAI_TYPES = {
 }
 
 
-def openai_error_body(status: int, code: str, message: str) -> dict[str, Any]:
-    """OpenAI's error shape, so the SDKs raise the right exception class."""
+def openai_error_body(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    provider_error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """OpenAI's error shape, so the SDKs raise the right exception class; the provider's own fields
+    (when it sent them) take the place of ours."""
     kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "code": code}}
+    error = {"message": message, "type": kind, "code": code, "param": param}
+    for name, value in (provider_error or {}).items():
+        if value is not None and name in error:
+            error[name] = value
+    return {"error": error}
 
 
 def error_response(
@@ -127,12 +146,20 @@ def error_response(
     *,
     headers: dict[str, str] | None = None,
     path: str = "",
+    param: str | None = None,
+    provider_error: dict[str, Any] | None = None,
     **extra: Any,
 ) -> HttpResponse:
     """The error answer: the project's shape, or OpenAI's under /v1/."""
     if path.startswith(OPENAI_PREFIX):
         details = "; ".join(f"{e['field']}: {e['reason']}" for e in extra.get("errors") or [])
-        body = openai_error_body(status, code, f"{message} {details}".strip() if details else message)
+        body = openai_error_body(
+            status,
+            code,
+            f"{message} {details}".strip() if details else message,
+            param=param,
+            provider_error=provider_error,
+        )
     else:
         body = error_body(code, message, **extra)
     response = HttpResponse(dumps(body), status=status, content_type="application/json")

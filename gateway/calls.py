@@ -52,6 +52,19 @@ def upstream_call(
     )
 
 
+def verbatim_call(body: dict[str, Any], *, model: str, api_key: str) -> upstream.UpstreamCall:
+    """A client's own chat completion request, forwarded as it came (only `model` filled in)."""
+    return upstream.UpstreamCall(
+        messages=body["messages"],
+        model=model,
+        max_tokens=None,
+        temperature=None,
+        api_key=api_key,
+        extra=body,
+        verbatim=True,
+    )
+
+
 async def complete_and_record(call: upstream.UpstreamCall) -> tuple[upstream.Completion, dict[str, int]]:
     """A non-streaming upstream call, counted."""
     try:

@@ -16,7 +16,7 @@ from django.http import HttpRequest
 
 import upstream
 from core import metrics
-from core.auth import identify
+from core.auth import bearer_token, identify, matching_key
 from core.errors import BadRequest, ServiceError
 from stores import get_store
 
@@ -177,29 +177,72 @@ async def budget_use(request: HttpRequest) -> dict[str, dict[str, int] | None]:
     return use
 
 
-def check_passthrough(extra: dict[str, Any]) -> None:
-    """OpenAI/OpenRouter fields that could spend past the guards: fallback models, n, reasoning budget."""
-    fallbacks = extra.get("models")
+def _present(value: Any) -> bool:
+    return value is not None and value != [] and value != {}
+
+
+# OpenRouter fields that spend beyond what ALLOWED_MODELS and LLM_MAX_TOKENS_LIMIT bound (web search
+# results are billed per result, a price cap lets dearer providers answer), each with how to find it.
+SPENDING_EXTRAS: dict[str, Any] = {
+    "plugins": lambda body: _present(body.get("plugins")),
+    "web_search_options": lambda body: _present(body.get("web_search_options")),
+    "provider.max_price": lambda body: (
+        isinstance(body.get("provider"), dict) and _present(body["provider"].get("max_price"))
+    ),
+}
+ONLINE_SUFFIX = ":online"  # OpenRouter's shorthand for the web search plugin
+
+
+def check_spending_extras(body: dict[str, Any]) -> None:
+    """Refuse the spending extras the operator has not allowed (ALLOWED_PASSTHROUGH_EXTRAS)."""
+    for name, found in SPENDING_EXTRAS.items():
+        if name not in settings.ALLOWED_PASSTHROUGH_EXTRAS and found(body):
+            raise BadRequest(
+                f"{name} is not allowed on this server: it can spend beyond the server's limits "
+                "(the operator can allow it with ALLOWED_PASSTHROUGH_EXTRAS).",
+                code="extra_not_allowed",
+                param=name,
+            )
+
+
+def check_passthrough(body: dict[str, Any]) -> None:
+    """OpenAI/OpenRouter fields that could spend past the guards: fallback models, n, reasoning budget,
+    token caps under either name, and the spending extras."""
+    fallbacks = body.get("models")
     if fallbacks is not None:
         if not isinstance(fallbacks, list) or not all(isinstance(m, str) for m in fallbacks):
-            raise BadRequest("models must be a list of model names.", code="bad_request")
+            raise BadRequest("models must be a list of model names.", code="bad_request", param="models")
         for model in fallbacks:
             check_model(model)
-    if extra.get("n", 1) != 1:
-        raise BadRequest("Only one choice per request (n=1) is supported.", code="n_not_supported")
-    reasoning = extra.get("reasoning")
+    if body.get("n") not in (None, 1):
+        raise BadRequest("Only one choice per request (n=1) is supported.", code="n_not_supported", param="n")
+    reasoning = body.get("reasoning")
     budget = reasoning.get("max_tokens") if isinstance(reasoning, dict) else None
     if budget is not None and (not isinstance(budget, int) or budget > settings.LLM_MAX_TOKENS_LIMIT):
         raise BadRequest(
             f"reasoning.max_tokens may be at most {settings.LLM_MAX_TOKENS_LIMIT}.",
             code="max_tokens_too_large",
+            param="reasoning.max_tokens",
         )
+    for name in ("max_tokens", "max_completion_tokens"):
+        check_max_tokens(body.get(name), param=name)
+    check_spending_extras(body)
 
 
 def check_model(model: str) -> None:
-    """ALLOWED_MODELS (shell-style patterns, `*` = any) decides before any upstream call."""
+    """ALLOWED_MODELS (shell-style patterns, `*` = any) decides before any upstream call; the `:online`
+    suffix (web search) also needs `plugins` in ALLOWED_PASSTHROUGH_EXTRAS."""
     if not any(fnmatch.fnmatchcase(model, pattern) for pattern in settings.ALLOWED_MODELS):
-        raise BadRequest(f"The model {model} is not allowed on this server.", code="model_not_allowed")
+        raise BadRequest(
+            f"The model {model} is not allowed on this server.", code="model_not_allowed", param="model"
+        )
+    if model.endswith(ONLINE_SUFFIX) and "plugins" not in settings.ALLOWED_PASSTHROUGH_EXTRAS:
+        raise BadRequest(
+            f"The {ONLINE_SUFFIX} suffix (web search) is not allowed on this server (the operator can "
+            "allow it with plugins in ALLOWED_PASSTHROUGH_EXTRAS).",
+            code="model_not_allowed",
+            param="model",
+        )
 
 
 class ApiKeyRequired(ServiceError):
@@ -227,11 +270,29 @@ def resolve_key(request_key: str | None) -> str:
     return key
 
 
+def check_max_tokens(requested: Any, *, param: str = "max_tokens") -> None:
+    """A requested output cap (under any of its names) may not exceed LLM_MAX_TOKENS_LIMIT."""
+    if isinstance(requested, int | float) and requested > settings.LLM_MAX_TOKENS_LIMIT:
+        raise BadRequest(
+            f"{param} may be at most {settings.LLM_MAX_TOKENS_LIMIT}.",
+            code="max_tokens_too_large",
+            param=param,
+        )
+
+
 def resolve_max_tokens(requested: int | None) -> int:
+    """The request's max_tokens (checked), or the server's default."""
     if requested is None:
         return settings.LLM_MAX_TOKENS
-    if requested > settings.LLM_MAX_TOKENS_LIMIT:
-        raise BadRequest(
-            f"max_tokens may be at most {settings.LLM_MAX_TOKENS_LIMIT}.", code="max_tokens_too_large"
-        )
+    check_max_tokens(requested)
     return requested
+
+
+def openai_client_key(request: HttpRequest) -> str:
+    """The upstream key for a /v1 call: the server's; without one, the client's own Bearer token (bring
+    your own key). A Bearer token that is one of our access keys only authenticates: it never goes
+    upstream."""
+    if settings.LLM_API_KEY:
+        return settings.LLM_API_KEY
+    token = bearer_token(request)
+    return resolve_key(None if matching_key(token) else token)

@@ -17,6 +17,8 @@ from gateway import calls, guards, sse
 from stores import Conversation, Kind, get_store
 from stores.base import last_turn_start
 
+CHAT_ROLES = ("user", "assistant")
+
 
 def _estimate_tokens(messages: list[dict[str, str]]) -> int:
     return sum(len(m["content"]) // 4 + 4 for m in messages)
@@ -31,7 +33,10 @@ def _drop_leading_replies(window: list[dict[str, str]]) -> list[dict[str, str]]:
 def build_context(history: list[dict[str, Any]], message: str) -> list[dict[str, str]]:
     """System prompt + the last whole turns of history + the new user message."""
     limit = settings.CHAT_HISTORY_MESSAGES
-    recent = history[-limit:] if limit else []
+    # Only the text of user and assistant messages: a conversation continued through the Responses
+    # API may also hold function calls, their outputs and system messages (gateway.items).
+    said = [m for m in history if m.get("type", "message") == "message" and m["role"] in CHAT_ROLES]
+    recent = said[-limit:] if limit else []
     window = _drop_leading_replies([{"role": m["role"], "content": m["content"]} for m in recent])
     system = (
         [{"role": "system", "content": settings.CHAT_SYSTEM_PROMPT}] if settings.CHAT_SYSTEM_PROMPT else []

@@ -65,6 +65,7 @@ async def metrics_text(request: HttpRequest) -> HttpResponse:
     if not settings.METRICS_ENABLED:
         raise NotFound("No endpoint at this path; see GET / for the list.")
     require_admin(request)
-    counts = {kind.value: await conversations.count_or_none(kind) for kind in Kind}
+    # stored responses are records, not conversations: no figure of their own here
+    counts = {kind.value: await conversations.count_or_none(kind) for kind in Kind if kind != Kind.RESPONSE}
     body = metrics.render(await conversations.usage_or_none(), counts)
     return HttpResponse(body, content_type=metrics.CONTENT_TYPE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ class Kind(StrEnum):
     CHAT = "chat"
     MEMORY = "memory"
     TEST = "test"
+    RESPONSE = "response"  # stored responses of /v1/responses: records only, never conversations
 
 
 # Measured (tests/test_store_cost.py, tracemalloc for the local store, used_memory for Redis): what a
@@ -140,6 +142,24 @@ class ConversationStore(Protocol):
         STORE_MAX_BYTES and CLIENT_STORAGE_BYTES): CONVERSATION_OVERHEAD plus each message's cost."""
         ...
 
+    async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
+        """Remove one message (by `stored_id()`) from a conversation; False when there was none."""
+        ...
+
+    async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
+        """Keep a small JSON document (a stored response, a conversation's metadata) for the owner, on
+        the conversations' terms: CONVERSATION_TTL seconds, at most CONVERSATION_MAX of a kind (the
+        least recently written go first)."""
+        ...
+
+    async def get_records(
+        self, kind: Kind, record_ids: list[str], *, owner: str
+    ) -> list[dict[str, Any] | None]:
+        """The owner's records of these ids, in order (None for each one missing)."""
+        ...
+
+    async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool: ...
+
 
 TITLE_CHARS = 80
 
@@ -164,6 +184,16 @@ def last_turn_start(messages: list[dict[str, Any]]) -> int:
 def slot_of(owner: str, conversation_id: str) -> str:
     """Where a conversation is kept: owner ids never hold a "/", so no two owners' slots can meet."""
     return f"{owner}/{conversation_id}"
+
+
+def stored_id(message: dict[str, Any]) -> str:
+    """A stored message's id: its own `id`, or (messages stored before ids were kept) one made from
+    its time, role and text, the same every time it is read."""
+    own = message.get("id")
+    if isinstance(own, str) and own:
+        return own
+    seed = f"{message.get('timestamp', '')}\x00{message.get('role', '')}\x00{message.get('content', '')}"
+    return "msg_" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 def fixed_window(window: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import caches
 
@@ -32,6 +33,7 @@ from stores.base import (
     last_turn_start,
     message_cost,
     slot_of,
+    stored_id,
     title_for,
 )
 
@@ -81,6 +83,7 @@ class LocalStore:
         self._recent: OrderedDict[Key, _Entry] = OrderedDict()
         self._quotas: dict[str, _Quota] = {}
         self._bytes = 0
+        self._records: dict[Kind, _Records] = {k: _Records() for k in Kind}
         self._stats = _Stats()
         self.changes = 0  # bumped by every write; the snapshot writer saves only when it moved
 
@@ -267,6 +270,35 @@ class LocalStore:
         quota = self._quotas.get(quota_key)
         return quota.bytes if quota else 0
 
+    async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
+        entry = self._live(kind, slot_of(owner, conversation_id))
+        if entry is None:
+            return False
+        conversation = entry.conversation
+        kept = [m for m in conversation.messages if stored_id(m) != message_id]
+        if len(kept) == len(conversation.messages):
+            return False
+        self._detach(entry)
+        entry.bytes -= sum(message_cost(m) for m in conversation.messages if stored_id(m) == message_id)
+        conversation.messages[:] = kept
+        conversation.message_count = len(kept)
+        self._attach(entry)
+        self.changes += 1
+        return True
+
+    async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
+        self._records[kind].put(slot_of(owner, record_id), orjson.dumps(record))
+
+    async def get_records(
+        self, kind: Kind, record_ids: list[str], *, owner: str
+    ) -> list[dict[str, Any] | None]:
+        records = self._records[kind]
+        found = [records.get(slot_of(owner, record_id)) for record_id in record_ids]
+        return [None if raw is None else orjson.loads(raw) for raw in found]
+
+    async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
+        return self._records[kind].delete(slot_of(owner, record_id))
+
     def reset(self) -> None:
         """Forget every conversation and figure (a snapshot that failed half-way through loading)."""
         self._kinds = {k: OrderedDict() for k in Kind}
@@ -391,6 +423,36 @@ def _trim(entry: _Entry, *, keep: int, cap: int) -> None:
         conversation.dropped_messages += dropped
         entry.bytes -= freed
     conversation.message_count = len(messages)
+
+
+class _Records:
+    """One kind's records: JSON bytes by slot, oldest write first, each with its expiry (monotonic).
+    Kept as bytes, so a caller's later change to a record it put or got never reaches the store."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        while self._entries and next(iter(self._entries.values()))[0] <= now:
+            self._entries.popitem(last=False)
+
+    def put(self, slot: str, raw: bytes) -> None:
+        self._prune()
+        self._entries[slot] = (time.monotonic() + settings.CONVERSATION_TTL, raw)
+        self._entries.move_to_end(slot)
+        while len(self._entries) > settings.CONVERSATION_MAX:
+            self._entries.popitem(last=False)
+
+    def get(self, slot: str) -> bytes | None:
+        entry = self._entries.get(slot)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def delete(self, slot: str) -> bool:
+        entry = self._entries.pop(slot, None)
+        return entry is not None and entry[0] > time.monotonic()
 
 
 @dataclass

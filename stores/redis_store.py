@@ -28,6 +28,7 @@ from stores.base import (
     encoded_cost,
     fixed_window,
     slot_of,
+    stored_id,
     title_for,
 )
 
@@ -226,6 +227,32 @@ return {redis.call('LLEN', msgs), total}
 """
 )
 
+# KEYS: msgs, costs. ARGV: prefix, "<kind>:<slot>", the message (its JSON, exactly). Removes that one
+# message and its cost (the two lists stay aligned), and takes the cost off the byte counts.
+DELETE_MESSAGE = """
+local msgs, costs = KEYS[1], KEYS[2]
+local prefix, member = ARGV[1], ARGV[2]
+for i, raw in ipairs(redis.call('LRANGE', msgs, 0, -1)) do
+  if raw == ARGV[3] then
+    local cost = tonumber(redis.call('LINDEX', costs, i - 1)) or 0
+    redis.call('LSET', msgs, i - 1, '\0gone')
+    redis.call('LREM', msgs, 1, '\0gone')
+    if redis.call('LLEN', costs) >= i then
+      redis.call('LSET', costs, i - 1, '\0gone')
+      redis.call('LREM', costs, 1, '\0gone')
+    end
+    if redis.call('HEXISTS', prefix .. 'sizes', member) == 1 then
+      redis.call('HINCRBY', prefix .. 'sizes', member, -cost)
+      redis.call('DECRBY', prefix .. 'bytes', cost)
+      local quota = redis.call('HGET', prefix .. 'owners', member)
+      if quota then redis.call('DECRBY', prefix .. 'quota:' .. quota .. ':bytes', cost) end
+    end
+    return 1
+  end
+end
+return 0
+"""
+
 # ARGV: prefix, cutoff (epoch seconds). Forgets every conversation idle past the TTL.
 PRUNE = (
     LIBRARY
@@ -277,6 +304,21 @@ end
 return 1
 """
 
+# KEYS: the record, the kind's record index. ARGV: the record (JSON), ttl, score (epoch seconds), most
+# records of a kind, key base of the kind's records, the record's slot ("owner/id").
+PUT_RECORD = """
+local ttl, score = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (score - ttl))
+redis.call('ZADD', KEYS[2], score, ARGV[6])
+local count = redis.call('ZCARD', KEYS[2])
+if count > tonumber(ARGV[4]) then
+  local victims = redis.call('ZPOPMIN', KEYS[2], count - tonumber(ARGV[4]))
+  for i = 1, #victims, 2 do redis.call('DEL', ARGV[5] .. victims[i]) end
+end
+return count
+"""
+
 
 class RedisStore:
     kind_name = "redis"
@@ -294,8 +336,10 @@ class RedisStore:
         self._prune_script = self._redis.register_script(PRUNE)
         self._delete = self._redis.register_script(DELETE)
         self._replace = self._redis.register_script(REPLACE)
+        self._delete_message = self._redis.register_script(DELETE_MESSAGE)
         self._clear = self._redis.register_script(CLEAR)
         self._record = self._redis.register_script(RECORD)
+        self._put_record = self._redis.register_script(PUT_RECORD)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -551,6 +595,56 @@ class RedisStore:
                 pipe.expire(counter, window + 1)
                 total, _ = await pipe.execute()
         return int(total), reset
+
+    async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
+        slot = slot_of(owner, conversation_id)
+        base = self._base(kind) + slot
+        with self._guard():
+            for raw in await self._redis.lrange(f"{base}:msgs", 0, -1):
+                if stored_id(orjson.loads(raw)) == message_id:
+                    # by value: whatever else was appended meanwhile, exactly this message goes
+                    removed = await self._delete_message(
+                        keys=[f"{base}:msgs", f"{base}:costs"], args=[self._prefix, f"{kind}:{slot}", raw]
+                    )
+                    return bool(removed)
+        return False
+
+    def _record_base(self, kind: Kind) -> str:
+        return f"{self._prefix}record:{kind}:"
+
+    async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
+        slot = slot_of(owner, record_id)
+        with self._guard():
+            await self._put_record(
+                keys=[self._record_base(kind) + slot, f"{self._prefix}records:{kind}"],
+                args=[
+                    orjson.dumps(record),
+                    settings.CONVERSATION_TTL,
+                    repr(time.time()),
+                    settings.CONVERSATION_MAX,
+                    self._record_base(kind),
+                    slot,
+                ],
+            )
+
+    async def get_records(
+        self, kind: Kind, record_ids: list[str], *, owner: str
+    ) -> list[dict[str, Any] | None]:
+        if not record_ids:
+            return []
+        keys = [self._record_base(kind) + slot_of(owner, record_id) for record_id in record_ids]
+        with self._guard():
+            found = await self._redis.mget(keys)
+        return [None if raw is None else orjson.loads(raw) for raw in found]
+
+    async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
+        slot = slot_of(owner, record_id)
+        with self._guard():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(f"{self._prefix}records:{kind}", slot)
+                pipe.delete(self._record_base(kind) + slot)
+                _, deleted = await pipe.execute()
+        return bool(deleted)
 
     async def flush(self) -> None:
         """Delete every key of this store (tests)."""

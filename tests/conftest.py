@@ -144,6 +144,7 @@ class LiveServer:
         return b"".join(self._lines).decode(errors="replace")
 
     def stop(self) -> str:
+        """Stop the server; everything it wrote."""
         self.process.terminate()
         try:
             self.process.wait(timeout=15)

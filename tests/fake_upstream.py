@@ -31,6 +31,8 @@ class Reply:
     stream_cut_after: int | None = None  # close the stream after this many chunks, no [DONE]
     endless: bool = False  # stream until the client goes away: a delta every chunk_delay seconds
     comments_only: bool = False  # with endless: only SSE comments (keep-alives), never a data event
+    tool_calls: list[dict[str, str]] | None = None  # [{id, name, arguments}]: the model calls functions
+    finish_reason: str | None = None  # "stop" (or "tool_calls" with tool_calls) unless set
 
 
 @dataclass
@@ -45,9 +47,26 @@ def error_body(code: int, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def chat_tool_calls(calls: list[dict[str, str]]) -> list[dict[str, Any]]:
+    return [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for c in calls
+    ]
+
+
 def completion_body(
-    model: str, content: str, prompt_tokens: int = 12, completion_tokens: int = 7
+    model: str,
+    content: str | None,
+    prompt_tokens: int = 12,
+    completion_tokens: int = 7,
+    *,
+    tool_calls: list[dict[str, str]] | None = None,
+    finish_reason: str | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = chat_tool_calls(tool_calls)
+    finish = finish_reason or ("tool_calls" if tool_calls else "stop")
     return {
         "id": "gen-fake-1",
         "object": "chat.completion",
@@ -55,12 +74,7 @@ def completion_body(
         "model": model,
         "provider": "FakeProvider",
         "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "native_finish_reason": "stop",
-                "message": {"role": "assistant", "content": content},
-            }
+            {"index": 0, "finish_reason": finish, "native_finish_reason": finish, "message": message}
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -194,17 +208,20 @@ class FakeUpstream:
                 content = (
                     reply.content
                     if reply.content is not None
+                    else ""
+                    if reply.tool_calls
                     else f"Fake reply to: {messages[-1].get('content')}"
                 )
                 if request.get("stream"):
                     self._stream(reply, model, content)
                     return
-                self._send(
-                    200,
-                    json.dumps(completion_body(model, content)).encode(),
-                    reply.headers,
-                    "application/json",
+                body = completion_body(
+                    model,
+                    content or (None if reply.tool_calls else content),
+                    tool_calls=reply.tool_calls,
+                    finish_reason=reply.finish_reason,
                 )
+                self._send(200, json.dumps(body).encode(), reply.headers, "application/json")
 
             def _scripted(self, reply: Reply) -> bool:
                 if reply.delay:
@@ -230,7 +247,13 @@ class FakeUpstream:
                 self.wfile.flush()
 
             def _stream(self, reply: Reply, model: str, content: str) -> None:
-                chunks = reply.chunks if reply.chunks is not None else [content[:5], content[5:]]
+                chunks = (
+                    reply.chunks
+                    if reply.chunks is not None
+                    else [content[:5], content[5:]]
+                    if content
+                    else []
+                )
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
@@ -269,7 +292,11 @@ class FakeUpstream:
                         self._event(json.dumps({**base, "choices": [choice]}))
                     if reply.stream_cut_after is not None:
                         return
-                    finish = {"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}
+                    for n, call in enumerate(reply.tool_calls or []):
+                        for call_chunk in self._tool_call_deltas(n, call):
+                            self._event(json.dumps({**base, "choices": [call_chunk]}))
+                    finish_reason = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+                    finish = {"index": 0, "delta": {"content": ""}, "finish_reason": finish_reason}
                     self._event(json.dumps({**base, "choices": [finish]}))
                     usage = {
                         "prompt_tokens": 12,
@@ -294,5 +321,16 @@ class FakeUpstream:
                         choice = {"index": 0, "delta": {"content": f"t{n} "}, "finish_reason": None}
                         self._event(json.dumps({**base, "choices": [choice]}))
                     n += 1
+
+            @staticmethod
+            def _tool_call_deltas(index: int, call: dict[str, str]) -> list[dict[str, Any]]:
+                """A function call as OpenAI streams it: id and name first, then the arguments in pieces."""
+                first: dict[str, Any] = {"index": index, "id": call["id"], "type": "function"}
+                first["function"] = {"name": call["name"], "arguments": ""}
+                half = len(call["arguments"]) // 2
+                pieces = [call["arguments"][:half], call["arguments"][half:]]
+                deltas = [{"tool_calls": [first]}]
+                deltas += [{"tool_calls": [{"index": index, "function": {"arguments": p}}]} for p in pieces]
+                return [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
 
         return Handler

@@ -35,6 +35,12 @@ GUARDED = [
     ("get", "/v1/models"),
     ("post", "/chat/message"),
     ("post", "/v1/chat/completions"),
+    ("get", "/v1/models/openai/gpt-4o-mini"),
+    ("post", "/v1/responses"),
+    ("get", "/v1/responses/resp_1"),
+    ("delete", "/v1/responses/resp_1"),
+    ("post", "/v1/conversations"),
+    ("get", "/v1/conversations/conv_1/items"),
 ]
 
 

@@ -78,6 +78,7 @@ async def test_the_total_budget_stops_everyone(
                 f"{refused['Retry-After']} seconds.",
                 "type": "rate_limit_error",
                 "code": "budget_exceeded",
+                "param": None,
             }
         }
     else:

@@ -60,10 +60,12 @@ def test_it_streams_a_completion(sdk: openai.OpenAI, fake_upstream: FakeUpstream
 def test_it_raises_the_sdk_error_class(
     sdk: openai.OpenAI, fake_upstream: FakeUpstream, status: int, exception: type[Exception]
 ) -> None:
-    fake_upstream.queue(Reply(status=status, body=error_body(status, "upstream says no")))
+    fake_upstream.queue(Reply(status=status, body=error_body(status, f"upstream says no to {SECRET}")))
     with pytest.raises(exception) as raised:
         sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-    assert "upstream says no" not in str(raised.value)
+    # a 4xx is the provider's to explain (its key masked); a 5xx stays ours
+    assert ("upstream says no to [redacted]" in str(raised.value)) == (status < 500)
+    assert SECRET not in str(raised.value)
 
 
 def test_it_reports_a_mid_stream_error_to_the_sdk(sdk: openai.OpenAI, fake_upstream: FakeUpstream) -> None:
@@ -88,3 +90,11 @@ def test_it_counts_v1_usage_in_the_statistics(sdk: openai.OpenAI, http: httpx.Cl
     after = http.get("/chat/health").json()["usage"]
     assert after["requests"] == before + 1
     assert after["by_model"]["fake/alpha"]["completion_tokens"] >= 7
+
+
+def test_it_retrieves_one_model_whose_id_holds_a_slash(sdk: openai.OpenAI) -> None:
+    model = sdk.models.retrieve("openai/gpt-4o-mini")
+    assert (model.id, model.object, model.owned_by) == ("openai/gpt-4o-mini", "model", "openai")
+    with pytest.raises(openai.NotFoundError) as raised:
+        sdk.models.retrieve("nobody/no-such-model")
+    assert raised.value.code == "model_not_found"

@@ -16,6 +16,9 @@ UPSTREAM_SECRET = "sk-or-v1-sweep-upstream-secret-0123456789"
 ACCESS_SECRET = "ak-sweep-access-secret-0123456789"
 GOOD_BODIES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
+    "/v1/responses": {"input": "hi"},
+    "/v1/conversations": {"items": [{"role": "user", "content": "hi"}]},
+    "/v1/conversations/sweep-id/items": {"items": [{"role": "user", "content": "hi"}]},
 }
 BAD_BODIES: list[Any] = [
     {},

@@ -389,6 +389,7 @@ BAD = [
     ("STORE_SNAPSHOT_INTERVAL", "0"),
     ("STORE_SNAPSHOT_PATH", "/no-such-folder-here/conversations.snapshot"),
     ("STORE_SNAPSHOT_PATH", "/"),
+    ("ALLOWED_PASSTHROUGH_EXTRAS", "plugins,everything"),
 ]
 
 

@@ -154,3 +154,33 @@ def test_it_holds_token_budgets_across_processes(
     finally:
         first.stop()
         second.stop()
+
+
+def test_it_keeps_responses_and_conversations_across_processes(
+    two_servers: tuple[str, str], fake_upstream: FakeUpstream
+) -> None:
+    import openai
+
+    headers = {"X-Client-Token": "shared-store-token-0123456789abcdef"}
+    one, two = (
+        openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, default_headers=headers)
+        for url in two_servers
+    )
+    first = one.responses.create(model="openai/gpt-4o-mini", input="one")
+    second = two.responses.create(model="openai/gpt-4o-mini", input="two", previous_response_id=first.id)
+    assert [m["content"] for m in fake_upstream.completions()[-1].body["messages"]] == [
+        "one",
+        "Fake reply to: one",
+        "two",
+    ]
+    assert two.responses.retrieve(first.id).output_text == "Fake reply to: one"
+    one.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        two.responses.retrieve(second.id)
+    conversation = one.conversations.create(metadata={"where": "redis"})
+    two.responses.create(model="openai/gpt-4o-mini", input="hello", conversation=conversation.id)
+    listed = one.conversations.items.list(conversation.id, order="asc")
+    assert [item.role for item in listed.data] == ["user", "assistant"]  # type: ignore[union-attr]
+    two.conversations.items.delete(str(listed.data[0].id), conversation_id=conversation.id)
+    assert [i.id for i in one.conversations.items.list(conversation.id)] == [listed.data[1].id]
+    assert two.conversations.retrieve(conversation.id).metadata == {"where": "redis"}

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 
 from stores import ConversationStore, Kind, reset_store
-from stores.base import message_cost
+from stores.base import message_cost, stored_id
 from stores.local import LocalStore
 from stores.redis_store import RedisStore
 from tests.conftest import RedisServer
@@ -418,3 +418,68 @@ async def test_it_tallies_amounts_in_fixed_windows(store: ConversationStore) -> 
     assert (await store.tally("budget:other", 5, 3600))[0] == 5
     with mock.patch("time.time", return_value=time.time() + 3600):
         assert (await store.tally("budget:t", 0, 3600))[0] == 0
+
+
+async def test_it_deletes_one_message_by_its_id(store: ConversationStore) -> None:
+    first = {"id": "msg_a", "role": "user", "content": "one", "timestamp": "t"}
+    legacy = {"role": "assistant", "content": "no id of its own", "timestamp": "t"}
+    await store.append(Kind.CHAT, "c", [first, legacy, *pair("two")], owner=OWNER, model="m", tokens=0)
+    assert await store.delete_message(Kind.CHAT, "c", "msg_a", owner=OTHER) is False
+    assert await store.delete_message(Kind.CHAT, "c", "msg_a", owner=OWNER) is True
+    assert await store.delete_message(Kind.CHAT, "c", "msg_a", owner=OWNER) is False
+    assert await store.delete_message(Kind.CHAT, "c", stored_id(legacy), owner=OWNER) is True
+    assert await store.delete_message(Kind.CHAT, "missing", "msg_a", owner=OWNER) is False
+    conversation = await store.get(Kind.CHAT, "c", owner=OWNER)
+    assert conversation is not None
+    assert [m["content"] for m in conversation.messages] == ["two", "re: two"]
+    assert conversation.message_count == 2
+
+
+def test_it_derives_the_same_id_for_a_message_without_one() -> None:
+    legacy = {"role": "user", "content": "hi", "timestamp": "2026-01-01T00:00:00+00:00"}
+    assert stored_id(legacy) == stored_id(dict(legacy)) and stored_id(legacy).startswith("msg_")
+    assert stored_id({**legacy, "role": "assistant"}) != stored_id(legacy)
+    assert stored_id({**legacy, "id": "msg_own"}) == "msg_own"
+
+
+async def test_it_keeps_records_per_owner(store: ConversationStore) -> None:
+    record = {"response": {"id": "resp_1", "output": [{"text": "é"}]}, "n": 1}
+    await store.put_record(Kind.RESPONSE, "resp_1", record, owner=OWNER)
+    assert await store.get_records(Kind.RESPONSE, ["resp_1", "nope"], owner=OWNER) == [record, None]
+    assert await store.get_records(Kind.RESPONSE, ["resp_1"], owner=OTHER) == [None]
+    assert await store.get_records(Kind.CHAT, ["resp_1"], owner=OWNER) == [None]
+    assert await store.get_records(Kind.RESPONSE, [], owner=OWNER) == []
+    assert await store.delete_record(Kind.RESPONSE, "resp_1", owner=OTHER) is False
+    assert await store.delete_record(Kind.RESPONSE, "resp_1", owner=OWNER) is True
+    assert await store.delete_record(Kind.RESPONSE, "resp_1", owner=OWNER) is False
+    assert await store.get_records(Kind.RESPONSE, ["resp_1"], owner=OWNER) == [None]
+    assert await store.count(Kind.RESPONSE) == 0  # records are no conversations
+
+
+async def test_it_replaces_a_record_and_never_shares_it(store: ConversationStore) -> None:
+    record: dict[str, Any] = {"v": 1}
+    await store.put_record(Kind.CHAT, "meta", record, owner=OWNER)
+    record["v"] = 2  # the caller's later change stays the caller's
+    assert await store.get_records(Kind.CHAT, ["meta"], owner=OWNER) == [{"v": 1}]
+    await store.put_record(Kind.CHAT, "meta", {"v": 3}, owner=OWNER)
+    assert await store.get_records(Kind.CHAT, ["meta"], owner=OWNER) == [{"v": 3}]
+
+
+async def test_it_evicts_the_least_recently_written_records(store: ConversationStore, settings: Any) -> None:
+    settings.CONVERSATION_MAX = 2
+    for name in ("a", "b", "a", "c"):
+        await store.put_record(Kind.RESPONSE, name, {"name": name}, owner=OWNER)
+    found = await store.get_records(Kind.RESPONSE, ["a", "b", "c"], owner=OWNER)
+    assert found == [{"name": "a"}, None, {"name": "c"}]
+
+
+async def test_it_expires_records(store: ConversationStore, settings: Any) -> None:
+    settings.CONVERSATION_TTL = 60
+    await store.put_record(Kind.RESPONSE, "old", {"x": 1}, owner=OWNER)
+    if isinstance(store, RedisStore):
+        ttl = await store._redis.ttl(f"contract:record:response:{OWNER}/old")
+        assert 0 < ttl <= 60
+        return
+    with mock.patch("stores.local.time.monotonic", return_value=time.monotonic() + 61):
+        assert await store.get_records(Kind.RESPONSE, ["old"], owner=OWNER) == [None]
+        assert await store.delete_record(Kind.RESPONSE, "old", owner=OWNER) is False

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from django.http import StreamingHttpResponse
 
 from tests.fake_upstream import FakeUpstream, Reply, error_body
@@ -184,3 +185,31 @@ def test_it_counts_a_stream_the_client_abandoned(http: httpx.Client, fake_upstre
     while time.monotonic() < deadline and disconnects(http) == before:
         time.sleep(0.05)
     assert disconnects(http) == before + 1
+
+
+NOT_EVENT_STREAMS = [
+    (
+        Reply(body=b"<html>Bad gateway</html>", headers={"Content-Type": "text/html"}),
+        "upstream_invalid_response",
+    ),
+    (Reply(body={"error": {"code": 502, "message": "provider down"}}), "upstream_error"),
+    (Reply(body={"id": "x", "choices": [{"message": {"content": "hi"}}]}), "upstream_invalid_response"),
+]
+
+
+@pytest.mark.parametrize(("reply", "code"), NOT_EVENT_STREAMS, ids=["html", "json-error", "json-reply"])
+def test_it_answers_502_before_the_stream_when_the_upstream_sends_no_event_stream(
+    http: httpx.Client, fake_upstream: FakeUpstream, reply: Reply, code: str
+) -> None:
+    for path, body in (
+        ("/chat/message", {"message": "q", "conversation_id": "s-html", "stream": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "stream": True}),
+    ):
+        fake_upstream.queue(Reply(**{**reply.__dict__, "headers": dict(reply.headers)}))
+        response = http.post(path, json=body)
+        assert response.status_code == 502, path
+        assert response.headers["content-type"] == "application/json"
+        text = response.text
+        assert code in text and "upstream_stream_cut" not in text
+        assert "<html>" not in text and "provider down" not in text
+    assert http.get("/chat/conversations/s-html").status_code == 404

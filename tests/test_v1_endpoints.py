@@ -41,8 +41,9 @@ async def test_it_stores_nothing(client: AsyncClient, fake_upstream: FakeUpstrea
 
 async def test_it_answers_errors_in_openai_shape(client: AsyncClient) -> None:
     response = await call(client, "POST", V1, json_body={"messages": []})
-    assert response.status_code == 422
-    assert set(response.json()["error"]) == {"message", "type", "code"}
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"message", "type", "code", "param"}
+    assert response.json()["error"]["type"] == "invalid_request_error"
     missing = await client.get("/v1/nothing-here")
     assert missing.status_code == 404
     assert missing.json()["error"]["type"] == "not_found_error"

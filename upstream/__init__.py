@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,11 +23,17 @@ from httpx_aiohttp import AiohttpTransport
 
 from core import metrics, telemetry
 from core.errors import ServiceError
+from core.redact import redact
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_TOKEN_COUNT = 2**31
+MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read, at most
+MAX_ERROR_MESSAGE = 2000  # characters of the provider's own error message passed on under /v1/
+CONTEXT_LENGTH = re.compile(
+    r"context[ _-]?(length|window)|maximum context|prompt is too long|too many (input )?tokens", re.I
+)
 
 _client: httpx.AsyncClient | None = None
 _client_loop: asyncio.AbstractEventLoop | None = None
@@ -97,8 +104,8 @@ def _headers(api_key: str) -> dict[str, str]:
     return headers
 
 
-def _retry_after(response: httpx.Response) -> dict[str, str]:
-    value = response.headers.get("Retry-After", "").strip()
+def _retry_after(headers: httpx.Headers) -> dict[str, str]:
+    value = headers.get("Retry-After", "").strip()
     return {"Retry-After": value} if value.isdigit() else {}
 
 
@@ -127,19 +134,71 @@ _STATUS_ERRORS: dict[int, tuple[int, str, str, bool]] = {
 }
 
 
-def _status_error(response: httpx.Response) -> UpstreamError:
-    status = response.status_code
-    logger.warning("upstream answered HTTP %s", status)
+def provider_error(body: bytes) -> dict[str, Any] | None:
+    """The provider's own error object (message, type, code, param), secrets masked; None if it sent
+    none. OpenRouter's numeric `code` (the HTTP status again) is no error code and is left out."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        return None
+    fields = {
+        name: redact(value)[:MAX_ERROR_MESSAGE]
+        for name in ("message", "type", "code", "param")
+        if isinstance(value := error.get(name), str) and value.strip()
+    }
+    return fields or None
+
+
+def is_context_length(error: dict[str, Any] | None) -> bool:
+    """Whether the provider refused the request for being longer than the model's context window."""
+    if not error:
+        return False
+    return error.get("code") == "context_length_exceeded" or bool(
+        CONTEXT_LENGTH.search(error.get("message", ""))
+    )
+
+
+CONTEXT_LENGTH_MESSAGE = (
+    "The conversation is longer than the model's context window: start a new conversation or send a "
+    "shorter message (the operator can set CHAT_CONTEXT_TOKENS so the oldest turns are left out)."
+)
+
+
+def _status_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+    provider = provider_error(body) if 400 <= status < 500 else None
+    logger.warning("upstream answered HTTP %s %s", status, (provider or {}).get("code", ""))
+    if status == 400 and is_context_length(provider):
+        provider = {**(provider or {}), "code": "context_length_exceeded"}
+        return UpstreamError(
+            CONTEXT_LENGTH_MESSAGE, status=400, code="context_length_exceeded", provider_error=provider
+        )
     if status in _STATUS_ERRORS:
         ours, code, message, permanent = _STATUS_ERRORS[status]
-        headers = _retry_after(response) if ours == 429 else {}
-        return UpstreamError(message, status=ours, code=code, headers=headers, permanent=permanent)
+        return UpstreamError(
+            message,
+            status=ours,
+            code=code,
+            headers=_retry_after(headers) if ours == 429 else {},
+            permanent=permanent,
+            # a timeout stays ours (504); every other 4xx is the provider's to explain under /v1/
+            provider_error=provider if ours < 500 else None,
+        )
+    if status < 500 and provider:
+        return UpstreamError(
+            f"The model provider refused the request (HTTP {status}).",
+            status=status,
+            code="upstream_refused",
+            provider_error=provider,
+        )
     transient = status in (502, 503)
     return UpstreamError(
         f"The model provider failed (HTTP {status}).",
         status=502,
         code="upstream_error",
-        headers=_retry_after(response) if status == 503 else {},
+        headers=_retry_after(headers) if status == 503 else {},
         permanent=not transient,
     )
 
@@ -191,6 +250,21 @@ def _shutdown_error() -> UpstreamError:
     return UpstreamError(
         "The service is restarting; try again in a moment.", status=503, code="shutting_down", permanent=True
     )
+
+
+async def _read_error(response: httpx.Response) -> bytes:
+    """The start of an unsuccessful streamed answer's body (enough for its error object), then closed."""
+    body = b""
+    try:
+        async for part in response.aiter_bytes():
+            body += part
+            if len(body) >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+    return body[:MAX_ERROR_BODY]
 
 
 def _transport_error(exc: httpx.HTTPError | TimeoutError) -> UpstreamError:
@@ -288,24 +362,30 @@ def parse_completion(body: dict[str, Any], requested_model: str) -> Completion:
 
 @dataclass(frozen=True)
 class UpstreamCall:
-    """One chat completion request, as sent upstream (the model may change to a fallback)."""
+    """One chat completion request, as sent upstream (the model may change to a fallback).
+
+    `max_tokens` and `temperature` are sent when set. A `verbatim` call forwards a client's own body
+    (in `extra`) as it came: nothing is added but the model, and `stream` only when streaming.
+    """
 
     messages: list[dict[str, Any]]
     model: str
-    max_tokens: int
-    temperature: float
+    max_tokens: int | None
+    temperature: float | None
     api_key: str
     extra: dict[str, Any] = field(default_factory=dict)
+    verbatim: bool = False
 
     def payload(self, model: str, *, stream: bool) -> bytes:
         body: dict[str, Any] = dict(self.extra)
-        body.update(
-            model=model,
-            messages=self.messages,
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
-            stream=stream,
-        )
+        body["model"] = model
+        body["messages"] = self.messages
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if stream or not self.verbatim:
+            body["stream"] = stream
         return orjson.dumps(body)
 
 
@@ -379,7 +459,7 @@ async def complete(call: UpstreamCall) -> Completion:
         except (httpx.HTTPError, TimeoutError) as exc:
             raise _transport_error(exc) from None
         if response.status_code != 200:
-            raise _status_error(response)
+            raise _status_error(response.status_code, response.content[:MAX_ERROR_BODY], response.headers)
         return parse_completion(_parse_json(response), candidate)
 
     return await with_retries(once, call.model)
@@ -486,6 +566,30 @@ def delta_text(chunk: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
+def _is_event_stream(response: httpx.Response) -> bool:
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return media_type == "text/event-stream"
+
+
+async def _not_a_stream(response: httpx.Response) -> UpstreamError:
+    """A 200 to a stream request that is no event stream (a proxy's HTML page, a JSON error object):
+    a failure, answered before our stream starts."""
+    body = await _read_error(response)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("error"):
+        logger.warning("upstream answered a stream request with an error object")
+        return UpstreamError(
+            "The model provider reported an error instead of a reply.",
+            status=502,
+            code="upstream_error",
+            permanent=True,
+        )
+    return _invalid("a stream request was answered with no event stream")
+
+
 async def open_stream(call: UpstreamCall) -> UpstreamStream:
     """Start a streaming completion; returns once the upstream answered 200, else raises.
 
@@ -506,8 +610,10 @@ async def open_stream(call: UpstreamCall) -> UpstreamStream:
         except (httpx.HTTPError, TimeoutError) as exc:
             raise _transport_error(exc) from None
         if response.status_code != 200:
-            await response.aclose()
-            raise _status_error(response)
+            body = await _read_error(response)
+            raise _status_error(response.status_code, body, response.headers)
+        if not _is_event_stream(response):
+            raise await _not_a_stream(response)
         return UpstreamStream(response, candidate)
 
     return await with_retries(once, call.model)
@@ -522,7 +628,7 @@ async def list_models(*, api_key: str) -> list[dict[str, Any]]:
     except (httpx.HTTPError, TimeoutError) as exc:
         raise _transport_error(exc) from None
     if response.status_code != 200:
-        raise _status_error(response)
+        raise _status_error(response.status_code, response.content[:MAX_ERROR_BODY], response.headers)
     data = _parse_json(response).get("data")
     if not isinstance(data, list):
         raise _invalid("models reply has no data list")

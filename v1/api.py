@@ -1,4 +1,6 @@
-"""/v1/*: an OpenAI-compatible face, so any OpenAI client can use this gateway. Stateless."""
+"""/v1/chat/completions and /v1/models: an OpenAI-compatible face, so any OpenAI client can use this
+gateway. Stateless: a request is forwarded as the client sent it. (/v1/responses and
+/v1/conversations, which keep state, have modules of their own.)"""
 
 from __future__ import annotations
 
@@ -6,34 +8,23 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Path as PathParam
 from ninja import Router
 from ninja.responses import Status
 
 import upstream
-from core.auth import bearer_token, matching_key
-from core.errors import OPENAI_ERRORS, ServiceError, openai_error_body
+from core.errors import OPENAI_ERRORS, NotFound, OpenAIErrorOut, ServiceError, openai_error_body
 from core.jsonio import dumps
 from gateway import calls, catalog, guards, sse
-from v1.schemas import ChatCompletionOut, CompletionsIn, ModelList
+from v1.schemas import ChatCompletionOut, CompletionsIn, ModelCard, ModelList
 
 logger = logging.getLogger(__name__)
 
 router = Router(tags=["openai-compatible"])
-
-HANDLED_FIELDS = {"model", "messages", "stream", "temperature", "max_tokens", "max_completion_tokens"}
-
-
-def client_upstream_key(request: HttpRequest) -> str | None:
-    """The client's own upstream key (its Bearer token) when the server has none: bring your own key.
-
-    A Bearer token that is one of our access keys only authenticates: it never goes upstream.
-    """
-    if settings.LLM_API_KEY:
-        return None
-    token = bearer_token(request)
-    return None if matching_key(token) else token
+MODEL_EXAMPLE = "openai/gpt-4o-mini"
 
 
 @router.post(
@@ -56,32 +47,24 @@ def client_upstream_key(request: HttpRequest) -> str | None:
 async def chat_completions(
     request: HttpRequest, payload: CompletionsIn
 ) -> Status[dict[str, Any]] | StreamingHttpResponse:
-    """The OpenAI Chat Completions API, streaming or not, forwarded upstream; nothing is stored."""
+    """The OpenAI Chat Completions API, streaming or not, forwarded upstream as the client sent it
+    (only `model` is filled in when missing); nothing is stored."""
     await guards.check_rate(request)
-    client_key = client_upstream_key(request)
-    await guards.check_budget(request, client_key)
-    key = guards.resolve_key(client_key)
-    max_tokens = guards.resolve_max_tokens(payload.max_completion_tokens or payload.max_tokens)
+    key = guards.openai_client_key(request)
+    await guards.check_budget(request, None if key == settings.LLM_API_KEY else key)
     model = payload.model or settings.LLM_MODEL
     guards.check_model(model)
-    messages = [m.model_dump(exclude_none=True) for m in payload.messages]
-    extra = {k: v for k, v in payload.model_dump(exclude_none=True).items() if k not in HANDLED_FIELDS}
-    guards.check_passthrough(extra)
-    call = calls.upstream_call(
-        messages,
-        model=model,
-        max_tokens=max_tokens,
-        temperature=payload.temperature,
-        api_key=key,
-        extra=extra,
-    )
+    # The body as it came (field names and nulls kept): the schema above has only checked it.
+    body: dict[str, Any] = orjson.loads(request.body)
+    guards.check_passthrough(body)
+    call = calls.verbatim_call(body, model=model, api_key=key)
     if payload.stream:
         return sse.event_stream(_openai_frames(await calls.open_and_record(call)))
     completion, _ = await calls.complete_and_record(call)
-    body = dict(completion.raw)
-    body.setdefault("object", "chat.completion")
-    body["model"] = completion.model
-    return Status(200, body)
+    answer = dict(completion.raw)
+    answer.setdefault("object", "chat.completion")
+    answer["model"] = completion.model
+    return Status(200, answer)
 
 
 async def _openai_frames(stream: upstream.UpstreamStream) -> AsyncIterator[bytes]:
@@ -94,19 +77,34 @@ async def _openai_frames(stream: upstream.UpstreamStream) -> AsyncIterator[bytes
     yield sse.frame(None, b"[DONE]")
 
 
+def model_card(model: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": model["id"],
+        "object": "model",
+        "created": model.get("created", 0),
+        "owned_by": model["id"].split("/")[0],
+    }
+
+
 @router.get("/models", response=ModelList, summary="OpenAI-compatible model list")
 async def list_models(request: HttpRequest) -> dict[str, Any]:
     """The same cached model list as /chat/models, in OpenAI's list shape."""
     models, _ = await catalog.available_models()
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": m["id"],
-                "object": "model",
-                "created": m.get("created", 0),
-                "owned_by": m["id"].split("/")[0],
-            }
-            for m in models
-        ],
-    }
+    return {"object": "list", "data": [model_card(m) for m in models]}
+
+
+@router.get(
+    "/models/{path:model}",
+    response={200: ModelCard, 404: OpenAIErrorOut},
+    summary="One model of the OpenAI-compatible list",
+)
+async def retrieve_model(
+    request: HttpRequest,
+    model: str = PathParam(..., min_length=1, max_length=200, examples=[MODEL_EXAMPLE]),
+) -> Status[dict[str, Any]]:
+    """One model's card (ids such as `openai/gpt-4o-mini` hold a slash), or 404 in OpenAI's shape."""
+    models, _ = await catalog.available_models()
+    for found in models:
+        if found["id"] == model:
+            return Status(200, model_card(found))
+    raise NotFound("The model does not exist on this server.", code="model_not_found", param="model")

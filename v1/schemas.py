@@ -26,7 +26,7 @@ class CompletionsIn(BaseModel):
 
     model: str | None = Field(None, pattern=MODEL_PATTERN, examples=["openai/gpt-4o-mini"])
     messages: list[CompletionMessage] = Field(..., min_length=1)
-    stream: bool = False
+    stream: bool | None = False
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
