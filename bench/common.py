@@ -49,6 +49,13 @@ class Config:
     soak_path: str = field(default_factory=lambda: os.environ.get("BENCH_SOAK_PATH", "/memory-chat/message"))
     profile: bool = field(default_factory=lambda: env_int("BENCH_PROFILE", 0) > 0)
     profile_seconds: int = field(default_factory=lambda: env_int("BENCH_PROFILE_SECONDS", 10))
+    baseline: str = field(default_factory=lambda: os.environ.get("BENCH_BASELINE", "").strip())
+    # BENCH_ONLY=latency,throughput runs only those phases (their keys in bench/run.py); empty = all.
+    only: frozenset[str] = field(
+        default_factory=lambda: frozenset(
+            p for p in os.environ.get("BENCH_ONLY", "").replace(" ", "").split(",") if p
+        )
+    )
 
 
 def upstream_payload(

@@ -21,7 +21,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from config.serve import uvicorn_command
 
-from common import BENCH, HOST, RESULTS, ROOT, BenchError
+from common import BENCH, HOST, RESULTS, ROOT, VENV_BIN, BenchError
 
 SERVICE_ENV_CLEARED = (
     "OPENROUTER_API_KEY",
@@ -60,13 +60,14 @@ class Processes:
         env: dict[str, str] | None = None,
         log: Path | None = None,
         stdout_pipe: bool = False,
+        cwd: Path = ROOT,
     ) -> subprocess.Popen[bytes]:
         out: Any = subprocess.PIPE if stdout_pipe else (log.open("ab") if log else subprocess.DEVNULL)
         err: Any = log.open("ab") if log else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(
                 args,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -159,6 +160,11 @@ class Service:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the uvicorn process has used so far (/proc/<pid>/stat)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss(self) -> int:
         """VmRSS of the uvicorn process, in bytes."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -175,7 +181,8 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def start_service(fake: Fake, name: str, **settings: str) -> Service:
+def start_service(fake: Fake, name: str, checkout: Path | None = None, **settings: str) -> Service:
+    """The service of this checkout, or (for BENCH_BASELINE) plain uvicorn in another checkout."""
     port = free_port()
     env = dict(os.environ)
     # Settings that would change what is measured: the local store, no access keys, any model.
@@ -194,7 +201,10 @@ def start_service(fake: Fake, name: str, **settings: str) -> Service:
     log.write_text("")
     # The command `make run` and the container use (config/serve.py), one worker on this port.
     args = uvicorn_command({**env, "HOST": HOST, "PORT": str(port), "WORKERS": "1"})
-    proc = PROCS.spawn(args, env=env, log=log)
+    if checkout is not None:
+        args = [str(VENV_BIN / "uvicorn"), "config.asgi:application", "--host", HOST, "--port", str(port)]
+        args += ["--no-access-log"]
+    proc = PROCS.spawn(args, env=env, log=log, cwd=checkout or ROOT)
     deadline = time.monotonic() + 60
     with httpx.Client(timeout=2.0) as client:
         while True:

@@ -57,7 +57,30 @@ def latency_rows(lat: dict[str, Any], cfg: Config) -> list[Row]:
                 added <= target and not lat["service"]["errors"],
             )
         )
+    rows.append(
+        Row(
+            "1. service CPU time per request, c=1, POST /chat/message",
+            f"{lat['service_cpu_us_per_request']:.0f} µs  (the uvicorn process's own, from /proc)",
+            "",
+            None,
+        )
+    )
     return rows
+
+
+def baseline_rows(base: dict[str, Any], cfg: Config) -> list[Row]:
+    this, other = base["this"], base["baseline"]
+    label = f"B. beside {base['revision']}, c=1, POST /chat/message, {base['rounds']} turns each"
+    return [
+        Row(
+            f"{label}: added latency p50",
+            f"{this['added_p50_ms']:.2f} ms  (baseline {other['added_p50_ms']:.2f} ms; medians)",
+        ),
+        Row(
+            f"{label}: service CPU per request",
+            f"{this['cpu_us_per_request']:.0f} µs  (baseline {other['cpu_us_per_request']:.0f} µs)",
+        ),
+    ]
 
 
 def throughput_rows(tp: dict[str, Any], cfg: Config) -> list[Row]:
@@ -305,7 +328,7 @@ def write_report(
             "wrk": version([wrk_binary, "-v"]),
         },
         "code": code,
-        "config": asdict(cfg),
+        "config": asdict(cfg) | {"only": sorted(cfg.only)},
         "targets": {
             "added_p50_ms": TARGET_P50_MS,
             "added_p99_ms": TARGET_P99_MS,

@@ -15,7 +15,9 @@ Settings (environment): BENCH_SECONDS (10, each measured wrk run), BENCH_WARMUP 
 before each), BENCH_CONCURRENCY (16), BENCH_STREAM_SAMPLES (200 TTFB pairs), BENCH_STREAM_RUNS (5
 streams with delay), BENCH_CHUNK_DELAY_MS (50), BENCH_FILL_CONVERSATIONS (10000), BENCH_SOAK_TURNS
 (100000), BENCH_SOAK_SAMPLE_EVERY (20000), BENCH_SOAK_PATH (/memory-chat/message), BENCH_PROFILE (0;
-1 = also profile POST /chat/message under load with py-spy), BENCH_PROFILE_SECONDS (10).
+1 = also profile POST /chat/message under load with py-spy), BENCH_PROFILE_SECONDS (10),
+BENCH_BASELINE (empty; a git revision: phase B runs it beside this checkout, taking turns) and
+BENCH_ONLY (empty: every phase; `latency,baseline` runs only the phases with those keys, listed below).
 
 The code sits beside this file: common (paths, settings), processes (fake upstream, service, clean-up),
 load (wrk, the stream client), phases/ (one module a phase) and report (targets, rows, table, JSON).
@@ -43,6 +45,7 @@ from load import Wrk, ensure_wrk
 from phases import (
     Lane,
     Phase,
+    baseline,
     edge,
     hostile,
     latency,
@@ -58,6 +61,7 @@ from phases import (
 from processes import PROCS, on_signal
 
 LATENCY = Phase("latency", latency.run, report.latency_rows)
+BASELINE = Phase("baseline", baseline.run, report.baseline_rows, enabled=baseline.enabled)
 THROUGHPUT = Phase("throughput", throughput.run, report.throughput_rows)
 STREAMING = Phase("streaming", streaming.run, report.streaming_rows)
 PROFILE = Phase("profile", profile.run, report.profile_rows, enabled=profile.enabled)
@@ -70,7 +74,7 @@ RESPONSES = Phase("responses", responses.run, report.responses_rows)
 # What runs, stage after stage. A stage's lanes each start a fake upstream and a service, then run
 # side by side (one thread a lane when there are several); a lane's phases run in order on its service.
 STAGES: tuple[tuple[Lane, ...], ...] = (
-    (Lane("main", (LATENCY, THROUGHPUT, STREAMING, HOSTILE, PROFILE)),),
+    (Lane("main", (LATENCY, BASELINE, THROUGHPUT, STREAMING, HOSTILE, PROFILE)),),
     # Two single-worker services on two cores: the fill and the soak run side by side (each figure is
     # one process's own RSS, so neither disturbs the other's).
     (Lane("memory", (MEMORY,), settings=memory.service_settings), Lane("soak", (SOAK,))),
@@ -80,7 +84,18 @@ STAGES: tuple[tuple[Lane, ...], ...] = (
 )
 
 # The table's rows, phase by phase in this order (the profile's row has always come last).
-TABLE: tuple[Phase, ...] = (LATENCY, THROUGHPUT, STREAMING, HOSTILE, MEMORY, SOAK, EDGE, RESPONSES, PROFILE)
+TABLE: tuple[Phase, ...] = (
+    LATENCY,
+    BASELINE,
+    THROUGHPUT,
+    STREAMING,
+    HOSTILE,
+    MEMORY,
+    SOAK,
+    EDGE,
+    RESPONSES,
+    PROFILE,
+)
 
 
 def main() -> int:

@@ -45,7 +45,11 @@ FILL_MESSAGE = "Hello there! How are you doing today?"  # as bench/run.py's memo
 def in_process(folder: Path) -> dict[str, float]:
     """The store filled in this process; the save's steps timed, its memory traced, the file loaded."""
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="config.settings", CONVERSATION_MAX=str(CONVERSATIONS), LOG_LEVEL="WARNING"
+        DJANGO_SETTINGS_MODULE="config.settings",
+        CONVERSATION_MAX=str(CONVERSATIONS),
+        # Room for every conversation: the byte bound would otherwise evict the oldest while filling.
+        STORE_MAX_BYTES="1GiB",
+        LOG_LEVEL="WARNING",
     )
     sys.path.insert(0, str(ROOT))
     import django
@@ -61,7 +65,12 @@ def in_process(folder: Path) -> dict[str, float]:
             for _ in range(TURNS):
                 reply = f"Echo from memory chat: {FILL_MESSAGE}"
                 await store.append(
-                    Kind.MEMORY, f"c{n}", turn(FILL_MESSAGE, reply, model="m"), model="m", tokens=0
+                    Kind.MEMORY,
+                    f"c{n}",
+                    turn(FILL_MESSAGE, reply, model="m"),
+                    owner=f"o{n}",
+                    model="m",
+                    tokens=0,
                 )
         path = folder / "inprocess.snapshot"
         on_loop, saves = [], []
@@ -83,7 +92,7 @@ def in_process(folder: Path) -> dict[str, float]:
         started = time.perf_counter()
         restored = snapshot.load_snapshot(fresh, path, time.time())
         load = time.perf_counter() - started
-        assert restored is not None and restored.conversations == CONVERSATIONS
+        assert restored is not None and restored.conversations == CONVERSATIONS, restored
         return {
             "contents_ms": statistics.median(on_loop) * 1000,
             "contents_max_ms": max(on_loop) * 1000,
@@ -111,6 +120,9 @@ class Service:
             "STORE_SNAPSHOT_PATH": str(path),
             "STORE_SNAPSHOT_INTERVAL": str(interval),
             "CONVERSATION_MAX": str(CONVERSATIONS),
+            # One client fills every conversation: neither byte bound may evict any.
+            "STORE_MAX_BYTES": "1GiB",
+            "CLIENT_STORAGE_BYTES": "0",
             "LOG_LEVEL": "WARNING",
             "RATE_LIMIT": "0",
             "REDIS_URL": "",
