@@ -142,6 +142,8 @@ def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float)
     metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
     if "key" in context:
         metrics.REQUESTS_BY_KEY.labels(context["key"]).inc()
+    if not access_log.isEnabledFor(logging.INFO):
+        return
     client = context.get("client", "-")
     facts = {k: redact.clean(v) for k, v in context.items() if k not in ("request_id", "route", "client")}
     path = redact.clean(scope["path"])

@@ -74,7 +74,17 @@ def _digest(text: str) -> str:
 
 def client_identity(request: HttpRequest) -> str:
     """Who is counted (rate limit, storage quota, token budget): the access or admin key when there is
-    one, else the client address. Only digests: no address or key is kept in a store key."""
+    one, else the client address. Only digests: no address or key is kept in a store key. Worked out
+    once a request (the rate limit, the budget and the storage quota all ask)."""
+    known: str | None = getattr(request, "_client_identity", None)
+    if known is not None:
+        return known
+    identity = _client_identity(request)
+    request._client_identity = identity  # type: ignore[attr-defined]
+    return identity
+
+
+def _client_identity(request: HttpRequest) -> str:
     try:
         caller = identify(request)  # also for operations open to all (auth=None)
     except ServiceError:  # a malformed client token: counted by its address
