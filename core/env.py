@@ -79,8 +79,9 @@ def env_list(name: str, default: str) -> list[str]:
 def env_url(name: str, default: str, *, schemes: tuple[str, ...], plain: bool = True) -> str:
     """A URL with one of `schemes`. `plain` ones may hold no user:password and no query: the upstream's
     key belongs in LLM_API_KEY, where it is never shown. The value is never repeated in the error."""
-    raw = os.environ.get(name, default).strip()
-    if not raw and not default:
+    # Set but empty is unset (a blank line in an .env file): the default, not a refusal to start.
+    raw = os.environ.get(name, "").strip() or default.strip()
+    if not raw:
         return ""
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not (parsed.netloc or (parsed.scheme == "unix" and parsed.path)):
@@ -104,8 +105,9 @@ _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 def env_rate(name: str, default: str, *, example: str = "60/minute") -> tuple[int, int]:
-    """`N/second|minute|hour|day` as (N, seconds); `0` turns the limit off: (0, 0)."""
-    raw = os.environ.get(name, default).strip().lower()
+    """`N/second|minute|hour|day` as (N, seconds); `0` or `off` turns the limit off: (0, 0). Set but empty
+    is the default: a blank line in an .env file must not quietly lift a limit on a public service."""
+    raw = os.environ.get(name, "").strip().lower() or default.strip().lower()
     if raw in ("0", "off", ""):
         return (0, 0)
     count, _, period = raw.partition("/")
@@ -120,8 +122,9 @@ _BYTE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
 
 def env_bytes(name: str, default: str, *, minimum: int, zero_is_off: bool = False) -> int:
-    """A size in bytes: a whole number, optionally with KiB, MiB or GiB (`64MiB`); 0 only if it is off."""
-    raw = os.environ.get(name, default).strip()
+    """A size in bytes: a whole number, optionally with KiB, MiB or GiB (`64MiB`); 0 only if it is off.
+    Set but empty is the default."""
+    raw = os.environ.get(name, "").strip() or default
     match = re.fullmatch(r"(\d+)\s*([A-Za-z]*)", raw)
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _BYTE_UNITS:

@@ -21,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.env import (
     env_bool,
+    env_bytes,
     env_choice,
     env_float,
     env_int,
@@ -195,6 +196,8 @@ def test_it_takes_the_url_default_or_nothing(monkeypatch: pytest.MonkeyPatch) ->
     assert env_url(VAR, "", schemes=REDIS, plain=False) == ""
     monkeypatch.setenv(VAR, "  ")
     assert env_url(VAR, "", schemes=REDIS, plain=False) == ""
+    # Set but empty is the default, not a refusal to start.
+    assert env_url(VAR, "https://default.example/v1", schemes=HTTP) == "https://default.example/v1"
 
 
 @pytest.mark.parametrize(
@@ -290,6 +293,18 @@ def test_it_reads_a_rate_as_count_and_seconds(
 def test_it_takes_the_rate_default_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(VAR, raising=False)
     assert env_rate(VAR, "60/minute") == (60, 60)
+
+
+def test_it_takes_the_size_default_when_set_but_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(VAR, "")
+    assert env_bytes(VAR, "64MiB", minimum=1) == 64 * 1024**2
+
+
+def test_it_takes_the_rate_default_when_set_but_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A blank `RATE_LIMIT=` line must not lift the limit: only 0 or off do.
+    monkeypatch.setenv(VAR, "  ")
+    assert env_rate(VAR, "60/minute") == (60, 60)
+    assert env_rate(VAR, "0") == (0, 0)
 
 
 @pytest.mark.parametrize(
