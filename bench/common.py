@@ -49,6 +49,11 @@ class Config:
     soak_path: str = field(default_factory=lambda: os.environ.get("BENCH_SOAK_PATH", "/memory-chat/message"))
     profile: bool = field(default_factory=lambda: env_int("BENCH_PROFILE", 0) > 0)
     profile_seconds: int = field(default_factory=lambda: env_int("BENCH_PROFILE_SECONDS", 10))
+    only: frozenset[str] = field(
+        default_factory=lambda: frozenset(
+            p.strip() for p in os.environ.get("BENCH_ONLY", "").split(",") if p.strip()
+        )
+    )
 
 
 def upstream_payload(

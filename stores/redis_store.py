@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,17 +15,25 @@ import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.auth import ANONYMOUS
 from core.clock import utc_now_iso
-from core.errors import StoreUnavailable
+from core.errors import StoreOutcomeUnknown, StoreUnavailable
 from stores.base import (
     CONVERSATION_OVERHEAD,
     MAX_MODELS_TRACKED,
     OTHER_MODEL,
+    TURN_ID_TTL,
+    Admission,
+    CallRecord,
     Conversation,
+    Count,
     Kind,
+    RecordWrite,
+    TurnWrite,
     encoded_cost,
     fixed_window,
     slot_of,
@@ -33,6 +42,8 @@ from stores.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+BATCH_ID_TTL = 60  # seconds a batch's own key stays: redis-py retries at once, never later
 
 # Every conversation is kept under its slot, "<owner>/<id>" (an owner id holds no "/" and no ":"):
 # `<prefix>conv:<kind>:<slot>:meta` (a hash), `:msgs` (its messages as JSON) and `:costs` (each
@@ -83,14 +94,12 @@ local function oldest_other(zset, member)
 end
 """
 
-# KEYS: meta, msgs, costs, index, stats, the owner's index. ARGV: 1 slot, 2 now (iso), 3 model,
+# KEYS: meta, msgs, costs, index, stats, the owner's index (then the turn id's key, see BATCH). ARGV: 1 slot, 2 now (iso), 3 model,
 # 4 tokens, 5 max messages, 6 ttl, 7 score (epoch seconds), 8 max conversations, 9 prefix, 10 kind,
 # 11 quota key ('' for none), 12 the client's quota (0 = off), 13 the store's bound, 14 the
 # conversation's own overhead, 15 n (messages), 16 the conversation's owner, 17 its id, 18 its title,
 # then n messages (JSON), then their n costs.
-APPEND = (
-    LIBRARY
-    + """
+APPEND = """
 local meta, msgs, costs, index, stats, mine = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, now, model = ARGV[1], ARGV[2], ARGV[3]
 local max_messages, ttl, score = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -174,15 +183,12 @@ end
 if evicted > 0 then redis.call('HINCRBY', stats, 'evictions', evicted) end
 return {length, tokens}
 """
-)
 
-# KEYS: meta, msgs, costs, index, the owner's index. ARGV: 1 prefix, 2 "<kind>:<slot>", 3 now (iso),
+# KEYS: meta, msgs, costs, index, the owner's index (then the turn id's key). ARGV: 1 prefix, 2 "<kind>:<slot>", 3 now (iso),
 # 4 model, 5 tokens, 6 ttl, 7 score, 8 title, 9 n, then n messages (JSON), then their n costs. Drops
 # the last turn (from its user message on: its replies' tokens leave the total, its bytes the
 # counts) and appends the new one, in one step; false if there is no such conversation.
-REPLACE = (
-    LIBRARY
-    + """
+REPLACE = """
 local meta, msgs, costs = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return false end
 local prefix, member, n = ARGV[1], ARGV[2], tonumber(ARGV[9])
@@ -225,7 +231,6 @@ if quota then
 end
 return {redis.call('LLEN', msgs), total}
 """
-)
 
 # KEYS: msgs, costs. ARGV: prefix, "<kind>:<slot>", the message (its JSON, exactly). Removes that one
 # message and its cost (the two lists stay aligned), and takes the cost off the byte counts.
@@ -320,34 +325,124 @@ return count
 """
 
 
+# KEYS: the counter. ARGV: the amount, its lifetime (seconds). Adds to a fixed-window counter.
+TALLY = """
+local total = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return total
+"""
+
+
+def _function(name: str, body: str) -> str:
+    """A script body above as a Lua function of its own keys and arguments (K, A)."""
+    return f"local function {name}(K, A)\n{body.replace('KEYS[', 'K[').replace('ARGV[', 'A[')}\nend\n"
+
+
+# Several writes in one script: one round trip, all or nothing. KEYS[1] is the batch's own key: a batch
+# run again (redis-py retrying it on a fresh connection after the first one broke, when its outcome is
+# unknown) answers what the first run answered and writes nothing. ARGV: 1 n (operations), then n
+# triples (name, how many keys, how many arguments), then each operation's arguments; KEYS[2...] each
+# operation's keys, in order. `append` and `replace` take one key more when the turn has an id: a turn
+# id seen before (a client retrying a turn) stores nothing and answers {length, tokens, 1}.
+BATCH = (
+    LIBRARY
+    + _function("append_turn", APPEND)
+    + _function("replace_turn", REPLACE)
+    + _function("record_call", RECORD)
+    + _function("put_record", PUT_RECORD)
+    + _function("tally", TALLY)
+    + f"""
+local function seen(turn)
+  if not turn then return nil end
+  local prior = redis.call('GET', turn)
+  if not prior then return nil end
+  local sep = string.find(prior, ',', 1, true)
+  return {{tonumber(string.sub(prior, 1, sep - 1)), tonumber(string.sub(prior, sep + 1)), 1}}
+end
+
+local function once(turn, result)
+  if turn and result then redis.call('SET', turn, result[1] .. ',' .. result[2], 'EX', {TURN_ID_TTL}) end
+  if result then result[3] = 0 end
+  return result
+end
+
+local ops = {{
+  append = function(K, A) return seen(K[7]) or once(K[7], append_turn(K, A)) end,
+  replace = function(K, A) return seen(K[6]) or once(K[6], replace_turn(K, A)) end,
+  record = record_call,
+  put_record = put_record,
+  tally = tally,
+}}
+
+local done = redis.call('GET', KEYS[1])
+if done then return cjson.decode(done) end
+local n = tonumber(ARGV[1])
+local k, a = 2, 2 + 3 * n
+local results = {{}}
+for i = 1, n do
+  local name, nk, na = ARGV[3 * i - 1], tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local K, A = {{}}, {{}}
+  for j = 1, nk do K[j] = KEYS[k + j - 1] end
+  for j = 1, na do A[j] = ARGV[a + j - 1] end
+  k, a = k + nk, a + na
+  results[i] = ops[name](K, A) or false
+end
+redis.call('SET', KEYS[1], cjson.encode(results), 'EX', {BATCH_ID_TTL})
+return results
+"""
+)
+
+Operation = tuple[str, list[Any], list[Any]]  # a BATCH operation: its name, keys and arguments
+
+
 class RedisStore:
     kind_name = "redis"
 
     def __init__(self, url: str, *, prefix: str = "gw:") -> None:
-        self._redis = redis.Redis.from_url(
+        # A pool that waits (up to REDIS_POOL_TIMEOUT) for a free connection instead of refusing one, and
+        # one retry on a fresh connection when a pooled one turns out dead (a Redis restart closed it):
+        # reads and the rate-limit count are safe to send twice, and every script write is a BATCH,
+        # which answers a repeat without writing again. A timeout is never retried: Redis may have run
+        # the command (see StoreOutcomeUnknown).
+        pool = redis.BlockingConnectionPool.from_url(
             url,
-            socket_timeout=1.0,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_POOL_TIMEOUT,
+            socket_timeout=settings.REDIS_TIMEOUT,
             socket_connect_timeout=1.0,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             retry_on_timeout=False,
         )
+        self._redis = redis.Redis.from_pool(pool)
         self._prefix = prefix
-        self._append = self._redis.register_script(APPEND)
+        self._batch_script = self._redis.register_script(BATCH)
         self._prune_script = self._redis.register_script(PRUNE)
         self._delete = self._redis.register_script(DELETE)
-        self._replace = self._redis.register_script(REPLACE)
         self._delete_message = self._redis.register_script(DELETE_MESSAGE)
         self._clear = self._redis.register_script(CLEAR)
-        self._record = self._redis.register_script(RECORD)
-        self._put_record = self._redis.register_script(PUT_RECORD)
 
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
+    def _guard(self, *, writing: bool = False) -> Iterator[None]:
         try:
             yield
+        except RedisTimeoutError:
+            logger.warning("redis store unavailable: timed out%s", " during a write" if writing else "")
+            raise (StoreOutcomeUnknown() if writing else StoreUnavailable()) from None
         except (RedisError, OSError) as exc:
             logger.warning("redis store unavailable: %s", type(exc).__name__)
             raise StoreUnavailable() from None
+
+    async def _batch(self, operations: list[Operation]) -> list[Any]:
+        """Run writes in one BATCH script: one round trip, atomic, safe to send twice."""
+        keys: list[Any] = [f"{self._prefix}batch:{uuid.uuid4().hex}"]
+        head: list[Any] = [len(operations)]
+        tail: list[Any] = []
+        for name, op_keys, op_args in operations:
+            head += [name, len(op_keys), len(op_args)]
+            keys += op_keys
+            tail += op_args
+        with self._guard(writing=True):
+            return list(await self._batch_script(keys=keys, args=head + tail))
 
     def _base(self, kind: Kind) -> str:
         return f"{self._prefix}conv:{kind}:"
@@ -384,55 +479,12 @@ class RedisStore:
         model: str,
         tokens: int,
         quota_key: str | None = None,
+        turn_id: str | None = None,
     ) -> Conversation:
-        slot = slot_of(owner, conversation_id)
-        base = self._base(kind) + slot
-        now = utc_now_iso()
-        encoded = [orjson.dumps(m) for m in messages]
-        costs = [encoded_cost(e) for e in encoded]
-        with self._guard():
-            length, total = await self._append(
-                keys=[
-                    f"{base}:meta",
-                    f"{base}:msgs",
-                    f"{base}:costs",
-                    self._index(kind),
-                    self._stats_key(),
-                    self._mine(kind, owner),
-                ],
-                args=[
-                    slot,
-                    now,
-                    model,
-                    tokens,
-                    settings.CONVERSATION_MAX_MESSAGES,
-                    settings.CONVERSATION_TTL,
-                    repr(time.time()),
-                    settings.CONVERSATION_MAX,
-                    self._prefix,
-                    str(kind),
-                    quota_key or "",
-                    settings.CLIENT_STORAGE_BYTES,
-                    settings.STORE_MAX_BYTES,
-                    CONVERSATION_OVERHEAD,
-                    len(messages),
-                    owner,
-                    conversation_id,
-                    title_for(messages),
-                    *encoded,
-                    *costs,
-                ],
-            )
-        return Conversation(
-            id=conversation_id,
-            created_at=now,
-            updated_at=now,
-            model=model,
-            total_tokens=int(total),
-            messages=messages,
-            message_count=int(length),
-            owner=owner,
-        )
+        turn = TurnWrite(kind, conversation_id, messages, owner, model, tokens, quota_key, False, turn_id)
+        written = await self.commit(turn=turn)
+        assert written is not None  # an append always writes
+        return written
 
     async def replace_last_turn(
         self,
@@ -443,47 +495,138 @@ class RedisStore:
         owner: str,
         model: str,
         tokens: int,
+        turn_id: str | None = None,
     ) -> Conversation | None:
-        slot = slot_of(owner, conversation_id)
-        base = self._base(kind) + slot
-        now = utc_now_iso()
-        encoded = [orjson.dumps(m) for m in messages]
+        return await self.commit(
+            turn=TurnWrite(kind, conversation_id, messages, owner, model, tokens, None, True, turn_id)
+        )
+
+    async def admit(
+        self,
+        counts: list[Count],
+        *,
+        conversation: tuple[Kind, str, str] | None = None,
+        records: tuple[Kind, list[str], str] | None = None,
+    ) -> Admission:
+        windows = [fixed_window(c.window) for c in counts]
         with self._guard():
-            result = await self._replace(
-                keys=[
-                    f"{base}:meta",
-                    f"{base}:msgs",
-                    f"{base}:costs",
-                    self._index(kind),
-                    self._mine(kind, owner),
-                ],
-                args=[
-                    self._prefix,
-                    f"{kind}:{slot}",
-                    now,
-                    model,
-                    tokens,
-                    settings.CONVERSATION_TTL,
-                    repr(time.time()),
-                    title_for(messages),
-                    len(messages),
-                    *encoded,
-                    *[encoded_cost(e) for e in encoded],
-                ],
-            )
-        if not result:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for count, (slot, _) in zip(counts, windows, strict=True):
+                    counter = f"{self._prefix}{count.key}:{slot}"
+                    if count.amount:
+                        pipe.incrby(counter, count.amount)
+                        pipe.expire(counter, count.window + 1)
+                    else:
+                        pipe.get(counter)
+                if conversation is not None:
+                    kind, conversation_id, owner = conversation
+                    base = self._base(kind) + slot_of(owner, conversation_id)
+                    pipe.hgetall(f"{base}:meta")
+                    pipe.lrange(f"{base}:msgs", 0, -1)
+                if records is not None and records[1]:
+                    kind, record_ids, owner = records
+                    pipe.mget([self._record_base(kind) + slot_of(owner, r) for r in record_ids])
+                results = list(await pipe.execute())
+        totals = []
+        for count, (_, reset) in zip(counts, windows, strict=True):
+            totals.append((int(results.pop(0) or 0), reset))
+            if count.amount:
+                results.pop(0)  # the EXPIRE
+        found = None
+        if conversation is not None:
+            meta, raw_messages = results.pop(0), results.pop(0)
+            if meta:
+                messages = [orjson.loads(m) for m in raw_messages]
+                found = _conversation(meta, messages, len(messages))
+        kept: list[dict[str, Any] | None] = []
+        if records is not None and records[1]:
+            kept = [None if raw is None else orjson.loads(raw) for raw in results.pop(0)]
+        return Admission(totals, found, kept)
+
+    async def commit(
+        self,
+        *,
+        turn: TurnWrite | None = None,
+        record: RecordWrite | None = None,
+        call: CallRecord | None = None,
+    ) -> Conversation | None:
+        operations: list[Operation] = []
+        now = utc_now_iso()
+        if turn is not None:
+            operations.append(self._turn_operation(turn, now))
+        if record is not None:
+            operations.append(self._record_operation(record))
+        if call is not None:
+            operations += self._call_operations(call)
+        if not operations:
             return None
-        length, total = result
+        results = await self._batch(operations)
+        if turn is None or not results[0]:
+            return None
+        length, total, replayed = results[0]
         return Conversation(
-            id=conversation_id,
+            id=turn.conversation_id,
             created_at=now,
             updated_at=now,
-            model=model,
+            model=turn.model,
             total_tokens=int(total),
-            messages=messages,
+            messages=turn.messages,
             message_count=int(length),
-            owner=owner,
+            owner=turn.owner,
+            replayed=bool(replayed),
         )
+
+    def _turn_operation(self, turn: TurnWrite, now: str) -> Operation:
+        slot = slot_of(turn.owner, turn.conversation_id)
+        base = self._base(turn.kind) + slot
+        encoded = [orjson.dumps(m) for m in turn.messages]
+        costs = [encoded_cost(e) for e in encoded]
+        once = [f"{self._prefix}turn:{turn.turn_id}"] if turn.turn_id else []
+        if turn.replace_last:
+            keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._index(turn.kind)]
+            keys += [self._mine(turn.kind, turn.owner), *once]
+            args: list[Any] = [self._prefix, f"{turn.kind}:{slot}", now, turn.model, turn.tokens]
+            args += [settings.CONVERSATION_TTL, repr(time.time()), title_for(turn.messages)]
+            return "replace", keys, [*args, len(encoded), *encoded, *costs]
+        keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._index(turn.kind), self._stats_key()]
+        keys += [self._mine(turn.kind, turn.owner), *once]
+        args = [
+            slot,
+            now,
+            turn.model,
+            turn.tokens,
+            settings.CONVERSATION_MAX_MESSAGES,
+            settings.CONVERSATION_TTL,
+            repr(time.time()),
+            settings.CONVERSATION_MAX,
+            self._prefix,
+            str(turn.kind),
+            turn.quota_key or "",
+            settings.CLIENT_STORAGE_BYTES,
+            settings.STORE_MAX_BYTES,
+            CONVERSATION_OVERHEAD,
+            len(encoded),
+            turn.owner,
+            turn.conversation_id,
+            title_for(turn.messages),
+        ]
+        return "append", keys, [*args, *encoded, *costs]
+
+    def _record_operation(self, record: RecordWrite) -> Operation:
+        slot = slot_of(record.owner, record.record_id)
+        keys = [self._record_base(record.kind) + slot, f"{self._prefix}records:{record.kind}"]
+        args: list[Any] = [orjson.dumps(record.record), settings.CONVERSATION_TTL, repr(time.time())]
+        return "put_record", keys, [*args, settings.CONVERSATION_MAX, self._record_base(record.kind), slot]
+
+    def _call_operations(self, call: CallRecord) -> list[Operation]:
+        keys = [self._stats_key(), self._stats_key(":models"), self._stats_key(":errors")]
+        args: list[Any] = [call.model, call.prompt_tokens, call.completion_tokens, call.error or ""]
+        operations: list[Operation] = [("record", keys, [*args, MAX_MODELS_TRACKED, OTHER_MODEL])]
+        for charge in call.charges:
+            slot, _ = fixed_window(charge.window)
+            counter = f"{self._prefix}{charge.key}:{slot}"
+            operations.append(("tally", [counter], [charge.amount, charge.window + 1]))
+        return operations
 
     async def page(
         self, kind: Kind, *, owner: str | None, limit: int, offset: int
@@ -540,13 +683,15 @@ class RedisStore:
         return f"{self._prefix}stats{suffix}"
 
     async def record_call(
-        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
+        self,
+        model: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        error: str | None,
+        charges: tuple[Count, ...] = (),
     ) -> None:
-        with self._guard():
-            await self._record(
-                keys=[self._stats_key(), self._stats_key(":models"), self._stats_key(":errors")],
-                args=[model, prompt_tokens, completion_tokens, error or "", MAX_MODELS_TRACKED, OTHER_MODEL],
-            )
+        await self.commit(call=CallRecord(model, prompt_tokens, completion_tokens, error, charges))
 
     async def usage(self) -> dict[str, Any]:
         with self._guard():
@@ -585,16 +730,7 @@ class RedisStore:
         return await self.tally(key, 1, window)
 
     async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
-        slot, reset = fixed_window(window)
-        counter = f"{self._prefix}{key}:{slot}"
-        with self._guard():
-            if not amount:
-                return int(await self._redis.get(counter) or 0), reset
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incrby(counter, amount)
-                pipe.expire(counter, window + 1)
-                total, _ = await pipe.execute()
-        return int(total), reset
+        return (await self.admit([Count(key, amount, window)])).counts[0]
 
     async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
         slot = slot_of(owner, conversation_id)
@@ -613,19 +749,7 @@ class RedisStore:
         return f"{self._prefix}record:{kind}:"
 
     async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
-        slot = slot_of(owner, record_id)
-        with self._guard():
-            await self._put_record(
-                keys=[self._record_base(kind) + slot, f"{self._prefix}records:{kind}"],
-                args=[
-                    orjson.dumps(record),
-                    settings.CONVERSATION_TTL,
-                    repr(time.time()),
-                    settings.CONVERSATION_MAX,
-                    self._record_base(kind),
-                    slot,
-                ],
-            )
+        await self.commit(record=RecordWrite(kind, record_id, record, owner))
 
     async def get_records(
         self, kind: Kind, record_ids: list[str], *, owner: str

@@ -42,6 +42,10 @@ class Phase:
     rows: Callable[[dict[str, Any], Config], list[Row]] | None = None
     enabled: Callable[[Config], bool] = always
 
+    def active(self, cfg: Config) -> bool:
+        """Enabled, and listed in BENCH_ONLY when that is set."""
+        return self.enabled(cfg) and (not cfg.only or self.key in cfg.only)
+
 
 @dataclass(frozen=True)
 class Lane:
@@ -52,11 +56,11 @@ class Lane:
     settings: Callable[[Config], dict[str, str]] = no_settings  # the service's extra environment
 
     def enabled(self, cfg: Config) -> bool:
-        return any(phase.enabled(cfg) for phase in self.phases)
+        return any(phase.active(cfg) for phase in self.phases)
 
 
 def run_lane(lane: Lane, ctx: PhaseContext) -> dict[str, Any]:
-    return {phase.key: phase.run(ctx) for phase in lane.phases if phase.enabled(ctx.cfg)}
+    return {phase.key: phase.run(ctx) for phase in lane.phases if phase.active(ctx.cfg)}
 
 
 def run_stage(lanes: Sequence[Lane], wrk: Wrk, cfg: Config, token: str) -> dict[str, Any]:
