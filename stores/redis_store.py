@@ -94,8 +94,9 @@ local function oldest_other(zset, member)
 end
 """
 
-# KEYS: meta, msgs, costs, index, stats, the owner's index (then the turn id's key, see BATCH). ARGV: 1 slot, 2 now (iso), 3 model,
-# 4 tokens, 5 max messages, 6 ttl, 7 score (epoch seconds), 8 max conversations, 9 prefix, 10 kind,
+# KEYS: meta, msgs, costs, index, stats, the owner's index (then the turn id's key, see BATCH).
+# ARGV: 1 slot, 2 now (iso), 3 model, 4 tokens, 5 max messages, 6 ttl, 7 score (epoch seconds),
+# 8 max conversations, 9 prefix, 10 kind,
 # 11 quota key ('' for none), 12 the client's quota (0 = off), 13 the store's bound, 14 the
 # conversation's own overhead, 15 n (messages), 16 the conversation's owner, 17 its id, 18 its title,
 # then n messages (JSON), then their n costs.
@@ -184,8 +185,9 @@ if evicted > 0 then redis.call('HINCRBY', stats, 'evictions', evicted) end
 return {length, tokens}
 """
 
-# KEYS: meta, msgs, costs, index, the owner's index (then the turn id's key). ARGV: 1 prefix, 2 "<kind>:<slot>", 3 now (iso),
-# 4 model, 5 tokens, 6 ttl, 7 score, 8 title, 9 n, then n messages (JSON), then their n costs. Drops
+# KEYS: meta, msgs, costs, index, the owner's index (then the turn id's key). ARGV: 1 prefix,
+# 2 "<kind>:<slot>", 3 now (iso), 4 model, 5 tokens, 6 ttl, 7 score, 8 title, 9 n, then n messages
+# (JSON), then their n costs. Drops
 # the last turn (from its user message on: its replies' tokens leave the total, its bytes the
 # counts) and appends the new one, in one step; false if there is no such conversation.
 REPLACE = """
