@@ -49,8 +49,8 @@ class Config:
     soak_path: str = field(default_factory=lambda: os.environ.get("BENCH_SOAK_PATH", "/memory-chat/message"))
     profile: bool = field(default_factory=lambda: env_int("BENCH_PROFILE", 0) > 0)
     profile_seconds: int = field(default_factory=lambda: env_int("BENCH_PROFILE_SECONDS", 10))
-    only: frozenset[str] = field(
-        default_factory=lambda: frozenset(
+    only: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
             p.strip() for p in os.environ.get("BENCH_ONLY", "").split(",") if p.strip()
         )
     )
