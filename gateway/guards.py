@@ -129,8 +129,9 @@ async def admit(
 ) -> Admission:
     """Every guard a request passes before its upstream call, with what it reads from the store, in
     one store round trip: the rate limit counts it (429 rate_limited over it), then, when `budgeted`,
-    the token budgets its call is charged to (429 budget_exceeded while one is spent; see
-    check_budget), and the conversation (kind, id, owner) and records (kind, ids, owner) it continues."""
+    the token budgets its call is charged to (429 budget_exceeded while one is spent; only calls on
+    the server's key count, see _budgets_charged), and the conversation (kind, id, owner) and records
+    (kind, ids, owner) it continues."""
     rate = _rate_count(request)
     budgets = _budgets_charged(request, client_key) if budgeted else []
     counts = ([rate] if rate else []) + [Count(b.key, 0, b.window) for b in budgets]
@@ -162,7 +163,7 @@ class Budget:
 
 PERIOD_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 
-# Whose budgets this request's upstream tokens are charged to: set by check_budget before the call,
+# Whose budgets this request's upstream tokens are charged to: set by admit before the call,
 # read by charge() when the upstream reports its usage. A stream reports it at its end, which Django's
 # ASGI handler sends from the task that ran the view, so the value is still there. None: nobody.
 _charged: ContextVar[str | None] = ContextVar("charged", default=None)
@@ -200,16 +201,8 @@ def _check_budget_use(budget: Budget, used: int, reset: int) -> None:
         )
 
 
-async def check_budget(request: HttpRequest, client_key: str | None) -> None:
-    """Before an upstream call: 429 budget_exceeded while this client's or the whole service's token
-    budget for the current window is spent (see _budgets_charged for whose calls count)."""
-    for budget in _budgets_charged(request, client_key):
-        used, reset = await get_store().tally(budget.key, 0, budget.window)
-        _check_budget_use(budget, used, reset)
-
-
 def charges(tokens: int) -> tuple[Count, ...]:
-    """An upstream call's tokens as counts against the budgets admit() or check_budget found for this
+    """An upstream call's tokens as counts against the budgets admit() found for this
     request (none when nobody is charged)."""
     identity = _charged.get()
     if identity is None or tokens <= 0:
