@@ -3,11 +3,12 @@ sharing one Redis never overwrite each other."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -260,7 +261,8 @@ end
 return 0
 """
 
-# ARGV: prefix, cutoff (epoch seconds). Forgets every conversation idle past the TTL.
+# KEYS: lru (it routes the script to its node in a cluster). ARGV: prefix, cutoff (epoch seconds).
+# Forgets every conversation idle past the TTL.
 PRUNE = (
     LIBRARY
     + """
@@ -269,7 +271,7 @@ return 1
 """
 )
 
-# ARGV: prefix, "<kind>:<slot>". Deletes one conversation: 1 if there was one.
+# KEYS: lru (for routing). ARGV: prefix, "<kind>:<slot>". Deletes one conversation: 1 if there was one.
 DELETE = (
     LIBRARY
     + """
@@ -289,6 +291,12 @@ return #ids
 """
 )
 
+
+# KEYS: the kind's record index, the record. ARGV: the record's slot. 1 if there was one.
+DELETE_RECORD = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('DEL', KEYS[2])
+"""
 
 # KEYS: totals hash, model set, errors hash. ARGV: model, prompt tokens, completion tokens, error
 # kind ("" for none), most models tracked, the name the rest are counted under.
@@ -400,33 +408,54 @@ Operation = tuple[str, list[Any], list[Any]]  # a BATCH operation: its name, key
 class RedisStore:
     kind_name = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "gw:") -> None:
+    def __init__(self, url: str, *, prefix: str = "gw:", cluster: bool = False) -> None:
         # A pool that waits (up to REDIS_POOL_TIMEOUT) for a free connection instead of refusing one, and
         # one retry on a fresh connection when a pooled one turns out dead (a Redis restart closed it):
         # reads and the rate-limit count are safe to send twice, and every script write is a BATCH,
         # which answers a repeat without writing again. A timeout is never retried: Redis may have run
         # the command (see StoreOutcomeUnknown).
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=settings.REDIS_POOL_TIMEOUT,
-            socket_timeout=settings.REDIS_TIMEOUT,
-            socket_connect_timeout=1.0,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            retry_on_timeout=False,
-        )
-        self._redis = redis.Redis.from_pool(pool)
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        self._gate: asyncio.Semaphore | None = None
+        self._redis: Any
+        if cluster:
+            # Every key of the store shares one hash tag, so each script's keys (and those it finds,
+            # such as the conversations it evicts) are in one slot; the cluster client routes there.
+            prefix = "{" + prefix.rstrip(":") + "}:"
+            self._redis = redis.RedisCluster.from_url(
+                url,
+                max_connections=settings.REDIS_MAX_CONNECTIONS,
+                socket_timeout=settings.REDIS_TIMEOUT,
+                socket_connect_timeout=1.0,
+                retry=retry,
+            )
+            self._gate = asyncio.Semaphore(settings.REDIS_MAX_CONNECTIONS)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=settings.REDIS_MAX_CONNECTIONS,
+                timeout=settings.REDIS_POOL_TIMEOUT,
+                socket_timeout=settings.REDIS_TIMEOUT,
+                socket_connect_timeout=1.0,
+                retry=retry,
+                retry_on_timeout=False,
+            )
+            self._redis = redis.Redis.from_pool(pool)
         self._prefix = prefix
         self._batch_script = self._redis.register_script(BATCH)
         self._prune_script = self._redis.register_script(PRUNE)
         self._delete = self._redis.register_script(DELETE)
         self._delete_message = self._redis.register_script(DELETE_MESSAGE)
+        self._delete_record = self._redis.register_script(DELETE_RECORD)
         self._clear = self._redis.register_script(CLEAR)
 
-    @contextlib.contextmanager
-    def _guard(self, *, writing: bool = False) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def _guard(self, *, writing: bool = False) -> AsyncIterator[None]:
         try:
-            yield
+            if self._gate is None:
+                yield
+            else:  # a cluster's pools refuse a connection past their bound: wait here instead
+                async with self._gate:
+                    yield
         except RedisTimeoutError:
             logger.warning("redis store unavailable: timed out%s", " during a write" if writing else "")
             raise (StoreOutcomeUnknown() if writing else StoreUnavailable()) from None
@@ -443,8 +472,11 @@ class RedisStore:
             head += [name, len(op_keys), len(op_args)]
             keys += op_keys
             tail += op_args
-        with self._guard(writing=True):
+        async with self._guard(writing=True):
             return list(await self._batch_script(keys=keys, args=head + tail))
+
+    def _lru(self) -> str:
+        return f"{self._prefix}lru"
 
     def _base(self, kind: Kind) -> str:
         return f"{self._prefix}conv:{kind}:"
@@ -457,11 +489,13 @@ class RedisStore:
 
     async def _prune(self) -> None:
         """Forget every conversation idle past the TTL (its keys may have expired already)."""
-        await self._prune_script(args=[self._prefix, repr(time.time() - settings.CONVERSATION_TTL)])
+        await self._prune_script(
+            keys=[self._lru()], args=[self._prefix, repr(time.time() - settings.CONVERSATION_TTL)]
+        )
 
     async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None:
         base = self._base(kind) + slot_of(owner, conversation_id)
-        with self._guard():
+        async with self._guard():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(f"{base}:meta")
                 pipe.lrange(f"{base}:msgs", 0, -1)
@@ -511,7 +545,7 @@ class RedisStore:
         records: tuple[Kind, list[str], str] | None = None,
     ) -> Admission:
         windows = [fixed_window(c.window) for c in counts]
-        with self._guard():
+        async with self._guard():
             async with self._redis.pipeline(transaction=False) as pipe:
                 for count, (slot, _) in zip(counts, windows, strict=True):
                     counter = f"{self._prefix}{count.key}:{slot}"
@@ -527,7 +561,8 @@ class RedisStore:
                     pipe.lrange(f"{base}:msgs", 0, -1)
                 if records is not None and records[1]:
                     kind, record_ids, owner = records
-                    pipe.mget([self._record_base(kind) + slot_of(owner, r) for r in record_ids])
+                    for record_id in record_ids:  # one GET each: a cluster's pipeline refuses MGET
+                        pipe.get(self._record_base(kind) + slot_of(owner, record_id))
                 results = list(await pipe.execute())
         totals = []
         for count, (_, reset) in zip(counts, windows, strict=True):
@@ -542,7 +577,7 @@ class RedisStore:
                 found = _conversation(meta, messages, len(messages))
         kept: list[dict[str, Any] | None] = []
         if records is not None and records[1]:
-            kept = [None if raw is None else orjson.loads(raw) for raw in results.pop(0)]
+            kept = [None if raw is None else orjson.loads(raw) for raw in results]
         return Admission(totals, found, kept)
 
     async def commit(
@@ -635,7 +670,7 @@ class RedisStore:
     ) -> tuple[int, list[Conversation]]:
         base = self._base(kind)
         index = self._index(kind) if owner is None else self._mine(kind, owner)
-        with self._guard():
+        async with self._guard():
             await self._prune()
             total = await self._redis.zcard(index)
             slots = [_text(i) for i in await self._redis.zrevrange(index, offset, offset + limit - 1)]
@@ -655,22 +690,23 @@ class RedisStore:
         return int(total), page
 
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
-        with self._guard():
-            return bool(await self._delete(args=[self._prefix, f"{kind}:{slot_of(owner, conversation_id)}"]))
+        async with self._guard():
+            member = f"{kind}:{slot_of(owner, conversation_id)}"
+            return bool(await self._delete(keys=[self._lru()], args=[self._prefix, member]))
 
     async def clear(self, kind: Kind, *, owner: str) -> int:
-        with self._guard():
+        async with self._guard():
             await self._prune()
             return int(await self._clear(keys=[self._mine(kind, owner)], args=[self._prefix, str(kind)]))
 
     async def count(self, kind: Kind) -> int:
-        with self._guard():
+        async with self._guard():
             await self._prune()
             return int(await self._redis.zcard(self._index(kind)))
 
     async def stored_bytes(self, quota_key: str | None = None) -> int:
         key = f"{self._prefix}bytes" if quota_key is None else f"{self._prefix}quota:{quota_key}:bytes"
-        with self._guard():
+        async with self._guard():
             await self._prune()
             return int(await self._redis.get(key) or 0)
 
@@ -678,7 +714,7 @@ class RedisStore:
         return CONVERSATION_OVERHEAD + sum(encoded_cost(orjson.dumps(m)) for m in messages)
 
     async def ping(self) -> None:
-        with self._guard():
+        async with self._guard():
             await self._redis.ping()
 
     def _stats_key(self, suffix: str = "") -> str:
@@ -696,7 +732,7 @@ class RedisStore:
         await self.commit(call=CallRecord(model, prompt_tokens, completion_tokens, error, charges))
 
     async def usage(self) -> dict[str, Any]:
-        with self._guard():
+        async with self._guard():
             totals = _ints(await self._redis.hgetall(self._stats_key()))
             models = sorted(_text(m) for m in await self._redis.smembers(self._stats_key(":models")))
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -720,12 +756,12 @@ class RedisStore:
         }
 
     async def cache_get(self, key: str) -> Any:
-        with self._guard():
+        async with self._guard():
             raw = await self._redis.get(f"{self._prefix}cache:{key}")
         return None if raw is None else orjson.loads(raw)
 
     async def cache_set(self, key: str, value: Any, ttl: int | None) -> None:
-        with self._guard():
+        async with self._guard():
             await self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl)
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
@@ -737,7 +773,7 @@ class RedisStore:
     async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
         slot = slot_of(owner, conversation_id)
         base = self._base(kind) + slot
-        with self._guard():
+        async with self._guard():
             for raw in await self._redis.lrange(f"{base}:msgs", 0, -1):
                 if stored_id(orjson.loads(raw)) == message_id:
                     # by value: whatever else was appended meanwhile, exactly this message goes
@@ -759,22 +795,21 @@ class RedisStore:
         if not record_ids:
             return []
         keys = [self._record_base(kind) + slot_of(owner, record_id) for record_id in record_ids]
-        with self._guard():
+        async with self._guard():
             found = await self._redis.mget(keys)
         return [None if raw is None else orjson.loads(raw) for raw in found]
 
     async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
         slot = slot_of(owner, record_id)
-        with self._guard():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(f"{self._prefix}records:{kind}", slot)
-                pipe.delete(self._record_base(kind) + slot)
-                _, deleted = await pipe.execute()
+        async with self._guard():
+            deleted = await self._delete_record(
+                keys=[f"{self._prefix}records:{kind}", self._record_base(kind) + slot], args=[slot]
+            )
         return bool(deleted)
 
     async def flush(self) -> None:
         """Delete every key of this store (tests)."""
-        with self._guard():
+        async with self._guard():
             keys = [k async for k in self._redis.scan_iter(match=f"{self._prefix}*")]
             if keys:
                 await self._redis.delete(*keys)

@@ -1,4 +1,5 @@
-"""One contract, two stores (local memory and a real redis-server) that behave the same: turns kept in
+"""One contract, two stores (local memory and Redis: a real redis-server, and a real three-master Redis
+Cluster) that behave the same: turns kept in
 order, kinds apart, no concurrent append lost, newest-first paging, delete and clear, least recently
 written evicted, oldest messages dropped, idle conversations expired (each write refreshing the TTL),
 usage counted and values cached."""
@@ -17,7 +18,7 @@ from stores import ConversationStore, Kind, reset_store
 from stores.base import CallRecord, Count, RecordWrite, TurnWrite, message_cost, stored_id
 from stores.local import LocalStore
 from stores.redis_store import RedisStore
-from tests.conftest import RedisServer
+from tests.conftest import RedisCluster, RedisServer
 
 
 def pair(text: str) -> list[dict[str, Any]]:
@@ -30,14 +31,18 @@ def pair(text: str) -> list[dict[str, Any]]:
 OWNER = "t-0123456789abcdef01234567"
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConversationStore]:
     if request.param == "local":
         reset_store()
         yield LocalStore()
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    redis_store = RedisStore(server.url, prefix="contract:")
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        redis_store = RedisStore(cluster.url, prefix="contract:", cluster=True)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        redis_store = RedisStore(server.url, prefix="contract:")
     await redis_store.flush()
     yield redis_store
     await redis_store.flush()
@@ -127,7 +132,7 @@ async def test_it_refreshes_the_ttl_on_each_write(store: ConversationStore, sett
         await store.append(Kind.CHAT, "ttl", pair("x"), owner=OWNER, model="m", tokens=0)
         settings.CONVERSATION_TTL = 5000
         await store.append(Kind.CHAT, "ttl", pair("y"), owner=OWNER, model="m", tokens=0)
-        ttl = await store._redis.ttl(f"contract:conv:chat:{OWNER}/ttl:meta")
+        ttl = await store._redis.ttl(f"{store._prefix}conv:chat:{OWNER}/ttl:meta")
         assert 4000 < ttl <= 5000
     else:
         settings.CONVERSATION_TTL = 100
@@ -477,7 +482,7 @@ async def test_it_expires_records(store: ConversationStore, settings: Any) -> No
     settings.CONVERSATION_TTL = 60
     await store.put_record(Kind.RESPONSE, "old", {"x": 1}, owner=OWNER)
     if isinstance(store, RedisStore):
-        ttl = await store._redis.ttl(f"contract:record:response:{OWNER}/old")
+        ttl = await store._redis.ttl(f"{store._prefix}record:response:{OWNER}/old")
         assert 0 < ttl <= 60
         return
     with mock.patch("stores.local.time.monotonic", return_value=time.monotonic() + 61):
