@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 import upstream
@@ -22,6 +23,7 @@ from core.clock import utc_now_iso
 from core.errors import ConversationNotFound, NotFound
 from core.jsonio import dumps
 from gateway import calls, guards, items
+from gateway.turns import turn_id_for
 from stores import Kind, get_store
 from stores.base import Admission, CallRecord, RecordWrite, TurnWrite
 
@@ -64,6 +66,7 @@ class PreparedResponse:
     created_at: int
     ancestors: list[str]  # the chain before this response, newest first
     call: upstream.UpstreamCall
+    turn_id: str | None = None  # its turn in a conversation (see turns.turn_id_for)
 
 
 def reads(request: ResponseRequest, owner: str) -> dict[str, Any]:
@@ -76,7 +79,12 @@ def reads(request: ResponseRequest, owner: str) -> dict[str, Any]:
 
 
 async def prepare(
-    request: ResponseRequest, *, owner: str, api_key: str, admission: Admission
+    request: ResponseRequest,
+    *,
+    owner: str,
+    api_key: str,
+    admission: Admission,
+    request_id: str | None = None,
 ) -> PreparedResponse:
     """Every check that can fail before the upstream is called, and the context to send. `admission`
     holds what guards.admit read for it (see reads)."""
@@ -95,6 +103,15 @@ async def prepare(
         id=response_id,
         created_at=int(time.time()),
         ancestors=ancestors,
+        turn_id=turn_id_for(
+            request_id,
+            kind=Kind.CHAT,
+            owner=owner,
+            conversation_id=request.conversation_id,
+            message=orjson.dumps(request.input).decode(),
+        )
+        if request.conversation_id
+        else None,
         call=upstream.UpstreamCall(
             messages=system + items.chat_messages(window + request.input),
             model=request.model,
@@ -315,6 +332,7 @@ async def keep(
             owner=prepared.owner,
             model=response["model"],
             tokens=usage.get("total_tokens", 0),
+            turn_id=prepared.turn_id,
         )
         if request.conversation_id
         else None,

@@ -103,7 +103,9 @@ async def create_response(
     admission = await guards.admit(
         request, None if key == settings.LLM_API_KEY else key, **responses.reads(wanted, owner)
     )
-    prepared = await responses.prepare(wanted, owner=owner, api_key=key, admission=admission)
+    prepared = await responses.prepare(
+        wanted, owner=owner, api_key=key, admission=admission, request_id=guards.client_request_id(request)
+    )
     if payload.stream:
         return sse.event_stream(await response_stream.open_stream(prepared))
     return Status(200, await responses.create(prepared))
