@@ -71,7 +71,7 @@ def client_address(request: HttpRequest) -> str:
 def client_request_id(request: HttpRequest) -> str | None:
     """The X-Request-ID the client sent, when this request is known by it (else None: one was made)."""
     sent = request.headers.get("X-Request-ID")
-    return sent if sent and sent == telemetry.current_request_id() else None
+    return sent if sent and telemetry.SAFE_REQUEST_ID.fullmatch(sent) else None
 
 
 def _digest(text: str) -> str:

@@ -108,7 +108,10 @@ async def prepare(
             kind=Kind.CHAT,
             owner=owner,
             conversation_id=request.conversation_id,
-            message=orjson.dumps(request.input).decode(),
+            # its input as sent: without the ids and times made for it here
+            message=orjson.dumps(
+                [{k: v for k, v in m.items() if k not in ("id", "timestamp")} for m in request.input]
+            ).decode(),
         )
         if request.conversation_id
         else None,
