@@ -18,7 +18,7 @@ from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.auth import ANONYMOUS
@@ -515,6 +515,16 @@ class RedisStore:
             logger.warning("redis store unavailable: %s", type(exc).__name__)
             raise StoreUnavailable() from None
 
+    async def _run(self, script: Any, *, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA, loading the script when Redis does not know it (a restart forgets scripts). redis-py's
+        own Script call does the same after an isinstance check against a Protocol class that cost more
+        than the rest of the call."""
+        try:
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = await self._redis.script_load(script.script)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+
     async def _batch(self, operations: list[Operation]) -> list[Any]:
         """Run writes in one BATCH script: one round trip, atomic, safe to send twice."""
         keys: list[Any] = [f"{self._prefix}batch:{uuid.uuid4().hex}"]
@@ -525,7 +535,7 @@ class RedisStore:
             keys += op_keys
             tail += op_args
         async with self._guard(writing=True):
-            return list(await self._batch_script(keys=keys, args=head + tail))
+            return list(await self._run(self._batch_script, keys=keys, args=head + tail))
 
     def _lru(self) -> str:
         return f"{self._prefix}lru"
@@ -541,8 +551,10 @@ class RedisStore:
 
     async def _prune(self) -> None:
         """Forget every conversation idle past the TTL (its keys may have expired already)."""
-        await self._prune_script(
-            keys=[self._lru()], args=[self._prefix, repr(time.time() - settings.CONVERSATION_TTL)]
+        await self._run(
+            self._prune_script,
+            keys=[self._lru()],
+            args=[self._prefix, repr(time.time() - settings.CONVERSATION_TTL)],
         )
 
     async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None:
@@ -611,7 +623,7 @@ class RedisStore:
         if not keys:
             return Admission([])
         async with self._guard():
-            answer = await self._admit(keys=keys, args=args)
+            answer = await self._run(self._admit, keys=keys, args=args)
         totals = [(int(total), reset) for total, (_, reset) in zip(answer, windows, strict=False)]
         meta_flat, raw_messages, raw_records = answer[len(counts) :]
         found = None
@@ -734,12 +746,14 @@ class RedisStore:
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
         async with self._guard():
             member = f"{kind}:{slot_of(owner, conversation_id)}"
-            return bool(await self._delete(keys=[self._lru()], args=[self._prefix, member]))
+            return bool(await self._run(self._delete, keys=[self._lru()], args=[self._prefix, member]))
 
     async def clear(self, kind: Kind, *, owner: str) -> int:
         async with self._guard():
             await self._prune()
-            return int(await self._clear(keys=[self._mine(kind, owner)], args=[self._prefix, str(kind)]))
+            return int(
+                await self._run(self._clear, keys=[self._mine(kind, owner)], args=[self._prefix, str(kind)])
+            )
 
     async def count(self, kind: Kind) -> int:
         async with self._guard():
@@ -819,8 +833,10 @@ class RedisStore:
             for raw in await self._redis.lrange(f"{base}:msgs", 0, -1):
                 if stored_id(orjson.loads(raw)) == message_id:
                     # by value: whatever else was appended meanwhile, exactly this message goes
-                    removed = await self._delete_message(
-                        keys=[f"{base}:msgs", f"{base}:costs"], args=[self._prefix, f"{kind}:{slot}", raw]
+                    removed = await self._run(
+                        self._delete_message,
+                        keys=[f"{base}:msgs", f"{base}:costs"],
+                        args=[self._prefix, f"{kind}:{slot}", raw],
                     )
                     return bool(removed)
         return False
@@ -844,8 +860,10 @@ class RedisStore:
     async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
         slot = slot_of(owner, record_id)
         async with self._guard():
-            deleted = await self._delete_record(
-                keys=[f"{self._prefix}records:{kind}", self._record_base(kind) + slot], args=[slot]
+            deleted = await self._run(
+                self._delete_record,
+                keys=[f"{self._prefix}records:{kind}", self._record_base(kind) + slot],
+                args=[slot],
             )
         return bool(deleted)
 
