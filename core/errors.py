@@ -74,8 +74,8 @@ class StoreOutcomeUnknown(StoreUnavailable):
     def __init__(self) -> None:
         ServiceError.__init__(
             self,
-            "The conversation store stopped answering while saving: this turn may have been stored. "
-            "Sending it again with the same X-Request-ID will not store it twice.",
+            "The conversation store stopped answering while saving this request's turn: it may have been "
+            "stored. Sending it again with the same X-Request-ID will not store it twice.",
         )
 
 

@@ -124,7 +124,11 @@ async def prepare_turn(
         ),
         quota_key=quota_key,
         turn_id=turn_id_for(
-            request_id, kind=Kind.CHAT, owner=owner, conversation_id=conversation_id, message=message
+            request_id,
+            kind=Kind.CHAT,
+            owner=owner,
+            conversation_id=conversation_id,
+            message=("replace\x00" if replace_last else "") + message,
         ),
     )
 

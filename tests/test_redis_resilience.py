@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SECRET, LiveServer, RedisServer, require_program
+from tests.conftest import SECRET, LiveServer, RedisCluster, RedisServer, require_program
 from tests.fake_upstream import FakeUpstream, Reply
 
 
@@ -122,5 +122,27 @@ def test_it_stores_a_retried_turn_once_when_redis_stalled_mid_write(
             f"{server.url}/chat/message", json={**body, "message": "and me"}, headers=headers, timeout=10
         )
         assert other.json()["message_count"] == 4
+    finally:
+        server.stop()
+
+
+def test_it_stores_300_concurrent_turns_on_a_cluster(
+    fake_upstream: FakeUpstream, redis_cluster: RedisCluster
+) -> None:
+    server = LiveServer(
+        {
+            "LLM_BASE_URL": fake_upstream.url,
+            "LLM_API_KEY": SECRET,
+            "REDIS_URL": redis_cluster.url,
+            "REDIS_CLUSTER": "true",
+            "REDIS_MAX_CONNECTIONS": "16",  # far fewer than the requests: they wait their turn
+            "LLM_MAX_RETRIES": "0",
+            "RATE_LIMIT": "0",
+            "CONVERSATION_MAX": "5000",
+        }
+    )
+    try:
+        assert asyncio.run(burst(server.url, 300, "cluster-crowd-")) == [200] * 300
+        assert httpx.get(f"{server.url}/chat/conversations?limit=1").json()["total"] == 300
     finally:
         server.stop()
