@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -181,7 +183,9 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def start_service(fake: Fake, name: str, checkout: Path | None = None, **settings: str) -> Service:
+def start_service(
+    fake: Fake, name: str, *, checkout: Path | None = None, workers: int = 1, **settings: str
+) -> Service:
     """The service of this checkout, or (for BENCH_BASELINE) plain uvicorn in another checkout."""
     port = free_port()
     env = dict(os.environ)
@@ -200,7 +204,9 @@ def start_service(fake: Fake, name: str, checkout: Path | None = None, **setting
     log = RESULTS / f"service-{name}.log"
     log.write_text("")
     # The command `make run` and the container use (config/serve.py), one worker on this port.
-    args = uvicorn_command({**env, "HOST": HOST, "PORT": str(port), "WORKERS": "1"})
+    if workers > 1:
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-metrics-")
+    args = uvicorn_command({**env, "HOST": HOST, "PORT": str(port), "WORKERS": str(workers)})
     if checkout is not None:
         args = [str(VENV_BIN / "uvicorn"), "config.asgi:application", "--host", HOST, "--port", str(port)]
         args += ["--no-access-log"]
@@ -233,3 +239,80 @@ def fake_and_service(name: str, **settings: str) -> Iterator[tuple[Fake, Service
             PROCS.stop(svc.proc)
     finally:
         PROCS.stop(fake.proc)
+
+
+@dataclass
+class Redis:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+
+def start_redis(workdir: Path) -> Redis:
+    """A redis-server on loopback with nothing saved to disk (installed with apt-get when missing)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("redis-server is missing: installing Debian's redis-server", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True)
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    proc = PROCS.spawn(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        log=RESULTS / "redis.log",
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            if sock.recv(16).startswith(b"+PONG"):
+                return Redis(proc, port)
+        time.sleep(0.05)
+    raise BenchError(f"redis-server did not start:\n{log_tail(RESULTS / 'redis.log')}")
+
+
+def start_delay_proxy(target_port: int, delay_ms: float) -> tuple[subprocess.Popen[bytes], int]:
+    """bench/delay_proxy.py in front of a port: every chunk held `delay_ms` in each direction."""
+    proc = PROCS.spawn(
+        [
+            sys.executable,
+            str(BENCH / "delay_proxy.py"),
+            "--target",
+            f"{HOST}:{target_port}",
+            "--delay-ms",
+            str(delay_ms),
+        ],
+        stdout_pipe=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    if not line.startswith("ready"):
+        raise BenchError("the delay proxy did not start")
+    return proc, int(line.split()[1])
+
+
+def redis_round_trip_ms(port: int, samples: int = 200) -> float:
+    """The median time of one PING, as the service's Redis client sees it, in ms."""
+    times = []
+    with socket.create_connection((HOST, port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(samples):
+            started = time.perf_counter()
+            sock.sendall(b"PING\r\n")
+            sock.recv(16)
+            times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2] * 1000

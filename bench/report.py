@@ -165,6 +165,56 @@ def responses_rows(res: dict[str, Any], cfg: Config) -> list[Row]:
     return rows
 
 
+TARGET_REDIS_ADDED_P50_MS = 0.4
+TARGET_REDIS_RPS_SHARE = 0.85
+
+
+def store_rows(st: dict[str, Any], cfg: Config) -> list[Row]:
+    local = st["local"]
+    rows = [
+        Row(
+            f"10. POST /chat/message (new conversation), local store: p50 c=1 / req/s c={cfg.concurrency}",
+            f"{local['p50_ms']:.2f} ms / {local['rps']:.0f} req/s" + _errors_note(local["cn"]),
+        )
+    ]
+    labels = {
+        "redis": f"Redis on loopback (PING {st['redis_rtt_ms']:.2f} ms)",
+        "redis_far": f"Redis 1 ms away (delay proxy, PING {st.get('far_rtt_ms', 0):.2f} ms)",
+        "redis_two_workers": "Redis on loopback, WORKERS=2",
+    }
+    for name, label in labels.items():
+        run = st.get(name)
+        if run is None:
+            continue
+        added = run["p50_ms"] - local["p50_ms"]
+        share = run["rps"] / local["rps"] if local["rps"] else 0.0
+        target = name == "redis"
+        rows.append(
+            Row(
+                f"10. {label}: p50 added over local, c=1",
+                f"{added:+.2f} ms  ({run['p50_ms']:.2f} - {local['p50_ms']:.2f})" + _errors_note(run["c1"]),
+                f"<= {TARGET_REDIS_ADDED_P50_MS:g} ms" if target else "",
+                (added <= TARGET_REDIS_ADDED_P50_MS and not run["c1"]["errors"]) if target else None,
+            )
+        )
+        rows.append(
+            Row(
+                f"10. {label}: req/s c={cfg.concurrency}, share of local",
+                f"{run['rps']:.0f} req/s = {share:.2f}" + _errors_note(run["cn"]),
+                f">= {TARGET_REDIS_RPS_SHARE:g}" if target else "",
+                (share >= TARGET_REDIS_RPS_SHARE and not run["cn"]["errors"]) if target else None,
+            )
+        )
+    if "profile" in st:
+        rows.append(
+            Row(
+                "10. Redis: throughput while py-spy sampled",
+                f"{st['profile'].get('rps_while_profiled', 0):.0f} req/s",
+            )
+        )
+    return rows
+
+
 def edge_rows(edge: dict[str, Any], cfg: Config) -> list[Row]:
     rows = []
     for key, label in (("c1", "8. ASGI_EDGE=thread, /chat/message, c=1"), (f"c{cfg.concurrency}", None)):
@@ -265,9 +315,9 @@ def render(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def render_profile(profile: dict[str, Any]) -> str:
+def render_profile(profile: dict[str, Any], title: str = "POST /chat/message") -> str:
     out = [
-        f"profile of POST /chat/message under load: {profile['samples']} samples"
+        f"profile of {title} under load: {profile['samples']} samples"
         " (py-spy --gil: the thread holding the GIL)",
         "top self time:",
     ]

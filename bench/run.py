@@ -15,9 +15,10 @@ Settings (environment): BENCH_SECONDS (10, each measured wrk run), BENCH_WARMUP 
 before each), BENCH_CONCURRENCY (16), BENCH_STREAM_SAMPLES (200 TTFB pairs), BENCH_STREAM_RUNS (5
 streams with delay), BENCH_CHUNK_DELAY_MS (50), BENCH_FILL_CONVERSATIONS (10000), BENCH_SOAK_TURNS
 (100000), BENCH_SOAK_SAMPLE_EVERY (20000), BENCH_SOAK_PATH (/memory-chat/message), BENCH_PROFILE (0;
-1 = also profile POST /chat/message under load with py-spy), BENCH_PROFILE_SECONDS (10),
-BENCH_BASELINE (empty; a git revision: phase B runs it beside this checkout, taking turns) and
-BENCH_ONLY (empty: every phase; `latency,baseline` runs only the phases with those keys, listed below).
+1 = also profile POST /chat/message under load with py-spy, on the local store and on Redis),
+BENCH_PROFILE_SECONDS (10), BENCH_BASELINE (empty; a git revision: phase B runs it beside this
+checkout, taking turns) and BENCH_ONLY (empty: every phase; else a comma list of phase keys, e.g.
+`latency,baseline` or `store`).
 
 The code sits beside this file: common (paths, settings), processes (fake upstream, service, clean-up),
 load (wrk, the stream client), phases/ (one module a phase) and report (targets, rows, table, JSON).
@@ -54,6 +55,7 @@ from phases import (
     responses,
     run_stage,
     soak,
+    store,
     streaming,
     table_rows,
     throughput,
@@ -70,6 +72,7 @@ SOAK = Phase("soak", soak.run, report.soak_rows)
 EDGE = Phase("edge", edge.run, report.edge_rows)
 HOSTILE = Phase("hostile", hostile.run, report.hostile_rows)
 RESPONSES = Phase("responses", responses.run, report.responses_rows)
+STORE = Phase("store", store.run, report.store_rows)
 
 # What runs, stage after stage. A stage's lanes each start a fake upstream and a service, then run
 # side by side (one thread a lane when there are several); a lane's phases run in order on its service.
@@ -81,6 +84,8 @@ STAGES: tuple[tuple[Lane, ...], ...] = (
     (Lane("edge-thread", (EDGE,), settings=edge.service_settings),),
     # Its own service, keeping every response the run writes (see phases/responses.py).
     (Lane("responses", (RESPONSES,), settings=responses.service_settings),),
+    # The local store's service; the phase starts Redis, a delay proxy and the Redis services itself.
+    (Lane("store-local", (STORE,)),),
 )
 
 # The table's rows, phase by phase in this order (the profile's row has always come last).
@@ -94,6 +99,7 @@ TABLE: tuple[Phase, ...] = (
     SOAK,
     EDGE,
     RESPONSES,
+    STORE,
     PROFILE,
 )
 
@@ -138,6 +144,9 @@ def main() -> int:
     if "profile" in results:
         print()
         print(report.render_profile(results["profile"]))
+    if "profile" in results.get("store", {}):
+        print()
+        print(report.render_profile(results["store"]["profile"], "POST /chat/message on Redis (loopback)"))
     misses = [r.measure for r in rows if r.ok is False]
     print(f"\n{sum(r.ok is True for r in rows)} PASS, {len(misses)} MISS; total run time {elapsed:.0f} s")
     written = report.write_report(

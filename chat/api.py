@@ -84,10 +84,11 @@ async def send_message(
     With `stream: true` the answer is `text/event-stream`: `delta` events, then one `done` event with
     this operation's usual body (or one `error` event).
     """
-    await guards.check_rate(request)
-    await guards.check_budget(request, payload.api_key)
+    owner = owner_for_writing(request)
+    continued = (Kind.CHAT, payload.conversation_id, owner) if payload.conversation_id else None
+    admission = await guards.admit(request, payload.api_key, conversation=continued)
     prepared = await turns.prepare_turn(
-        owner=owner_for_writing(request),
+        owner=owner,
         message=payload.message,
         conversation_id=payload.conversation_id,
         model=payload.model,
@@ -96,6 +97,8 @@ async def send_message(
         temperature=payload.temperature,
         replace_last=payload.replace_last,
         quota_key=guards.client_identity(request),
+        existing=admission.conversation,
+        request_id=guards.client_request_id(request),
     )
     if payload.stream:
         return sse.event_stream(await turns.chat_stream(prepared, payload.message, done_body=chat_out))

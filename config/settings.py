@@ -77,6 +77,13 @@ try:
             f"({STORE_MAX_BYTES})"
         )
     REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"), plain=False)
+    # The Redis pool of one worker: each request holds a connection for one round trip only, so this
+    # many serve thousands of requests in flight; past it a request waits up to REDIS_POOL_TIMEOUT.
+    # REDIS_URL names one node of a Redis Cluster (the client finds the others).
+    REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
+    REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 64, minimum=1, maximum=10000)
+    REDIS_POOL_TIMEOUT = env_float("REDIS_POOL_TIMEOUT", 5.0, minimum=0.1, maximum=300.0)
+    REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 3.0, minimum=0.1, maximum=300.0)
     # The local store's snapshot file. With REDIS_URL it is not used (Redis keeps conversations itself),
     # so it is not checked either: a Space moved to Redis still starts without its /data folder.
     STORE_SNAPSHOT_PATH = (

@@ -68,6 +68,17 @@ class StoreUnavailable(ServiceError):
         super().__init__("The conversation store is not answering; try again shortly.")
 
 
+class StoreOutcomeUnknown(StoreUnavailable):
+    """A write was sent and the store stopped answering: it may have been applied, or not."""
+
+    def __init__(self) -> None:
+        ServiceError.__init__(
+            self,
+            "The conversation store stopped answering while saving this request's turn: it may have been "
+            "stored. Sending it again with the same X-Request-ID will not store it twice.",
+        )
+
+
 class FieldError(Schema):
     field: str
     reason: str

@@ -15,22 +15,28 @@ from core import metrics, telemetry
 from core.errors import ServiceError
 from gateway import guards
 from stores import get_store
+from stores.base import CallRecord
 
 logger = logging.getLogger(__name__)
 
 
-async def record(model: str, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
-    """Count one upstream call (its tokens, or its error's kind) in the statistics, the token budgets
-    and the access line."""
+def call_record(model: str, *, usage: dict[str, int] | None = None, error: str | None = None) -> CallRecord:
+    """One upstream call as the statistics and the token budgets count it (noted in the access line)."""
     usage = usage or {}
-    await get_store().record_call(
+    telemetry.note(model=model, tokens=usage.get("total_tokens", 0), **({"error": error} if error else {}))
+    return CallRecord(
         model,
         prompt_tokens=usage.get("prompt_tokens", 0),
         completion_tokens=usage.get("completion_tokens", 0),
         error=error,
+        charges=guards.charges(usage.get("total_tokens", 0)),
     )
-    await guards.charge(usage.get("total_tokens", 0))
-    telemetry.note(model=model, tokens=usage.get("total_tokens", 0), **({"error": error} if error else {}))
+
+
+async def record(model: str, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
+    """Count one upstream call (its tokens, or its error's kind) in the statistics, the token budgets
+    and the access line: one store write."""
+    await get_store().commit(call=call_record(model, usage=usage, error=error))
 
 
 def upstream_call(
@@ -67,14 +73,20 @@ def verbatim_call(body: dict[str, Any], *, model: str, api_key: str) -> upstream
 
 async def complete_and_record(call: upstream.UpstreamCall) -> tuple[upstream.Completion, dict[str, int]]:
     """A non-streaming upstream call, counted."""
+    completion, usage = await complete(call)
+    await record(completion.model, usage=usage)
+    return completion, usage
+
+
+async def complete(call: upstream.UpstreamCall) -> tuple[upstream.Completion, dict[str, int]]:
+    """A non-streaming upstream call; a failure is counted, a success is the caller's to count (with
+    call_record, in the write that stores its result)."""
     try:
         completion = await upstream.complete(call)
     except ServiceError as exc:
         await record(call.model, error=exc.code)
         raise
-    usage = full_usage(completion.usage)
-    await record(completion.model, usage=usage)
-    return completion, usage
+    return completion, full_usage(completion.usage)
 
 
 async def open_and_record(call: upstream.UpstreamCall) -> upstream.UpstreamStream:

@@ -15,10 +15,11 @@ from django.conf import settings
 from django.http import HttpRequest
 
 import upstream
-from core import metrics
+from core import metrics, telemetry
 from core.auth import bearer_token, identify, matching_key
 from core.errors import BadRequest, ServiceError
-from stores import get_store
+from stores import Kind, get_store
+from stores.base import Admission, Count
 
 KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII: what an HTTP header can carry
 MAX_ADDRESS_CHARS = 64  # the longest IPv6 text with a zone is well under this
@@ -67,6 +68,12 @@ def client_address(request: HttpRequest) -> str:
     return str(address)
 
 
+def client_request_id(request: HttpRequest) -> str | None:
+    """The X-Request-ID the client sent, when this request is known by it (else None: one was made)."""
+    sent = request.headers.get("X-Request-ID")
+    return sent if sent and telemetry.SAFE_REQUEST_ID.fullmatch(sent) else None
+
+
 def _digest(text: str) -> str:
     """A store key part made from client input: always 32 characters, whatever the input."""
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -94,12 +101,15 @@ def _client_identity(request: HttpRequest) -> str:
     return "ip:" + _digest(client_address(request))
 
 
-async def check_rate(request: HttpRequest) -> None:
-    """Count this request against its client's window; over the limit raises 429 with Retry-After."""
+def _rate_count(request: HttpRequest) -> Count | None:
+    """This request's hit on its client's rate limit (None: RATE_LIMIT is off)."""
     limit, window = settings.RATE_LIMIT
-    if not limit:
-        return
-    count, reset = await get_store().hit(f"rate:{client_identity(request)}", window)
+    return Count(f"rate:{client_identity(request)}", 1, window) if limit else None
+
+
+def _check_rate_count(count: int, reset: int) -> None:
+    """Over the limit raises 429 with Retry-After."""
+    limit, window = settings.RATE_LIMIT
     if count > limit:
         metrics.RATE_LIMITED.inc()
         raise RateLimited(
@@ -112,6 +122,38 @@ async def check_rate(request: HttpRequest) -> None:
                 "RateLimit-Policy": f"{limit};w={window}",
             },
         )
+
+
+async def check_rate(request: HttpRequest) -> None:
+    """Count this request against its client's window; over the limit raises 429 with Retry-After."""
+    await admit(request, None, budgeted=False)
+
+
+async def admit(
+    request: HttpRequest,
+    client_key: str | None,
+    *,
+    budgeted: bool = True,
+    conversation: tuple[Kind, str, str] | None = None,
+    records: tuple[Kind, list[str], str] | None = None,
+) -> Admission:
+    """Every guard a request passes before its upstream call, with what it reads from the store, in
+    one store round trip: the rate limit counts it (429 rate_limited over it), then, when `budgeted`,
+    the token budgets its call is charged to (429 budget_exceeded while one is spent; only calls on
+    the server's key count, see _budgets_charged), and the conversation (kind, id, owner) and records
+    (kind, ids, owner) it continues."""
+    rate = _rate_count(request)
+    budgets = _budgets_charged(request, client_key) if budgeted else []
+    counts = ([rate] if rate else []) + [Count(b.key, 0, b.window) for b in budgets]
+    if not counts and conversation is None and records is None:
+        return Admission([])
+    admission = await get_store().admit(counts, conversation=conversation, records=records)
+    totals = list(admission.counts)
+    if rate:
+        _check_rate_count(*totals.pop(0))
+    for budget, (used, reset) in zip(budgets, totals, strict=True):
+        _check_budget_use(budget, used, reset)
+    return admission
 
 
 class BudgetExceeded(ServiceError):
@@ -131,7 +173,7 @@ class Budget:
 
 PERIOD_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 
-# Whose budgets this request's upstream tokens are charged to: set by check_budget before the call,
+# Whose budgets this request's upstream tokens are charged to: set by admit before the call,
 # read by charge() when the upstream reports its usage. A stream reports it at its end, which Django's
 # ASGI handler sends from the task that ran the view, so the value is still there. None: nobody.
 _charged: ContextVar[str | None] = ContextVar("charged", default=None)
@@ -149,33 +191,33 @@ def budgets_of(identity: str) -> list[Budget]:
     return budgets
 
 
-async def check_budget(request: HttpRequest, client_key: str | None) -> None:
-    """Before an upstream call: 429 budget_exceeded while this client's or the whole service's token
-    budget for the current window is spent. Only calls on the server's key are counted: a request that
-    brings its own upstream key (`client_key`) spends nothing of the owner's."""
+def _budgets_charged(request: HttpRequest, client_key: str | None) -> list[Budget]:
+    """The budgets this request's upstream call is charged to, remembered for charges(). Only calls on
+    the server's key are counted: a request that brings its own upstream key (`client_key`) spends
+    nothing of the owner's."""
     identity = None if (client_key or "").strip() else client_identity(request)
     _charged.set(identity)
-    if identity is None:
-        return
-    for budget in budgets_of(identity):
-        used, reset = await get_store().tally(budget.key, 0, budget.window)
-        if used >= budget.limit:
-            metrics.BUDGET_EXCEEDED.labels(budget.scope).inc()
-            whose = "This service's" if budget.scope == "total" else "Your"
-            period = PERIOD_NAMES.get(budget.window, f"{budget.window} seconds")
-            raise BudgetExceeded(
-                f"{whose} token budget ({budget.limit} per {period}) is spent; try again in {reset} seconds.",
-                headers={"Retry-After": str(reset)},
-            )
+    return [] if identity is None else budgets_of(identity)
 
 
-async def charge(tokens: int) -> None:
-    """Count an upstream call's tokens against the budgets check_budget found for this request."""
+def _check_budget_use(budget: Budget, used: int, reset: int) -> None:
+    if used >= budget.limit:
+        metrics.BUDGET_EXCEEDED.labels(budget.scope).inc()
+        whose = "This service's" if budget.scope == "total" else "Your"
+        period = PERIOD_NAMES.get(budget.window, f"{budget.window} seconds")
+        raise BudgetExceeded(
+            f"{whose} token budget ({budget.limit} per {period}) is spent; try again in {reset} seconds.",
+            headers={"Retry-After": str(reset)},
+        )
+
+
+def charges(tokens: int) -> tuple[Count, ...]:
+    """An upstream call's tokens as counts against the budgets admit() found for this
+    request (none when nobody is charged)."""
     identity = _charged.get()
     if identity is None or tokens <= 0:
-        return
-    for budget in budgets_of(identity):
-        await get_store().tally(budget.key, tokens, budget.window)
+        return ()
+    return tuple(Count(b.key, tokens, b.window) for b in budgets_of(identity))
 
 
 async def budget_use(request: HttpRequest) -> dict[str, dict[str, int] | None]:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 import upstream
@@ -22,7 +23,9 @@ from core.clock import utc_now_iso
 from core.errors import ConversationNotFound, NotFound
 from core.jsonio import dumps
 from gateway import calls, guards, items
+from gateway.turns import turn_id_for
 from stores import Kind, get_store
+from stores.base import Admission, CallRecord, RecordWrite, TurnWrite
 
 
 class ResponseNotFound(NotFound):
@@ -63,13 +66,31 @@ class PreparedResponse:
     created_at: int
     ancestors: list[str]  # the chain before this response, newest first
     call: upstream.UpstreamCall
+    turn_id: str | None = None  # its turn in a conversation (see turns.turn_id_for)
 
 
-async def prepare(request: ResponseRequest, *, owner: str, api_key: str) -> PreparedResponse:
-    """Every check that can fail before the upstream is called, and the context to send."""
+def reads(request: ResponseRequest, owner: str) -> dict[str, Any]:
+    """What a response reads before its call, as guards.admit's `conversation` and `records`."""
+    if request.previous_response_id:
+        return {"records": (Kind.RESPONSE, [request.previous_response_id], owner)}
+    if request.conversation_id:
+        return {"conversation": (Kind.CHAT, request.conversation_id, owner)}
+    return {}
+
+
+async def prepare(
+    request: ResponseRequest,
+    *,
+    owner: str,
+    api_key: str,
+    admission: Admission,
+    request_id: str | None = None,
+) -> PreparedResponse:
+    """Every check that can fail before the upstream is called, and the context to send. `admission`
+    holds what guards.admit read for it (see reads)."""
     guards.check_model(request.model)
     guards.check_max_tokens(request.max_output_tokens, param="max_output_tokens")
-    history, ancestors = await _history(request, owner)
+    history, ancestors = await _history(request, owner, admission)
     system = [{"role": "system", "content": request.instructions}] if request.instructions else []
     fixed = sum(items.estimate_tokens(m) for m in system)
     window = items.context_window(history, request.input, fixed_tokens=fixed)
@@ -82,6 +103,18 @@ async def prepare(request: ResponseRequest, *, owner: str, api_key: str) -> Prep
         id=response_id,
         created_at=int(time.time()),
         ancestors=ancestors,
+        turn_id=turn_id_for(
+            request_id,
+            kind=Kind.CHAT,
+            owner=owner,
+            conversation_id=request.conversation_id,
+            # its input as sent: without the ids and times made for it here
+            message=orjson.dumps(
+                [{k: v for k, v in m.items() if k not in ("id", "timestamp")} for m in request.input]
+            ).decode(),
+        )
+        if request.conversation_id
+        else None,
         call=upstream.UpstreamCall(
             messages=system + items.chat_messages(window + request.input),
             model=request.model,
@@ -93,11 +126,13 @@ async def prepare(request: ResponseRequest, *, owner: str, api_key: str) -> Prep
     )
 
 
-async def _history(request: ResponseRequest, owner: str) -> tuple[list[dict[str, Any]], list[str]]:
+async def _history(
+    request: ResponseRequest, owner: str, admission: Admission
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The stored messages before this response, and its chain's ids (newest first)."""
     store = get_store()
     if request.previous_response_id:
-        (previous,) = await store.get_records(Kind.RESPONSE, [request.previous_response_id], owner=owner)
+        (previous,) = admission.records
         if previous is None:
             raise ResponseNotFound(param="previous_response_id")
         chain = [previous]
@@ -110,7 +145,7 @@ async def _history(request: ResponseRequest, owner: str) -> tuple[list[dict[str,
         links = max(1, settings.CONVERSATION_MAX_MESSAGES // 2)
         return history, [request.previous_response_id, *previous["ancestors"]][:links]
     if request.conversation_id:
-        conversation = await store.get(Kind.CHAT, request.conversation_id, owner=owner)
+        conversation = admission.conversation
         if conversation is None:
             raise ConversationNotFound(param="conversation")
         return conversation.messages, []
@@ -161,7 +196,7 @@ def _chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
 
 async def create(prepared: PreparedResponse) -> dict[str, Any]:
     """A non-streaming response: the upstream's answer as output items, stored, as a response object."""
-    completion, usage = await calls.complete_and_record(prepared.call)
+    completion, usage = await calls.complete(prepared.call)
     first = completion.raw["choices"][0]  # upstream.parse_completion has made sure there is one
     tool_calls = items.as_dict(first.get("message")).get("tool_calls")
     output = reply_messages(completion.content, tool_calls, model=completion.model)
@@ -174,7 +209,7 @@ async def create(prepared: PreparedResponse) -> dict[str, Any]:
         usage=response_usage(usage, completion.raw.get("usage")),
         incomplete=incomplete,
     )
-    await keep(prepared, output, response)
+    await keep(prepared, output, response, call=calls.call_record(completion.model, usage=usage))
     return response
 
 
@@ -280,29 +315,45 @@ def response_object(
     }
 
 
-async def keep(prepared: PreparedResponse, output: list[dict[str, Any]], response: dict[str, Any]) -> None:
-    """Store what the upstream answered: the turn in its conversation, the response when `store`."""
+async def keep(
+    prepared: PreparedResponse,
+    output: list[dict[str, Any]],
+    response: dict[str, Any],
+    *,
+    call: CallRecord | None = None,
+) -> None:
+    """Store what the upstream answered, in one write: the turn in its conversation, the response when
+    `store`, and the call's statistics (`call`)."""
     request = prepared.request
     turn = request.input + output
-    store = get_store()
-    if request.conversation_id:
-        usage = response.get("usage") or {}
-        await store.append(
+    usage = response.get("usage") or {}
+    await get_store().commit(
+        turn=TurnWrite(
             Kind.CHAT,
             request.conversation_id,
             turn,
             owner=prepared.owner,
             model=response["model"],
             tokens=usage.get("total_tokens", 0),
+            turn_id=prepared.turn_id,
         )
-    if request.store:
-        record = {
-            "response": response,
-            "items": turn,
-            "inputs": len(request.input),
-            "ancestors": prepared.ancestors,
-        }
-        await store.put_record(Kind.RESPONSE, prepared.id, record, owner=prepared.owner)
+        if request.conversation_id
+        else None,
+        record=RecordWrite(
+            Kind.RESPONSE,
+            prepared.id,
+            {
+                "response": response,
+                "items": turn,
+                "inputs": len(request.input),
+                "ancestors": prepared.ancestors,
+            },
+            owner=prepared.owner,
+        )
+        if request.store
+        else None,
+        call=call,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

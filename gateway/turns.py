@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from core.clock import utc_now_iso
 from core.errors import ConversationNotFound, ServiceError, error_body
 from gateway import calls, guards, sse
 from stores import Conversation, Kind, get_store
-from stores.base import last_turn_start
+from stores.base import CallRecord, TurnWrite, last_turn_start
 
 CHAT_ROLES = ("user", "assistant")
 
@@ -53,6 +54,18 @@ def new_conversation_id() -> str:
     return str(uuid.uuid4())
 
 
+def turn_id_for(
+    request_id: str | None, *, kind: Kind, owner: str, conversation_id: str, message: str
+) -> str | None:
+    """A turn's id, from the X-Request-ID its client sent (None without one: a request id made here
+    is never sent twice). A client retrying a turn with the same id and message stores it once; the
+    same id with another message is another turn."""
+    if request_id is None:
+        return None
+    seed = "\x00".join((owner, str(kind), conversation_id, request_id, message))
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
 def turn(user_text: str, reply_text: str, *, model: str | None, tokens: int = 0) -> list[dict[str, Any]]:
     """A stored turn; the reply keeps its tokens, so replacing it can take them off the total."""
     now = utc_now_iso()
@@ -71,6 +84,7 @@ class PreparedTurn:
     call: upstream.UpstreamCall
     replace_last: bool = False
     quota_key: str | None = None  # whose storage quota the stored turn counts against
+    turn_id: str | None = None  # see turn_id_for
 
 
 async def prepare_turn(
@@ -84,15 +98,17 @@ async def prepare_turn(
     temperature: float | None,
     replace_last: bool = False,
     quota_key: str | None = None,
+    existing: Conversation | None = None,
+    request_id: str | None = None,
 ) -> PreparedTurn:
-    """Every check that can fail before the upstream is called, and the context to send."""
+    """Every check that can fail before the upstream is called, and the context to send. `existing`
+    is the conversation as guards.admit read it (None: new)."""
     model = model or settings.LLM_MODEL
     guards.check_model(model)
     key = guards.resolve_key(api_key)
     tokens = guards.resolve_max_tokens(max_tokens)
     conversation_id = conversation_id or new_conversation_id()
     telemetry.note(conversation_id=conversation_id)
-    existing = await get_store().get(Kind.CHAT, conversation_id, owner=owner)
     history = existing.messages if existing else []
     if replace_last:
         if existing is None:
@@ -107,6 +123,13 @@ async def prepare_turn(
             context, model=model, max_tokens=tokens, temperature=temperature, api_key=key
         ),
         quota_key=quota_key,
+        turn_id=turn_id_for(
+            request_id,
+            kind=Kind.CHAT,
+            owner=owner,
+            conversation_id=conversation_id,
+            message=("replace\x00" if replace_last else "") + message,
+        ),
     )
 
 
@@ -121,35 +144,41 @@ class StoredTurn:
 
 
 async def store_turn(
-    prepared: PreparedTurn, message: str, content: str, model: str, usage: dict[str, int]
+    prepared: PreparedTurn,
+    message: str,
+    content: str,
+    model: str,
+    usage: dict[str, int],
+    *,
+    call: CallRecord | None = None,
 ) -> StoredTurn:
+    """Store the turn, and with it the upstream call's statistics (`call`): one write."""
     tokens = usage["total_tokens"]
     messages = turn(message, content, model=model, tokens=tokens)
-    store = get_store()
-    if prepared.replace_last:
-        replaced = await store.replace_last_turn(
-            Kind.CHAT, prepared.conversation_id, messages, owner=prepared.owner, model=model, tokens=tokens
-        )
-        if replaced is None:  # deleted while the upstream answered
-            raise ConversationNotFound()
-        conversation = replaced
-    else:
-        conversation = await store.append(
+    conversation = await get_store().commit(
+        turn=TurnWrite(
             Kind.CHAT,
             prepared.conversation_id,
             messages,
             owner=prepared.owner,
             model=model,
             tokens=tokens,
-            quota_key=prepared.quota_key,
-        )
+            quota_key=None if prepared.replace_last else prepared.quota_key,
+            replace_last=prepared.replace_last,
+            turn_id=prepared.turn_id,
+        ),
+        call=call,
+    )
+    if conversation is None:  # a turn to replace, deleted while the upstream answered
+        raise ConversationNotFound()
     return StoredTurn(conversation=conversation, reply=content, model=model, usage=usage)
 
 
 async def chat(prepared: PreparedTurn, message: str) -> StoredTurn:
-    """One turn of /chat/message: stored only when the upstream answered."""
-    completion, usage = await calls.complete_and_record(prepared.call)
-    return await store_turn(prepared, message, completion.content, completion.model, usage)
+    """One turn of /chat/message: stored only when the upstream answered, with its call's figures."""
+    completion, usage = await calls.complete(prepared.call)
+    call = calls.call_record(completion.model, usage=usage)
+    return await store_turn(prepared, message, completion.content, completion.model, usage, call=call)
 
 
 async def chat_stream(

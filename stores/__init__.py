@@ -19,7 +19,7 @@ def get_store() -> ConversationStore:
         if settings.REDIS_URL:
             from stores.redis_store import RedisStore
 
-            _store = RedisStore(settings.REDIS_URL)
+            _store = RedisStore(settings.REDIS_URL, cluster=settings.REDIS_CLUSTER)
         else:
             from stores.local import LocalStore
 

@@ -46,6 +46,7 @@ class Conversation:
     message_count: int = 0  # all stored messages, even when `messages` holds only some of them
     owner: str = ANONYMOUS
     title: str = ""  # the first thing the person asked (older conversations: "")
+    replayed: bool = False  # a write of a turn already stored (the same turn id): nothing was added
 
     @property
     def display_title(self) -> str:
@@ -58,6 +59,67 @@ class Conversation:
     @property
     def last_message(self) -> str:
         return self.messages[-1]["content"] if self.messages else ""
+
+
+@dataclass(frozen=True)
+class Count:
+    """One fixed-window counter (a rate limit, a token budget): add `amount` (0 only reads it)."""
+
+    key: str
+    amount: int
+    window: int
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One upstream call for the statistics, and the token budgets its tokens are charged to."""
+
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    charges: tuple[Count, ...] = ()
+
+
+@dataclass(frozen=True)
+class TurnWrite:
+    """A turn to store: appended, or replacing the conversation's last turn (`replace_last`).
+
+    `turn_id` names the turn: a second write with the same id (a client retrying a turn whose answer it
+    never got) stores nothing and answers what the first one stored (Conversation.replayed)."""
+
+    kind: Kind
+    conversation_id: str
+    messages: list[dict[str, Any]]
+    owner: str
+    model: str
+    tokens: int
+    quota_key: str | None = None
+    replace_last: bool = False
+    turn_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordWrite:
+    """A record to keep (see ConversationStore.put_record)."""
+
+    kind: Kind
+    record_id: str
+    record: dict[str, Any]
+    owner: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a request reads before its upstream call, in one step: its counters (in order, each
+    (total, seconds until reset)), a conversation (None: none asked for, or none stored) and records."""
+
+    counts: list[tuple[int, int]]
+    conversation: Conversation | None = None
+    records: list[dict[str, Any] | None] = field(default_factory=list)
+
+
+TURN_ID_TTL = 600  # seconds a turn id is remembered: a client retries its turn well within
 
 
 class ConversationStore(Protocol):
@@ -78,6 +140,7 @@ class ConversationStore(Protocol):
         model: str,
         tokens: int,
         quota_key: str | None = None,
+        turn_id: str | None = None,
     ) -> Conversation:
         """Add messages to a conversation (made if new) and keep every bound: CONVERSATION_MAX_MESSAGES
         and the conversation's own byte cap drop its oldest whole turns; over CLIENT_STORAGE_BYTES the
@@ -100,10 +163,35 @@ class ConversationStore(Protocol):
         owner: str,
         model: str,
         tokens: int,
+        turn_id: str | None = None,
     ) -> Conversation | None:
         """Atomically drop the last turn (its user message and what follows) and append `messages`, as
         if they had been the only turn; its reply's `tokens` leave the total. None if there is no such
         conversation."""
+        ...
+
+    async def admit(
+        self,
+        counts: list[Count],
+        *,
+        conversation: tuple[Kind, str, str] | None = None,
+        records: tuple[Kind, list[str], str] | None = None,
+    ) -> Admission:
+        """Count and read what a request needs before its upstream call, in one round trip: the counters
+        (`Count`, as `tally`), a conversation (kind, id, owner) and records (kind, ids, owner)."""
+        ...
+
+    async def commit(
+        self,
+        *,
+        turn: TurnWrite | None = None,
+        record: RecordWrite | None = None,
+        call: CallRecord | None = None,
+    ) -> Conversation | None:
+        """What a request writes after its upstream call, atomically and in one round trip: its turn
+        (as append or replace_last_turn), a record (as put_record), the call's statistics and token
+        charges (as record_call). The turn's conversation as append answers (None: no turn, or no
+        conversation to replace a turn of; the rest is written all the same)."""
         ...
 
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool: ...
@@ -115,8 +203,16 @@ class ConversationStore(Protocol):
     async def ping(self) -> None: ...
 
     async def record_call(
-        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
-    ) -> None: ...
+        self,
+        model: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        error: str | None,
+        charges: tuple[Count, ...] = (),
+    ) -> None:
+        """Count one upstream call in the statistics, and its `charges` (token budgets), at once."""
+        ...
 
     async def usage(self) -> dict[str, Any]: ...
 

@@ -26,8 +26,14 @@ from stores.base import (
     CONVERSATION_OVERHEAD,
     MAX_MODELS_TRACKED,
     OTHER_MODEL,
+    TURN_ID_TTL,
+    Admission,
+    CallRecord,
     Conversation,
+    Count,
     Kind,
+    RecordWrite,
+    TurnWrite,
     conversation_cap,
     fixed_window,
     last_turn_start,
@@ -38,6 +44,7 @@ from stores.base import (
 )
 
 Key = tuple[Kind, str]
+MAX_TURN_IDS = 10_000
 
 
 @dataclass(eq=False)
@@ -85,6 +92,8 @@ class LocalStore:
         self._bytes = 0
         self._records: dict[Kind, _Records] = {k: _Records() for k in Kind}
         self._stats = _Stats()
+        # turn id -> (when it is forgotten, what its write answered); oldest first, at most MAX_TURN_IDS
+        self._turns: OrderedDict[str, tuple[float, Conversation | None]] = OrderedDict()
         self.changes = 0  # bumped by every write; the snapshot writer saves only when it moved
 
     # Bookkeeping: an entry is counted (bytes, quota) only while attached.
@@ -148,7 +157,11 @@ class LocalStore:
         model: str,
         tokens: int,
         quota_key: str | None = None,
+        turn_id: str | None = None,
     ) -> Conversation:
+        seen = self._seen_turn(turn_id, messages)
+        if seen is not None:
+            return seen
         now = utc_now_iso()
         self.changes += 1
         entry = self._live(kind, slot_of(owner, conversation_id))
@@ -176,7 +189,26 @@ class LocalStore:
         entry.expires = time.monotonic() + settings.CONVERSATION_TTL
         self._attach(entry)
         self._evict_for(entry)
-        return replace(conversation, messages=list(messages))
+        return self._remember_turn(turn_id, replace(conversation, messages=list(messages)))
+
+    def _seen_turn(self, turn_id: str | None, messages: list[dict[str, Any]]) -> Conversation | None:
+        """What the write of this turn id answered (with these messages), if it was stored already."""
+        if turn_id is None:
+            return None
+        now = time.monotonic()
+        while self._turns and next(iter(self._turns.values()))[0] < now:
+            self._turns.popitem(last=False)
+        seen = self._turns.get(turn_id)
+        if seen is None or seen[1] is None:
+            return None
+        return replace(seen[1], messages=list(messages), replayed=True)
+
+    def _remember_turn(self, turn_id: str | None, answer: Conversation) -> Conversation:
+        if turn_id is not None:  # its figures only: the messages stay with the conversation
+            self._turns[turn_id] = (time.monotonic() + TURN_ID_TTL, replace(answer, messages=[]))
+            if len(self._turns) > MAX_TURN_IDS:
+                self._turns.popitem(last=False)
+        return answer
 
     async def replace_last_turn(
         self,
@@ -187,7 +219,11 @@ class LocalStore:
         owner: str,
         model: str,
         tokens: int,
+        turn_id: str | None = None,
     ) -> Conversation | None:
+        seen = self._seen_turn(turn_id, messages)
+        if seen is not None:
+            return seen
         entry = self._live(kind, slot_of(owner, conversation_id))
         if entry is None:
             return None
@@ -210,7 +246,67 @@ class LocalStore:
         entry.expires = time.monotonic() + settings.CONVERSATION_TTL
         self._attach(entry)
         self._evict_for(entry)
-        return replace(conversation, messages=list(messages))
+        return self._remember_turn(turn_id, replace(conversation, messages=list(messages)))
+
+    async def admit(
+        self,
+        counts: list[Count],
+        *,
+        conversation: tuple[Kind, str, str] | None = None,
+        records: tuple[Kind, list[str], str] | None = None,
+    ) -> Admission:
+        totals = [await self.tally(c.key, c.amount, c.window) for c in counts]
+        found = None
+        if conversation is not None:
+            kind, conversation_id, owner = conversation
+            found = await self.get(kind, conversation_id, owner=owner)
+        kept = []
+        if records is not None:
+            kind, record_ids, owner = records
+            kept = await self.get_records(kind, record_ids, owner=owner)
+        return Admission(totals, found, kept)
+
+    async def commit(
+        self,
+        *,
+        turn: TurnWrite | None = None,
+        record: RecordWrite | None = None,
+        call: CallRecord | None = None,
+    ) -> Conversation | None:
+        # Nothing here awaits anything that waits: no other task runs between these writes.
+        written = None
+        if turn is not None and turn.replace_last:
+            written = await self.replace_last_turn(
+                turn.kind,
+                turn.conversation_id,
+                turn.messages,
+                owner=turn.owner,
+                model=turn.model,
+                tokens=turn.tokens,
+                turn_id=turn.turn_id,
+            )
+        elif turn is not None:
+            written = await self.append(
+                turn.kind,
+                turn.conversation_id,
+                turn.messages,
+                owner=turn.owner,
+                model=turn.model,
+                tokens=turn.tokens,
+                quota_key=turn.quota_key,
+                turn_id=turn.turn_id,
+            )
+        if record is not None:
+            await self.put_record(record.kind, record.record_id, record.record, owner=record.owner)
+        if call is not None:
+            await self.record_call(
+                call.model,
+                prompt_tokens=call.prompt_tokens,
+                completion_tokens=call.completion_tokens,
+                error=call.error,
+                charges=call.charges,
+            )
+        return written
 
     def _evict_for(self, current: _Entry) -> None:
         """The bounds, in order: the client's quota (its own oldest conversations go), the whole store's
@@ -356,10 +452,18 @@ class LocalStore:
         return None
 
     async def record_call(
-        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
+        self,
+        model: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        error: str | None,
+        charges: tuple[Count, ...] = (),
     ) -> None:
         self.changes += 1
         self._stats.record(model, prompt_tokens, completion_tokens, error)
+        for charge in charges:
+            await self.tally(charge.key, charge.amount, charge.window)
 
     async def usage(self) -> dict[str, Any]:
         return self._stats.summary()

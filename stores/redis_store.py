@@ -3,28 +3,39 @@ sharing one Redis never overwrite each other."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import hiredis
 import orjson
 import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.auth import ANONYMOUS
 from core.clock import utc_now_iso
-from core.errors import StoreUnavailable
+from core.errors import StoreOutcomeUnknown, StoreUnavailable
 from stores.base import (
     CONVERSATION_OVERHEAD,
     MAX_MODELS_TRACKED,
     OTHER_MODEL,
+    TURN_ID_TTL,
+    Admission,
+    CallRecord,
     Conversation,
+    Count,
     Kind,
+    RecordWrite,
+    TurnWrite,
     encoded_cost,
     fixed_window,
     slot_of,
@@ -33,6 +44,8 @@ from stores.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+BATCH_ID_TTL = 60  # seconds a batch's own key stays: redis-py retries at once, never later
 
 # Every conversation is kept under its slot, "<owner>/<id>" (an owner id holds no "/" and no ":"):
 # `<prefix>conv:<kind>:<slot>:meta` (a hash), `:msgs` (its messages as JSON) and `:costs` (each
@@ -83,14 +96,13 @@ local function oldest_other(zset, member)
 end
 """
 
-# KEYS: meta, msgs, costs, index, stats, the owner's index. ARGV: 1 slot, 2 now (iso), 3 model,
-# 4 tokens, 5 max messages, 6 ttl, 7 score (epoch seconds), 8 max conversations, 9 prefix, 10 kind,
+# KEYS: meta, msgs, costs, index, stats, the owner's index (then the turn id's key, see BATCH).
+# ARGV: 1 slot, 2 now (iso), 3 model, 4 tokens, 5 max messages, 6 ttl, 7 score (epoch seconds),
+# 8 max conversations, 9 prefix, 10 kind,
 # 11 quota key ('' for none), 12 the client's quota (0 = off), 13 the store's bound, 14 the
 # conversation's own overhead, 15 n (messages), 16 the conversation's owner, 17 its id, 18 its title,
 # then n messages (JSON), then their n costs.
-APPEND = (
-    LIBRARY
-    + """
+APPEND = """
 local meta, msgs, costs, index, stats, mine = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, now, model = ARGV[1], ARGV[2], ARGV[3]
 local max_messages, ttl, score = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -99,12 +111,15 @@ local client_max, store_max, n = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumbe
 local member = kind .. ':' .. id
 local lru, total = prefix .. 'lru', prefix .. 'bytes'
 expire(prefix, score - ttl)
+local size = 0
 if redis.call('EXISTS', meta) == 0 then
-  forget(prefix, member)
+  -- what an expired conversation of this id left behind (its figures are kept until it is forgotten)
+  if redis.call('HEXISTS', prefix .. 'sizes', member) == 1 then forget(prefix, member) end
   redis.call('HSET', meta, 'id', ARGV[17], 'created_at', now, 'total_tokens', 0, 'dropped_messages', 0,
     'owner', ARGV[16], 'title', ARGV[18])
+else
+  size = detach(prefix, member)
 end
-local size = detach(prefix, member)
 if size == 0 then size = tonumber(ARGV[14]) end
 redis.call('HSET', meta, 'updated_at', now, 'model', model)
 local tokens = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
@@ -174,15 +189,13 @@ end
 if evicted > 0 then redis.call('HINCRBY', stats, 'evictions', evicted) end
 return {length, tokens}
 """
-)
 
-# KEYS: meta, msgs, costs, index, the owner's index. ARGV: 1 prefix, 2 "<kind>:<slot>", 3 now (iso),
-# 4 model, 5 tokens, 6 ttl, 7 score, 8 title, 9 n, then n messages (JSON), then their n costs. Drops
+# KEYS: meta, msgs, costs, index, the owner's index (then the turn id's key). ARGV: 1 prefix,
+# 2 "<kind>:<slot>", 3 now (iso), 4 model, 5 tokens, 6 ttl, 7 score, 8 title, 9 n, then n messages
+# (JSON), then their n costs. Drops
 # the last turn (from its user message on: its replies' tokens leave the total, its bytes the
 # counts) and appends the new one, in one step; false if there is no such conversation.
-REPLACE = (
-    LIBRARY
-    + """
+REPLACE = """
 local meta, msgs, costs = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return false end
 local prefix, member, n = ARGV[1], ARGV[2], tonumber(ARGV[9])
@@ -225,7 +238,6 @@ if quota then
 end
 return {redis.call('LLEN', msgs), total}
 """
-)
 
 # KEYS: msgs, costs. ARGV: prefix, "<kind>:<slot>", the message (its JSON, exactly). Removes that one
 # message and its cost (the two lists stay aligned), and takes the cost off the byte counts.
@@ -253,7 +265,8 @@ end
 return 0
 """
 
-# ARGV: prefix, cutoff (epoch seconds). Forgets every conversation idle past the TTL.
+# KEYS: lru (it routes the script to its node in a cluster). ARGV: prefix, cutoff (epoch seconds).
+# Forgets every conversation idle past the TTL.
 PRUNE = (
     LIBRARY
     + """
@@ -262,7 +275,7 @@ return 1
 """
 )
 
-# ARGV: prefix, "<kind>:<slot>". Deletes one conversation: 1 if there was one.
+# KEYS: lru (for routing). ARGV: prefix, "<kind>:<slot>". Deletes one conversation: 1 if there was one.
 DELETE = (
     LIBRARY
     + """
@@ -282,6 +295,12 @@ return #ids
 """
 )
 
+
+# KEYS: the kind's record index, the record. ARGV: the record's slot. 1 if there was one.
+DELETE_RECORD = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('DEL', KEYS[2])
+"""
 
 # KEYS: totals hash, model set, errors hash. ARGV: model, prompt tokens, completion tokens, error
 # kind ("" for none), most models tracked, the name the rest are counted under.
@@ -320,34 +339,206 @@ return count
 """
 
 
+# What a request reads before its upstream call, in one command (a script: a pipeline of the same
+# commands costs redis-py more). KEYS: n counters, then (with a conversation) its meta and msgs, then
+# records. ARGV: 1 n, 2 "1" with a conversation, then per counter its amount (0 reads it) and lifetime.
+# Answers the n totals, the conversation's meta (flat) and messages, and the records.
+ADMIT = """
+local n, k = tonumber(ARGV[1]), tonumber(ARGV[1]) + 1
+local out = {}
+for i = 1, n do
+  local amount = tonumber(ARGV[1 + 2 * i])
+  if amount > 0 then
+    out[i] = redis.call('INCRBY', KEYS[i], amount)
+    redis.call('EXPIRE', KEYS[i], ARGV[2 + 2 * i])
+  else
+    out[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+end
+if ARGV[2] == '1' then
+  out[n + 1] = redis.call('HGETALL', KEYS[k])
+  out[n + 2] = redis.call('LRANGE', KEYS[k + 1], 0, -1)
+  k = k + 2
+else
+  out[n + 1], out[n + 2] = {}, {}
+end
+local records = {}
+for i = k, #KEYS do records[#records + 1] = redis.call('GET', KEYS[i]) end
+out[n + 3] = records
+return out
+"""
+
+# KEYS: the counter. ARGV: the amount, its lifetime (seconds). Adds to a fixed-window counter.
+TALLY = """
+local total = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return total
+"""
+
+
+def _function(name: str, body: str) -> str:
+    """A script body above as a Lua function of its own keys and arguments (K, A)."""
+    return f"local function {name}(K, A)\n{body.replace('KEYS[', 'K[').replace('ARGV[', 'A[')}\nend\n"
+
+
+# Several writes in one script: one round trip, all or nothing. KEYS[1] is the batch's own key: a batch
+# run again (redis-py retrying it on a fresh connection after the first one broke, when its outcome is
+# unknown) answers what the first run answered and writes nothing. ARGV: 1 n (operations), then n
+# triples (name, how many keys, how many arguments), then each operation's arguments; KEYS[2...] each
+# operation's keys, in order. `append` and `replace` take one key more when the turn has an id: a turn
+# id seen before (a client retrying a turn) stores nothing and answers {length, tokens, 1}.
+BATCH = (
+    LIBRARY
+    + _function("append_turn", APPEND)
+    + _function("replace_turn", REPLACE)
+    + _function("record_call", RECORD)
+    + _function("put_record", PUT_RECORD)
+    + _function("tally", TALLY)
+    + f"""
+local function seen(turn)
+  if not turn then return nil end
+  local prior = redis.call('GET', turn)
+  if not prior then return nil end
+  local sep = string.find(prior, ',', 1, true)
+  return {{tonumber(string.sub(prior, 1, sep - 1)), tonumber(string.sub(prior, sep + 1)), 1}}
+end
+
+local function once(turn, result)
+  if turn and result then redis.call('SET', turn, result[1] .. ',' .. result[2], 'EX', {TURN_ID_TTL}) end
+  if result then result[3] = 0 end
+  return result
+end
+
+local ops = {{
+  append = function(K, A) return seen(K[7]) or once(K[7], append_turn(K, A)) end,
+  replace = function(K, A) return seen(K[6]) or once(K[6], replace_turn(K, A)) end,
+  record = record_call,
+  put_record = put_record,
+  tally = tally,
+}}
+
+local done = redis.call('GET', KEYS[1])
+if done then return cjson.decode(done) end
+local n = tonumber(ARGV[1])
+local k, a = 2, 2 + 3 * n
+local results = {{}}
+for i = 1, n do
+  local name, nk, na = ARGV[3 * i - 1], tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local K, A = {{}}, {{}}
+  for j = 1, nk do K[j] = KEYS[k + j - 1] end
+  for j = 1, na do A[j] = ARGV[a + j - 1] end
+  k, a = k + nk, a + na
+  results[i] = ops[name](K, A) or false
+end
+redis.call('SET', KEYS[1], cjson.encode(results), 'EX', {BATCH_ID_TTL})
+return results
+"""
+)
+
+Operation = tuple[str, list[Any], list[Any]]  # a BATCH operation: its name, keys and arguments
+
+
+class HiredisPacking:
+    """redis-py's asyncio connections pack each command in Python, copying its buffer once per
+    argument: a turn's script call of about 50 arguments spent more time there than Redis spent
+    running it. hiredis (installed with redis[hiredis]) packs it in C, as redis-py's own synchronous
+    client does. Mixed into the pool's connection class (TCP, TLS or Unix socket, as the URL says);
+    tests/test_redis_packing.py checks the bytes are the same as redis-py's own."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):  # a command name of several words ("SCRIPT LOAD") goes as several
+            args = (*args[0].encode().split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+def hiredis_packed(connection_class: type[Any]) -> type[Any]:
+    return type(f"HiredisPacked{connection_class.__name__}", (HiredisPacking, connection_class), {})
+
+
 class RedisStore:
     kind_name = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "gw:") -> None:
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=1.0,
-            socket_connect_timeout=1.0,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-        )
+    def __init__(self, url: str, *, prefix: str = "gw:", cluster: bool = False) -> None:
+        # A pool that waits (up to REDIS_POOL_TIMEOUT) for a free connection instead of refusing one, and
+        # one retry on a fresh connection when a pooled one turns out dead (a Redis restart closed it):
+        # reads and the rate-limit count are safe to send twice, and every script write is a BATCH,
+        # which answers a repeat without writing again. A timeout is never retried: Redis may have run
+        # the command (see StoreOutcomeUnknown).
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        self._gate: asyncio.Semaphore | None = None
+        self._redis: Any
+        if cluster:
+            # Every key of the store shares one hash tag, so each script's keys (and those it finds,
+            # such as the conversations it evicts) are in one slot; the cluster client routes there.
+            prefix = "{" + prefix.rstrip(":") + "}:"
+            self._redis = redis.RedisCluster.from_url(
+                url,
+                max_connections=settings.REDIS_MAX_CONNECTIONS,
+                socket_timeout=settings.REDIS_TIMEOUT,
+                socket_connect_timeout=1.0,
+                retry=retry,
+            )
+            self._gate = asyncio.Semaphore(settings.REDIS_MAX_CONNECTIONS)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=settings.REDIS_MAX_CONNECTIONS,
+                timeout=settings.REDIS_POOL_TIMEOUT,
+                socket_timeout=settings.REDIS_TIMEOUT,
+                socket_connect_timeout=1.0,
+                retry=retry,
+                retry_on_timeout=False,
+            )
+            pool.connection_class = hiredis_packed(pool.connection_class)
+            self._redis = redis.Redis.from_pool(pool)
         self._prefix = prefix
-        self._append = self._redis.register_script(APPEND)
+        self._batch_script = self._redis.register_script(BATCH)
+        self._admit = self._redis.register_script(ADMIT)
         self._prune_script = self._redis.register_script(PRUNE)
         self._delete = self._redis.register_script(DELETE)
-        self._replace = self._redis.register_script(REPLACE)
         self._delete_message = self._redis.register_script(DELETE_MESSAGE)
+        self._delete_record = self._redis.register_script(DELETE_RECORD)
         self._clear = self._redis.register_script(CLEAR)
-        self._record = self._redis.register_script(RECORD)
-        self._put_record = self._redis.register_script(PUT_RECORD)
 
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def _guard(self, *, writing: bool = False) -> AsyncIterator[None]:
         try:
-            yield
+            if self._gate is None:
+                yield
+            else:  # a cluster's pools refuse a connection past their bound: wait here instead
+                async with self._gate:
+                    yield
+        except RedisTimeoutError:
+            logger.warning("redis store unavailable: timed out%s", " during a write" if writing else "")
+            raise (StoreOutcomeUnknown() if writing else StoreUnavailable()) from None
         except (RedisError, OSError) as exc:
             logger.warning("redis store unavailable: %s", type(exc).__name__)
             raise StoreUnavailable() from None
+
+    async def _run(self, script: Any, *, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA, loading the script when Redis does not know it (a restart forgets scripts). redis-py's
+        own Script call does the same after an isinstance check against a Protocol class that cost more
+        than the rest of the call."""
+        try:
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = await self._redis.script_load(script.script)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _batch(self, operations: list[Operation]) -> list[Any]:
+        """Run writes in one BATCH script: one round trip, atomic, safe to send twice."""
+        keys: list[Any] = [f"{self._prefix}batch:{uuid.uuid4().hex}"]
+        head: list[Any] = [len(operations)]
+        tail: list[Any] = []
+        for name, op_keys, op_args in operations:
+            head += [name, len(op_keys), len(op_args)]
+            keys += op_keys
+            tail += op_args
+        async with self._guard(writing=True):
+            return list(await self._run(self._batch_script, keys=keys, args=head + tail))
+
+    def _lru(self) -> str:
+        return f"{self._prefix}lru"
 
     def _base(self, kind: Kind) -> str:
         return f"{self._prefix}conv:{kind}:"
@@ -360,11 +551,15 @@ class RedisStore:
 
     async def _prune(self) -> None:
         """Forget every conversation idle past the TTL (its keys may have expired already)."""
-        await self._prune_script(args=[self._prefix, repr(time.time() - settings.CONVERSATION_TTL)])
+        await self._run(
+            self._prune_script,
+            keys=[self._lru()],
+            args=[self._prefix, repr(time.time() - settings.CONVERSATION_TTL)],
+        )
 
     async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None:
         base = self._base(kind) + slot_of(owner, conversation_id)
-        with self._guard():
+        async with self._guard():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(f"{base}:meta")
                 pipe.lrange(f"{base}:msgs", 0, -1)
@@ -384,55 +579,12 @@ class RedisStore:
         model: str,
         tokens: int,
         quota_key: str | None = None,
+        turn_id: str | None = None,
     ) -> Conversation:
-        slot = slot_of(owner, conversation_id)
-        base = self._base(kind) + slot
-        now = utc_now_iso()
-        encoded = [orjson.dumps(m) for m in messages]
-        costs = [encoded_cost(e) for e in encoded]
-        with self._guard():
-            length, total = await self._append(
-                keys=[
-                    f"{base}:meta",
-                    f"{base}:msgs",
-                    f"{base}:costs",
-                    self._index(kind),
-                    self._stats_key(),
-                    self._mine(kind, owner),
-                ],
-                args=[
-                    slot,
-                    now,
-                    model,
-                    tokens,
-                    settings.CONVERSATION_MAX_MESSAGES,
-                    settings.CONVERSATION_TTL,
-                    repr(time.time()),
-                    settings.CONVERSATION_MAX,
-                    self._prefix,
-                    str(kind),
-                    quota_key or "",
-                    settings.CLIENT_STORAGE_BYTES,
-                    settings.STORE_MAX_BYTES,
-                    CONVERSATION_OVERHEAD,
-                    len(messages),
-                    owner,
-                    conversation_id,
-                    title_for(messages),
-                    *encoded,
-                    *costs,
-                ],
-            )
-        return Conversation(
-            id=conversation_id,
-            created_at=now,
-            updated_at=now,
-            model=model,
-            total_tokens=int(total),
-            messages=messages,
-            message_count=int(length),
-            owner=owner,
-        )
+        turn = TurnWrite(kind, conversation_id, messages, owner, model, tokens, quota_key, False, turn_id)
+        written = await self.commit(turn=turn)
+        assert written is not None  # an append always writes
+        return written
 
     async def replace_last_turn(
         self,
@@ -443,54 +595,136 @@ class RedisStore:
         owner: str,
         model: str,
         tokens: int,
+        turn_id: str | None = None,
     ) -> Conversation | None:
-        slot = slot_of(owner, conversation_id)
-        base = self._base(kind) + slot
+        return await self.commit(
+            turn=TurnWrite(kind, conversation_id, messages, owner, model, tokens, None, True, turn_id)
+        )
+
+    async def admit(
+        self,
+        counts: list[Count],
+        *,
+        conversation: tuple[Kind, str, str] | None = None,
+        records: tuple[Kind, list[str], str] | None = None,
+    ) -> Admission:
+        windows = [fixed_window(c.window) for c in counts]
+        keys = [f"{self._prefix}{c.key}:{slot}" for c, (slot, _) in zip(counts, windows, strict=True)]
+        args: list[Any] = [len(counts), "1" if conversation is not None else "0"]
+        for count in counts:
+            args += [count.amount, count.window + 1]
+        if conversation is not None:
+            kind, conversation_id, owner = conversation
+            base = self._base(kind) + slot_of(owner, conversation_id)
+            keys += [f"{base}:meta", f"{base}:msgs"]
+        if records is not None:
+            kind, record_ids, owner = records
+            keys += [self._record_base(kind) + slot_of(owner, r) for r in record_ids]
+        if not keys:
+            return Admission([])
+        async with self._guard():
+            answer = await self._run(self._admit, keys=keys, args=args)
+        totals = [(int(total), reset) for total, (_, reset) in zip(answer, windows, strict=False)]
+        meta_flat, raw_messages, raw_records = answer[len(counts) :]
+        found = None
+        if meta_flat:
+            meta = dict(zip(meta_flat[::2], meta_flat[1::2], strict=True))
+            messages = [orjson.loads(m) for m in raw_messages]
+            found = _conversation(meta, messages, len(messages))
+        kept = [None if raw is None else orjson.loads(raw) for raw in raw_records]
+        return Admission(totals, found, kept)
+
+    async def commit(
+        self,
+        *,
+        turn: TurnWrite | None = None,
+        record: RecordWrite | None = None,
+        call: CallRecord | None = None,
+    ) -> Conversation | None:
+        operations: list[Operation] = []
         now = utc_now_iso()
-        encoded = [orjson.dumps(m) for m in messages]
-        with self._guard():
-            result = await self._replace(
-                keys=[
-                    f"{base}:meta",
-                    f"{base}:msgs",
-                    f"{base}:costs",
-                    self._index(kind),
-                    self._mine(kind, owner),
-                ],
-                args=[
-                    self._prefix,
-                    f"{kind}:{slot}",
-                    now,
-                    model,
-                    tokens,
-                    settings.CONVERSATION_TTL,
-                    repr(time.time()),
-                    title_for(messages),
-                    len(messages),
-                    *encoded,
-                    *[encoded_cost(e) for e in encoded],
-                ],
-            )
-        if not result:
+        if turn is not None:
+            operations.append(self._turn_operation(turn, now))
+        if record is not None:
+            operations.append(self._record_operation(record))
+        if call is not None:
+            operations += self._call_operations(call)
+        if not operations:
             return None
-        length, total = result
+        results = await self._batch(operations)
+        if turn is None or not results[0]:
+            return None
+        length, total, replayed = results[0]
         return Conversation(
-            id=conversation_id,
+            id=turn.conversation_id,
             created_at=now,
             updated_at=now,
-            model=model,
+            model=turn.model,
             total_tokens=int(total),
-            messages=messages,
+            messages=turn.messages,
             message_count=int(length),
-            owner=owner,
+            owner=turn.owner,
+            replayed=bool(replayed),
         )
+
+    def _turn_operation(self, turn: TurnWrite, now: str) -> Operation:
+        slot = slot_of(turn.owner, turn.conversation_id)
+        base = self._base(turn.kind) + slot
+        encoded = [orjson.dumps(m) for m in turn.messages]
+        costs = [encoded_cost(e) for e in encoded]
+        once = [f"{self._prefix}turn:{turn.turn_id}"] if turn.turn_id else []
+        if turn.replace_last:
+            keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._index(turn.kind)]
+            keys += [self._mine(turn.kind, turn.owner), *once]
+            args: list[Any] = [self._prefix, f"{turn.kind}:{slot}", now, turn.model, turn.tokens]
+            args += [settings.CONVERSATION_TTL, repr(time.time()), title_for(turn.messages)]
+            return "replace", keys, [*args, len(encoded), *encoded, *costs]
+        keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._index(turn.kind), self._stats_key()]
+        keys += [self._mine(turn.kind, turn.owner), *once]
+        args = [
+            slot,
+            now,
+            turn.model,
+            turn.tokens,
+            settings.CONVERSATION_MAX_MESSAGES,
+            settings.CONVERSATION_TTL,
+            repr(time.time()),
+            settings.CONVERSATION_MAX,
+            self._prefix,
+            str(turn.kind),
+            turn.quota_key or "",
+            settings.CLIENT_STORAGE_BYTES,
+            settings.STORE_MAX_BYTES,
+            CONVERSATION_OVERHEAD,
+            len(encoded),
+            turn.owner,
+            turn.conversation_id,
+            title_for(turn.messages),
+        ]
+        return "append", keys, [*args, *encoded, *costs]
+
+    def _record_operation(self, record: RecordWrite) -> Operation:
+        slot = slot_of(record.owner, record.record_id)
+        keys = [self._record_base(record.kind) + slot, f"{self._prefix}records:{record.kind}"]
+        args: list[Any] = [orjson.dumps(record.record), settings.CONVERSATION_TTL, repr(time.time())]
+        return "put_record", keys, [*args, settings.CONVERSATION_MAX, self._record_base(record.kind), slot]
+
+    def _call_operations(self, call: CallRecord) -> list[Operation]:
+        keys = [self._stats_key(), self._stats_key(":models"), self._stats_key(":errors")]
+        args: list[Any] = [call.model, call.prompt_tokens, call.completion_tokens, call.error or ""]
+        operations: list[Operation] = [("record", keys, [*args, MAX_MODELS_TRACKED, OTHER_MODEL])]
+        for charge in call.charges:
+            slot, _ = fixed_window(charge.window)
+            counter = f"{self._prefix}{charge.key}:{slot}"
+            operations.append(("tally", [counter], [charge.amount, charge.window + 1]))
+        return operations
 
     async def page(
         self, kind: Kind, *, owner: str | None, limit: int, offset: int
     ) -> tuple[int, list[Conversation]]:
         base = self._base(kind)
         index = self._index(kind) if owner is None else self._mine(kind, owner)
-        with self._guard():
+        async with self._guard():
             await self._prune()
             total = await self._redis.zcard(index)
             slots = [_text(i) for i in await self._redis.zrevrange(index, offset, offset + limit - 1)]
@@ -510,22 +744,25 @@ class RedisStore:
         return int(total), page
 
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
-        with self._guard():
-            return bool(await self._delete(args=[self._prefix, f"{kind}:{slot_of(owner, conversation_id)}"]))
+        async with self._guard():
+            member = f"{kind}:{slot_of(owner, conversation_id)}"
+            return bool(await self._run(self._delete, keys=[self._lru()], args=[self._prefix, member]))
 
     async def clear(self, kind: Kind, *, owner: str) -> int:
-        with self._guard():
+        async with self._guard():
             await self._prune()
-            return int(await self._clear(keys=[self._mine(kind, owner)], args=[self._prefix, str(kind)]))
+            return int(
+                await self._run(self._clear, keys=[self._mine(kind, owner)], args=[self._prefix, str(kind)])
+            )
 
     async def count(self, kind: Kind) -> int:
-        with self._guard():
+        async with self._guard():
             await self._prune()
             return int(await self._redis.zcard(self._index(kind)))
 
     async def stored_bytes(self, quota_key: str | None = None) -> int:
         key = f"{self._prefix}bytes" if quota_key is None else f"{self._prefix}quota:{quota_key}:bytes"
-        with self._guard():
+        async with self._guard():
             await self._prune()
             return int(await self._redis.get(key) or 0)
 
@@ -533,23 +770,25 @@ class RedisStore:
         return CONVERSATION_OVERHEAD + sum(encoded_cost(orjson.dumps(m)) for m in messages)
 
     async def ping(self) -> None:
-        with self._guard():
+        async with self._guard():
             await self._redis.ping()
 
     def _stats_key(self, suffix: str = "") -> str:
         return f"{self._prefix}stats{suffix}"
 
     async def record_call(
-        self, model: str, *, prompt_tokens: int, completion_tokens: int, error: str | None
+        self,
+        model: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        error: str | None,
+        charges: tuple[Count, ...] = (),
     ) -> None:
-        with self._guard():
-            await self._record(
-                keys=[self._stats_key(), self._stats_key(":models"), self._stats_key(":errors")],
-                args=[model, prompt_tokens, completion_tokens, error or "", MAX_MODELS_TRACKED, OTHER_MODEL],
-            )
+        await self.commit(call=CallRecord(model, prompt_tokens, completion_tokens, error, charges))
 
     async def usage(self) -> dict[str, Any]:
-        with self._guard():
+        async with self._guard():
             totals = _ints(await self._redis.hgetall(self._stats_key()))
             models = sorted(_text(m) for m in await self._redis.smembers(self._stats_key(":models")))
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -573,38 +812,31 @@ class RedisStore:
         }
 
     async def cache_get(self, key: str) -> Any:
-        with self._guard():
+        async with self._guard():
             raw = await self._redis.get(f"{self._prefix}cache:{key}")
         return None if raw is None else orjson.loads(raw)
 
     async def cache_set(self, key: str, value: Any, ttl: int | None) -> None:
-        with self._guard():
+        async with self._guard():
             await self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl)
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
         return await self.tally(key, 1, window)
 
     async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
-        slot, reset = fixed_window(window)
-        counter = f"{self._prefix}{key}:{slot}"
-        with self._guard():
-            if not amount:
-                return int(await self._redis.get(counter) or 0), reset
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incrby(counter, amount)
-                pipe.expire(counter, window + 1)
-                total, _ = await pipe.execute()
-        return int(total), reset
+        return (await self.admit([Count(key, amount, window)])).counts[0]
 
     async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
         slot = slot_of(owner, conversation_id)
         base = self._base(kind) + slot
-        with self._guard():
+        async with self._guard():
             for raw in await self._redis.lrange(f"{base}:msgs", 0, -1):
                 if stored_id(orjson.loads(raw)) == message_id:
                     # by value: whatever else was appended meanwhile, exactly this message goes
-                    removed = await self._delete_message(
-                        keys=[f"{base}:msgs", f"{base}:costs"], args=[self._prefix, f"{kind}:{slot}", raw]
+                    removed = await self._run(
+                        self._delete_message,
+                        keys=[f"{base}:msgs", f"{base}:costs"],
+                        args=[self._prefix, f"{kind}:{slot}", raw],
                     )
                     return bool(removed)
         return False
@@ -613,19 +845,7 @@ class RedisStore:
         return f"{self._prefix}record:{kind}:"
 
     async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
-        slot = slot_of(owner, record_id)
-        with self._guard():
-            await self._put_record(
-                keys=[self._record_base(kind) + slot, f"{self._prefix}records:{kind}"],
-                args=[
-                    orjson.dumps(record),
-                    settings.CONVERSATION_TTL,
-                    repr(time.time()),
-                    settings.CONVERSATION_MAX,
-                    self._record_base(kind),
-                    slot,
-                ],
-            )
+        await self.commit(record=RecordWrite(kind, record_id, record, owner))
 
     async def get_records(
         self, kind: Kind, record_ids: list[str], *, owner: str
@@ -633,22 +853,23 @@ class RedisStore:
         if not record_ids:
             return []
         keys = [self._record_base(kind) + slot_of(owner, record_id) for record_id in record_ids]
-        with self._guard():
+        async with self._guard():
             found = await self._redis.mget(keys)
         return [None if raw is None else orjson.loads(raw) for raw in found]
 
     async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
         slot = slot_of(owner, record_id)
-        with self._guard():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(f"{self._prefix}records:{kind}", slot)
-                pipe.delete(self._record_base(kind) + slot)
-                _, deleted = await pipe.execute()
+        async with self._guard():
+            deleted = await self._run(
+                self._delete_record,
+                keys=[f"{self._prefix}records:{kind}", self._record_base(kind) + slot],
+                args=[slot],
+            )
         return bool(deleted)
 
     async def flush(self) -> None:
         """Delete every key of this store (tests)."""
-        with self._guard():
+        async with self._guard():
             keys = [k async for k in self._redis.scan_iter(match=f"{self._prefix}*")]
             if keys:
                 await self._redis.delete(*keys)

@@ -5,6 +5,7 @@ under uvicorn; LiveServer and RedisServer for tests that need processes of their
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -246,3 +247,94 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(binary, tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, both at most 65535: below Linux's
+    ephemeral range, so no outgoing connection takes either meanwhile."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """A real Redis Cluster of three masters on loopback: redis-server --cluster-enabled, joined by
+    redis-cli --cluster create."""
+
+    def __init__(self, server: str, cli: str, workdir: Path) -> None:
+        self.ports = [cluster_port() for _ in range(3)]
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+        self.processes = [
+            subprocess.Popen(
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    f"nodes-{port}.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(workdir),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in self.ports
+        ]
+        try:
+            for port in self.ports:
+                self._wait(cli, port, "PING", "PONG")
+            subprocess.run(
+                [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports], "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            for port in self.ports:
+                self._wait(cli, port, "CLUSTER", "INFO", expect="cluster_state:ok")
+        except BaseException:
+            self.stop()
+            raise
+
+    @staticmethod
+    def _wait(cli: str, port: int, *command: str, expect: str = "PONG") -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                [cli, "-p", str(port), *command], capture_output=True, text=True, check=False
+            )
+            if expect in done.stdout:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"cluster node {port} did not answer {expect}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    server = require_program("redis-server", "redis-server")
+    cli = require_program("redis-cli", "redis-tools")
+    cluster = RedisCluster(server, cli, tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()

@@ -104,6 +104,12 @@ MODELS = [
 ]
 
 
+class _Server(ThreadingHTTPServer):
+    # http.server's backlog is 5: a burst of hundreds of connections waited out SYN retransmissions
+    # (1, 3, 7, 15 s) before the fake ever saw them
+    request_queue_size = 1024
+
+
 class FakeUpstream:
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
@@ -112,7 +118,7 @@ class FakeUpstream:
         self.disconnects = 0
         self.require_key: str | None = None
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

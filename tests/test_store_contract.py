@@ -1,4 +1,5 @@
-"""One contract, two stores (local memory and a real redis-server) that behave the same: turns kept in
+"""One contract, two stores (local memory and Redis: a real redis-server, and a real three-master Redis
+Cluster) that behave the same: turns kept in
 order, kinds apart, no concurrent append lost, newest-first paging, delete and clear, least recently
 written evicted, oldest messages dropped, idle conversations expired (each write refreshing the TTL),
 usage counted and values cached."""
@@ -14,10 +15,10 @@ from unittest import mock
 import pytest
 
 from stores import ConversationStore, Kind, reset_store
-from stores.base import message_cost, stored_id
+from stores.base import CallRecord, Count, RecordWrite, TurnWrite, message_cost, stored_id
 from stores.local import LocalStore
 from stores.redis_store import RedisStore
-from tests.conftest import RedisServer
+from tests.conftest import RedisCluster, RedisServer
 
 
 def pair(text: str) -> list[dict[str, Any]]:
@@ -30,14 +31,18 @@ def pair(text: str) -> list[dict[str, Any]]:
 OWNER = "t-0123456789abcdef01234567"
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConversationStore]:
     if request.param == "local":
         reset_store()
         yield LocalStore()
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    redis_store = RedisStore(server.url, prefix="contract:")
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        redis_store = RedisStore(cluster.url, prefix="contract:", cluster=True)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        redis_store = RedisStore(server.url, prefix="contract:")
     await redis_store.flush()
     yield redis_store
     await redis_store.flush()
@@ -127,7 +132,7 @@ async def test_it_refreshes_the_ttl_on_each_write(store: ConversationStore, sett
         await store.append(Kind.CHAT, "ttl", pair("x"), owner=OWNER, model="m", tokens=0)
         settings.CONVERSATION_TTL = 5000
         await store.append(Kind.CHAT, "ttl", pair("y"), owner=OWNER, model="m", tokens=0)
-        ttl = await store._redis.ttl(f"contract:conv:chat:{OWNER}/ttl:meta")
+        ttl = await store._redis.ttl(f"{store._prefix}conv:chat:{OWNER}/ttl:meta")
         assert 4000 < ttl <= 5000
     else:
         settings.CONVERSATION_TTL = 100
@@ -477,9 +482,67 @@ async def test_it_expires_records(store: ConversationStore, settings: Any) -> No
     settings.CONVERSATION_TTL = 60
     await store.put_record(Kind.RESPONSE, "old", {"x": 1}, owner=OWNER)
     if isinstance(store, RedisStore):
-        ttl = await store._redis.ttl(f"contract:record:response:{OWNER}/old")
+        ttl = await store._redis.ttl(f"{store._prefix}record:response:{OWNER}/old")
         assert 0 < ttl <= 60
         return
     with mock.patch("stores.local.time.monotonic", return_value=time.monotonic() + 61):
         assert await store.get_records(Kind.RESPONSE, ["old"], owner=OWNER) == [None]
         assert await store.delete_record(Kind.RESPONSE, "old", owner=OWNER) is False
+
+
+async def test_it_stores_a_turn_id_once(store: ConversationStore) -> None:
+    first = await store.append(
+        Kind.CHAT, "t", pair("once"), owner=OWNER, model="m", tokens=3, turn_id="tid-1"
+    )
+    again = await store.append(
+        Kind.CHAT, "t", pair("once"), owner=OWNER, model="m", tokens=3, turn_id="tid-1"
+    )
+    assert (first.replayed, again.replayed) == (False, True)
+    assert (again.message_count, again.total_tokens) == (2, 3)
+    other = await store.append(
+        Kind.CHAT, "t", pair("next"), owner=OWNER, model="m", tokens=3, turn_id="tid-2"
+    )
+    assert (other.message_count, other.replayed) == (4, False)
+    replaced = await store.replace_last_turn(
+        Kind.CHAT, "t", pair("edit"), owner=OWNER, model="m", tokens=1, turn_id="tid-3"
+    )
+    assert replaced is not None and replaced.message_count == 4
+    twice = await store.replace_last_turn(
+        Kind.CHAT, "t", pair("edit"), owner=OWNER, model="m", tokens=1, turn_id="tid-3"
+    )
+    assert twice is not None and twice.replayed
+    conversation = await store.get(Kind.CHAT, "t", owner=OWNER)
+    assert conversation is not None
+    assert [m["content"] for m in conversation.messages[::2]] == ["once", "edit"]
+    assert conversation.total_tokens == 7  # (these replies carry no tokens to take off)
+
+
+async def test_it_admits_and_commits_in_one_step_each(store: ConversationStore) -> None:
+    await store.append(Kind.CHAT, "a", pair("hello"), owner=OWNER, model="m", tokens=2)
+    await store.put_record(Kind.RESPONSE, "r1", {"v": 1}, owner=OWNER)
+    admission = await store.admit(
+        [Count("rate:x", 1, 60), Count("budget:x", 0, 3600)],
+        conversation=(Kind.CHAT, "a", OWNER),
+        records=(Kind.RESPONSE, ["r1", "missing"], OWNER),
+    )
+    assert [total for total, _ in admission.counts] == [1, 0]
+    assert admission.conversation is not None and admission.conversation.message_count == 2
+    assert admission.records == [{"v": 1}, None]
+    assert (await store.admit([Count("rate:x", 1, 60)])).counts[0][0] == 2
+    assert (await store.admit([], conversation=(Kind.CHAT, "a", OTHER))).conversation is None
+
+    written = await store.commit(
+        turn=TurnWrite(Kind.CHAT, "a", pair("more"), owner=OWNER, model="m2", tokens=5),
+        record=RecordWrite(Kind.RESPONSE, "r2", {"v": 2}, owner=OWNER),
+        call=CallRecord("m2", prompt_tokens=3, completion_tokens=2, charges=(Count("budget:x", 5, 3600),)),
+    )
+    assert written is not None and (written.message_count, written.total_tokens) == (4, 7)
+    assert await store.get_records(Kind.RESPONSE, ["r2"], owner=OWNER) == [{"v": 2}]
+    assert (await store.tally("budget:x", 0, 3600))[0] == 5
+    assert (await store.usage())["by_model"]["m2"]["prompt_tokens"] == 3
+    # no conversation to replace a turn of: the rest is written all the same
+    missing = await store.commit(
+        turn=TurnWrite(Kind.CHAT, "gone", pair("x"), owner=OWNER, model="m", tokens=1, replace_last=True),
+        call=CallRecord("m3", prompt_tokens=1),
+    )
+    assert missing is None and "m3" in (await store.usage())["by_model"]

@@ -49,9 +49,8 @@ async def chat_completions(
 ) -> Status[dict[str, Any]] | StreamingHttpResponse:
     """The OpenAI Chat Completions API, streaming or not, forwarded upstream as the client sent it
     (only `model` is filled in when missing); nothing is stored."""
-    await guards.check_rate(request)
     key = guards.openai_client_key(request)
-    await guards.check_budget(request, None if key == settings.LLM_API_KEY else key)
+    await guards.admit(request, None if key == settings.LLM_API_KEY else key)
     model = payload.model or settings.LLM_MODEL
     guards.check_model(model)
     # The body as it came (field names and nulls kept): the schema above has only checked it.

@@ -96,11 +96,16 @@ async def create_response(
         raise BadRequest(
             "Use previous_response_id or conversation, not both.", code="invalid_value", param="conversation"
         )
-    await guards.check_rate(request)
     key = guards.openai_client_key(request)
     writes = payload.store is not False or payload.conversation is not None
     owner = owner_for_writing(request) if writes else caller_of(request).owner
-    prepared = await responses.prepare(response_request(payload), owner=owner, api_key=key)
+    wanted = response_request(payload)
+    admission = await guards.admit(
+        request, None if key == settings.LLM_API_KEY else key, **responses.reads(wanted, owner)
+    )
+    prepared = await responses.prepare(
+        wanted, owner=owner, api_key=key, admission=admission, request_id=guards.client_request_id(request)
+    )
     if payload.stream:
         return sse.event_stream(await response_stream.open_stream(prepared))
     return Status(200, await responses.create(prepared))

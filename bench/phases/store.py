@@ -1,0 +1,135 @@
+"""Phase 10: what the shared store (Redis) costs a turn, beside the local store, in the same run.
+
+POST /chat/message on new conversations, one worker each: the lane's own service (local store), then a
+service on a redis-server on loopback, then on the same Redis behind bench/delay_proxy.py (0.5 ms each
+way: a Redis 1 ms away, as a managed one is), then WORKERS=2 on the loopback Redis. Each figure is p50 at
+concurrency 1 and requests/s at BENCH_CONCURRENCY. With BENCH_PROFILE=1, py-spy samples the loopback
+Redis service under load too (bench/results/profile-redis.txt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, ROOT, BenchError
+from phases import PhaseContext
+from phases.profile import ensure_py_spy, summarise_profile
+from processes import (
+    PROCS,
+    Service,
+    redis_round_trip_ms,
+    start_delay_proxy,
+    start_redis,
+    start_service,
+)
+
+DELAY_MS = 0.5  # each way
+
+
+def _measure(ctx: PhaseContext, svc: Service, name: str) -> dict[str, Any]:
+    wrk, cfg, token = ctx.wrk, ctx.cfg, ctx.token
+    body = wrk.body("store-new", {"message": "hi", "conversation_id": "{id}"})
+    url = f"{svc.url}/chat/message"
+    one = wrk.measure(url, body, connections=1, cfg=cfg, turns="1", prefix=f"s1{name}{token}")
+    many = wrk.measure(url, body, connections=cfg.concurrency, cfg=cfg, turns="1", prefix=f"sn{name}{token}")
+    return {
+        "c1": asdict(one) | {"rps": one.rps},
+        "cn": asdict(many) | {"rps": many.rps},
+        "p50_ms": one.raw_p50_ms or one.p50_ms,
+        "rps": many.rps,
+    }
+
+
+def _profile(ctx: PhaseContext, svc: Service) -> dict[str, Any]:
+    wrk, cfg, token = ctx.wrk, ctx.cfg, ctx.token
+    raw = RESULTS / "profile-redis.txt"
+    raw.unlink(missing_ok=True)
+    body = wrk.body("store-new", {"message": "hi", "conversation_id": "{id}"})
+    command = wrk.command(
+        f"{svc.url}/chat/message",
+        cfg.concurrency,
+        cfg.profile_seconds + 4,
+        body,
+        {"turns": "1", "prefix": f"sp{token}"},
+    )
+    load = PROCS.spawn(command, stdout_pipe=True)
+    try:
+        time.sleep(2)
+        done = subprocess.run(
+            [
+                ensure_py_spy(),
+                "record",
+                "--gil",
+                "--nonblocking",
+                "-d",
+                str(cfg.profile_seconds),
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--pid",
+                str(svc.pid),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=cfg.profile_seconds + 60,
+        )
+        out, _ = load.communicate(timeout=cfg.profile_seconds + 30)
+    finally:
+        PROCS.stop(load)
+        with contextlib.suppress(ValueError):
+            PROCS.started.remove(load)
+    if done.returncode or not raw.exists():
+        raise BenchError(f"py-spy failed: {done.stderr[-1500:]}")
+    result = summarise_profile(raw)
+    match = re.search(r"requests=(\d+) duration_us=(\d+)", out.decode(errors="replace"))
+    if match:
+        result["rps_while_profiled"] = int(match.group(1)) / (int(match.group(2)) / 1e6)
+    result["raw"] = str(raw.relative_to(ROOT))
+    return result
+
+
+def run(ctx: PhaseContext) -> dict[str, Any]:
+    print("10. the shared store: local, Redis on loopback, Redis 1 ms away, WORKERS=2 ...", flush=True)
+    results: dict[str, Any] = {"local": _measure(ctx, ctx.svc, "local")}
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
+        redis = start_redis(Path(workdir))
+        try:
+            results["redis_rtt_ms"] = redis_round_trip_ms(redis.port)
+            svc = start_service(ctx.fake, "store-redis", REDIS_URL=redis.url)
+            try:
+                results["redis"] = _measure(ctx, svc, "redis")
+                if ctx.cfg.profile:
+                    results["profile"] = _profile(ctx, svc)
+            finally:
+                PROCS.stop(svc.proc)
+            proxy, proxy_port = start_delay_proxy(redis.port, DELAY_MS)
+            try:
+                results["far_rtt_ms"] = redis_round_trip_ms(proxy_port)
+                svc = start_service(
+                    ctx.fake, "store-redis-far", REDIS_URL=f"redis://127.0.0.1:{proxy_port}/0"
+                )
+                try:
+                    results["redis_far"] = _measure(ctx, svc, "far")
+                finally:
+                    PROCS.stop(svc.proc)
+            finally:
+                PROCS.stop(proxy)
+            svc = start_service(ctx.fake, "store-redis-2", workers=2, REDIS_URL=redis.url)
+            try:
+                results["redis_two_workers"] = _measure(ctx, svc, "two")
+            finally:
+                PROCS.stop(svc.proc)
+        finally:
+            PROCS.stop(redis.proc)
+    return results

@@ -1,0 +1,47 @@
+"""A client retrying a turn with the same X-Request-ID (after a 503 that said it may have been stored)
+stores it once, on /chat/message and on /v1/responses with a conversation; another request id, or
+none, is another turn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.test import AsyncClient
+
+
+async def say(client: AsyncClient, text: str, request_id: str | None) -> Any:
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    body = {"message": text, "conversation_id": "retried"}
+    response = await client.post("/chat/message", body, content_type="application/json", headers=headers)
+    assert response.status_code == 200
+    return response.json()
+
+
+async def test_it_stores_a_retried_chat_turn_once(client: AsyncClient) -> None:
+    assert (await say(client, "hello", "rid-1"))["message_count"] == 2
+    assert (await say(client, "hello", "rid-1"))["message_count"] == 2
+    assert (await say(client, "hello", "rid-2"))["message_count"] == 4
+    assert (await say(client, "other", "rid-2"))["message_count"] == 6
+    assert (await say(client, "same", None))["message_count"] == 8
+    assert (await say(client, "same", None))["message_count"] == 10
+    conversation = (await client.get("/chat/conversations/retried")).json()["conversation"]
+    assert [m["content"] for m in conversation["messages"][::2]] == [
+        "hello",
+        "hello",
+        "other",
+        "same",
+        "same",
+    ]
+
+
+async def test_it_stores_a_retried_response_turn_once(client: AsyncClient) -> None:
+    created = await client.post("/v1/conversations", {}, content_type="application/json")
+    conversation = created.json()["id"]
+    body = {"model": "openai/gpt-4o-mini", "input": "hi", "conversation": conversation}
+    for _ in range(2):
+        answer = await client.post(
+            "/v1/responses", body, content_type="application/json", headers={"X-Request-ID": "resp-retry"}
+        )
+        assert answer.status_code == 200
+    listed = await client.get(f"/v1/conversations/{conversation}/items?order=asc")
+    assert [item["role"] for item in listed.json()["data"]] == ["user", "assistant"]
