@@ -49,6 +49,12 @@ class Config:
     soak_path: str = field(default_factory=lambda: os.environ.get("BENCH_SOAK_PATH", "/memory-chat/message"))
     profile: bool = field(default_factory=lambda: env_int("BENCH_PROFILE", 0) > 0)
     profile_seconds: int = field(default_factory=lambda: env_int("BENCH_PROFILE_SECONDS", 10))
+    # BENCH_ONLY=open_streams,latency: run only these phases (their keys); empty: every phase.
+    only: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            k.strip() for k in os.environ.get("BENCH_ONLY", "").split(",") if k.strip()
+        )
+    )
 
 
 def upstream_payload(

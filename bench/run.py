@@ -15,7 +15,9 @@ Settings (environment): BENCH_SECONDS (10, each measured wrk run), BENCH_WARMUP 
 before each), BENCH_CONCURRENCY (16), BENCH_STREAM_SAMPLES (200 TTFB pairs), BENCH_STREAM_RUNS (5
 streams with delay), BENCH_CHUNK_DELAY_MS (50), BENCH_FILL_CONVERSATIONS (10000), BENCH_SOAK_TURNS
 (100000), BENCH_SOAK_SAMPLE_EVERY (20000), BENCH_SOAK_PATH (/memory-chat/message), BENCH_PROFILE (0;
-1 = also profile POST /chat/message under load with py-spy), BENCH_PROFILE_SECONDS (10).
+1 = also profile POST /chat/message under load with py-spy), BENCH_PROFILE_SECONDS (10),
+BENCH_OPEN_STREAMS (1000 simultaneous streams), BENCH_OPEN_STREAM_CHUNKS (40), BENCH_ONLY (phase keys,
+comma-separated, e.g. `open_streams`: run only those; default every phase).
 
 The code sits beside this file: common (paths, settings), processes (fake upstream, service, clean-up),
 load (wrk, the stream client), phases/ (one module a phase) and report (targets, rows, table, JSON).
@@ -47,6 +49,7 @@ from phases import (
     hostile,
     latency,
     memory,
+    open_streams,
     profile,
     responses,
     run_stage,
@@ -66,6 +69,7 @@ SOAK = Phase("soak", soak.run, report.soak_rows)
 EDGE = Phase("edge", edge.run, report.edge_rows)
 HOSTILE = Phase("hostile", hostile.run, report.hostile_rows)
 RESPONSES = Phase("responses", responses.run, report.responses_rows)
+OPEN_STREAMS = Phase("open_streams", open_streams.run, report.open_streams_rows)
 
 # What runs, stage after stage. A stage's lanes each start a fake upstream and a service, then run
 # side by side (one thread a lane when there are several); a lane's phases run in order on its service.
@@ -77,10 +81,23 @@ STAGES: tuple[tuple[Lane, ...], ...] = (
     (Lane("edge-thread", (EDGE,), settings=edge.service_settings),),
     # Its own service, keeping every response the run writes (see phases/responses.py).
     (Lane("responses", (RESPONSES,), settings=responses.service_settings),),
+    # A thousand open streams on fresh services, beside a bare Django floor (see phases/open_streams.py).
+    (Lane("open-streams", (OPEN_STREAMS,)),),
 )
 
 # The table's rows, phase by phase in this order (the profile's row has always come last).
-TABLE: tuple[Phase, ...] = (LATENCY, THROUGHPUT, STREAMING, HOSTILE, MEMORY, SOAK, EDGE, RESPONSES, PROFILE)
+TABLE: tuple[Phase, ...] = (
+    LATENCY,
+    THROUGHPUT,
+    STREAMING,
+    HOSTILE,
+    MEMORY,
+    SOAK,
+    EDGE,
+    RESPONSES,
+    OPEN_STREAMS,
+    PROFILE,
+)
 
 
 def main() -> int:

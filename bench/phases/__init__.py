@@ -42,6 +42,9 @@ class Phase:
     rows: Callable[[dict[str, Any], Config], list[Row]] | None = None
     enabled: Callable[[Config], bool] = always
 
+    def wanted(self, cfg: Config) -> bool:
+        return (not cfg.only or self.key in cfg.only) and self.enabled(cfg)
+
 
 @dataclass(frozen=True)
 class Lane:
@@ -52,11 +55,11 @@ class Lane:
     settings: Callable[[Config], dict[str, str]] = no_settings  # the service's extra environment
 
     def enabled(self, cfg: Config) -> bool:
-        return any(phase.enabled(cfg) for phase in self.phases)
+        return any(phase.wanted(cfg) for phase in self.phases)
 
 
 def run_lane(lane: Lane, ctx: PhaseContext) -> dict[str, Any]:
-    return {phase.key: phase.run(ctx) for phase in lane.phases if phase.enabled(ctx.cfg)}
+    return {phase.key: phase.run(ctx) for phase in lane.phases if phase.wanted(ctx.cfg)}
 
 
 def run_stage(lanes: Sequence[Lane], wrk: Wrk, cfg: Config, token: str) -> dict[str, Any]:
