@@ -7,11 +7,12 @@ into an UpstreamError with the status this service answers with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -30,6 +31,10 @@ T = TypeVar("T")
 
 MAX_TOKEN_COUNT = 2**31
 MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read, at most
+# Each open stream holds an upstream connection for its whole length: a lower cap (it was 200) made
+# the 201st simultaneous stream wait for another to end. The service's own connections bound it.
+UPSTREAM_MAX_CONNECTIONS = 10_000
+MAX_SSE_LINE = 16 * 2**20  # bytes of one unfinished upstream event line held, at most
 MAX_ERROR_MESSAGE = 2000  # characters of the provider's own error message passed on under /v1/
 CONTEXT_LENGTH = re.compile(
     r"context[ _-]?(length|window)|maximum context|prompt is too long|too many (input )?tokens", re.I
@@ -74,7 +79,7 @@ def _client_for_loop() -> httpx.AsyncClient:
     if _client is None or _client_loop is not loop or _client.is_closed:
         _client = httpx.AsyncClient(
             transport=AiohttpTransport(
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+                limits=httpx.Limits(max_connections=UPSTREAM_MAX_CONNECTIONS, max_keepalive_connections=50)
             ),
             timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=min(10.0, settings.LLM_TIMEOUT)),
         )
@@ -482,49 +487,76 @@ class UpstreamStream:
         self.model = requested_model
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
-        self._ends_at = asyncio.get_running_loop().time() + settings.LLM_STREAM_MAX_SECONDS
+        now = asyncio.get_running_loop().time()
+        self._ends_at = now + settings.LLM_STREAM_MAX_SECONDS
+        self._idle_until = now + settings.LLM_TIMEOUT
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """Each chunk as the upstream sent it; error events, cut and overdue streams raise."""
-        done = False
         loop = asyncio.get_running_loop()
-        lines = self._response.aiter_lines()
-        idle_until = loop.time() + settings.LLM_TIMEOUT
         try:
-            while True:
-                try:
-                    async with _Deadline(min(idle_until, self._ends_at)):
-                        line = await anext(lines)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise self._overdue() from None
-                if not line.startswith("data:"):
-                    continue  # blank separators, ": OPENROUTER PROCESSING" keep-alives, event names
-                idle_until = loop.time() + settings.LLM_TIMEOUT
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise _stream_failed(
-                        "upstream_invalid_response",
-                        "The model provider sent a reply this service cannot use.",
-                    ) from None
-                if not isinstance(chunk, dict):
-                    continue
-                if chunk.get("error"):
-                    raise _stream_failed("upstream_error", "The model provider reported an error mid-reply.")
-                self._note(chunk)
-                yield chunk
+            async with contextlib.aclosing(self._lines()) as batches:
+                async for lines in batches:
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue  # ": OPENROUTER PROCESSING" keep-alives, event names, blank lines
+                        self._idle_until = loop.time() + settings.LLM_TIMEOUT
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            return
+                        chunk = self._parse(data)
+                        if chunk is not None:
+                            yield chunk
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from None
-        if not done and self.finish_reason is None:
+        if self.finish_reason is None:
             raise _stream_failed(
                 "upstream_stream_cut", "The model provider's reply was cut off before it finished."
             )
+
+    async def _lines(self) -> AsyncGenerator[list[bytes], None]:
+        """The body's complete lines, read by the network chunk (one deadline per read, not per line);
+        CR LF and lone CR end lines too, as in the SSE specification."""
+        raw = self._response.aiter_raw()
+        pending = b""
+        while True:
+            try:
+                async with _Deadline(min(self._idle_until, self._ends_at)):
+                    data = await anext(raw)
+            except StopAsyncIteration:
+                if pending:
+                    yield [pending]
+                return
+            except TimeoutError:
+                raise self._overdue() from None
+            pending += data
+            if b"\r" in pending:
+                if pending.endswith(b"\r"):  # its LF may come in the next read
+                    continue
+                pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            lines = pending.split(b"\n")
+            pending = lines.pop()
+            if len(pending) > MAX_SSE_LINE:
+                raise _stream_failed(
+                    "upstream_invalid_response", "The model provider sent a reply this service cannot use."
+                )
+            if lines:
+                yield lines
+
+    def _parse(self, data: bytes) -> dict[str, Any] | None:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise _stream_failed(
+                "upstream_invalid_response",
+                "The model provider sent a reply this service cannot use.",
+            ) from None
+        if not isinstance(chunk, dict):
+            return None
+        if chunk.get("error"):
+            raise _stream_failed("upstream_error", "The model provider reported an error mid-reply.")
+        self._note(chunk)
+        return chunk
 
     def _overdue(self) -> UpstreamError:
         if _shutting_down():
