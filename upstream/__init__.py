@@ -46,6 +46,7 @@ _client_loop: asyncio.AbstractEventLoop | None = None
 # Every upstream wait in progress (by its timer), and the loop time by which all must end once a
 # shutdown has started: see end_calls_within.
 _waits: set[asyncio.Timeout] = set()
+_reading: set[_StreamWatch] = set()  # every stream read in progress (see _StreamWatch)
 _ending_at: float | None = None
 
 
@@ -238,8 +239,12 @@ def end_calls_within(seconds: float) -> None:
     if _ending_at is not None and _ending_at <= deadline:
         return
     _ending_at = deadline
-    if _waits:
-        logger.info("shutting down: %d upstream call(s) may run %ss more", len(_waits), seconds)
+    if _waits or _reading:
+        logger.info(
+            "shutting down: %d upstream call(s) may run %ss more", len(_waits) + len(_reading), seconds
+        )
+    for watch in list(_reading):
+        watch.arm(deadline)
     for timeout in _waits:
         when = timeout.when()
         if when is None or when > deadline:
@@ -475,6 +480,67 @@ def _stream_failed(code: str, message: str) -> UpstreamError:
     return UpstreamError(message, status=502, code=code, permanent=False)
 
 
+class _StreamWatch:
+    """The deadline of a stream's reads, by one timer per stream that is moved only when it fires
+    (an asyncio.timeout per read costs a timer and a context per chunk). When a read is still waiting
+    at the deadline (or when a shutdown's grace ends), the reading task is cancelled and the read
+    raises TimeoutError, as asyncio.timeout would."""
+
+    __slots__ = ("_fired", "_handle", "_loop", "_task", "deadline")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[Any] | None = None  # the task waiting for a read, if any
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+        self.deadline = 0.0
+
+    def arm(self, when: float) -> None:
+        """The timer fires by `when` (it may fire earlier, and is then moved on)."""
+        if self._handle is None or self._handle.when() > when:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        deadline = self.deadline if _ending_at is None else min(self.deadline, _ending_at)
+        if self._task is None:
+            return  # not reading: the next read checks its deadline before it waits
+        if self._loop.time() < deadline:
+            self.arm(deadline)
+        else:
+            self._fired = True
+            self._task.cancel()
+
+    async def read(self, source: AsyncIterator[bytes], deadline: float) -> bytes:
+        """The next piece of `source`, by `deadline` (loop time) or by a shutdown's end."""
+        self.deadline = deadline
+        if _ending_at is not None:
+            deadline = min(deadline, _ending_at)
+        if self._loop.time() >= deadline:
+            raise TimeoutError
+        self.arm(deadline)
+        task = self._task = asyncio.current_task()
+        _reading.add(self)
+        try:
+            return await anext(source)
+        except asyncio.CancelledError:
+            # Ours only if nobody else cancelled the task too (a client gone): as asyncio.timeout.
+            # A cancellation always lands where the task waits, so it cannot outlive this read.
+            if self._fired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._task, self._fired = None, False
+            _reading.discard(self)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class UpstreamStream:
     """An upstream stream whose status was 200: iterate `chunks()`, then read model and usage.
 
@@ -518,30 +584,34 @@ class UpstreamStream:
         """The body's complete lines, read by the network chunk (one deadline per read, not per line);
         CR LF and lone CR end lines too, as in the SSE specification."""
         raw = self._response.aiter_raw()
+        watch = _StreamWatch()
         pending = b""
-        while True:
-            try:
-                async with _Deadline(min(self._idle_until, self._ends_at)):
-                    data = await anext(raw)
-            except StopAsyncIteration:
-                if pending:
-                    yield [pending]
-                return
-            except TimeoutError:
-                raise self._overdue() from None
-            pending += data
-            if b"\r" in pending:
-                if pending.endswith(b"\r"):  # its LF may come in the next read
-                    continue
-                pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            lines = pending.split(b"\n")
-            pending = lines.pop()
-            if len(pending) > MAX_SSE_LINE:
-                raise _stream_failed(
-                    "upstream_invalid_response", "The model provider sent a reply this service cannot use."
-                )
-            if lines:
-                yield lines
+        try:
+            while True:
+                try:
+                    data = await watch.read(raw, min(self._idle_until, self._ends_at))
+                except StopAsyncIteration:
+                    if pending:
+                        yield [pending]
+                    return
+                except TimeoutError:
+                    raise self._overdue() from None
+                pending += data
+                if b"\r" in pending:
+                    if pending.endswith(b"\r"):  # its LF may come in the next read
+                        continue
+                    pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                lines = pending.split(b"\n")
+                pending = lines.pop()
+                if len(pending) > MAX_SSE_LINE:
+                    raise _stream_failed(
+                        "upstream_invalid_response",
+                        "The model provider sent a reply this service cannot use.",
+                    )
+                if lines:
+                    yield lines
+        finally:
+            watch.close()
 
     def _parse(self, data: bytes) -> dict[str, Any] | None:
         try:

@@ -7,10 +7,12 @@ chunks BENCH_CHUNK_DELAY_MS (50) apart, from bench/stream_client.py (its own pro
    chunks and forwards nothing;
 3. POST /chat/message with stream=true, then 4. POST /v1/chat/completions with stream=true, each on
    a fresh single-worker service with the local store.
-Each server's own CPU time (utime + stime from /proc/<pid>/stat) over the run, divided by the chunks
-it sent, and its peak VmRSS while the streams are open over its VmRSS just before (after a small
-warm-up), divided by the streams. Every stream must end complete, and every /chat/message turn must
-be stored whole under its own conversation.
+Each target gets two rounds after a small warm-up. Memory: the server's peak VmRSS while the first
+(cold) round's streams are open, over its VmRSS just before, divided by the streams. CPU: the server's
+own CPU time (utime + stime from /proc/<pid>/stat) over the second (warm) round, divided by the chunks
+it sent (a busy service's steady state: upstream connections pooled, memory already allocated).
+Every stream must end complete, and every /chat/message turn of both rounds must be stored whole
+under its own conversation.
 """
 
 from __future__ import annotations
@@ -89,7 +91,9 @@ def _pct(values: list[float], q: int) -> float:
 def measure(
     pid: int, port: int, path: str, body: str, *, streams: int, frames: int, end: str, headers: list[str]
 ) -> dict[str, Any]:
-    """Warm up, then one run of `streams` at once against the server process `pid`."""
+    """Two rounds of `streams` at once against the server process `pid`, after a small warm-up: the
+    first (cold) gives the memory per open stream, the second (warm: pooled upstream connections,
+    the allocator's arenas already there, as in a service that has been busy) the CPU per chunk."""
     client(
         port,
         path,
@@ -101,10 +105,15 @@ def measure(
     )
     time.sleep(0.3)
     rss_before = rss_bytes(pid)
-    cpu_before = cpu_seconds(pid)
     with PeakRss(pid) as peak:
-        run = client(port, path, body, streams=streams, frames=frames, end=end, headers=headers)
+        cold = client(
+            port, path, body.replace("{n}", "c{n}"), streams=streams, frames=frames, end=end, headers=headers
+        )
+    time.sleep(0.3)
+    cpu_before = cpu_seconds(pid)
+    run = client(port, path, body, streams=streams, frames=frames, end=end, headers=headers)
     cpu = cpu_seconds(pid) - cpu_before
+    cold_failed = sum(1 for r in cold["streams"] if not (r.get("complete") and r.get("status") == "200"))
     results = run.pop("streams")
     complete = [r for r in results if r.get("complete") and r.get("status") == "200"]
     ttfb = [r["ttfb"] * 1000 for r in complete]
@@ -114,9 +123,11 @@ def measure(
         if r not in complete:
             key = r.get("error") or f"status {r.get('status')}, {len(r.get('frames', []))} frames"
             errors[key] = errors.get(key, 0) + 1
+    if cold_failed:
+        errors["cold round"] = cold_failed
     return {
         "streams": streams,
-        "complete": len(complete),
+        "complete": len(complete) if not cold_failed else len(complete) - cold_failed,
         "errors": errors,
         "cpu_seconds": cpu,
         "cpu_us_per_chunk": cpu / (streams * frames) * 1e6,
@@ -168,7 +179,9 @@ def start_floor(cfg_chunks: int, delay_ms: int) -> tuple[subprocess.Popen[bytes]
             time.sleep(0.1)
 
 
-def check_stored(svc: Service, token: str, prefix: str, streams: int, chunks: int) -> dict[str, int]:
+def check_stored(
+    svc: Service, token: str, prefix: str, streams: int, chunks: int, prefix_of_message: str = ""
+) -> dict[str, int]:
     """Every turn stored whole, once, under its own conversation."""
     expected = "".join(f"tok{n} " for n in range(chunks))
     wrong = missing = 0
@@ -180,7 +193,7 @@ def check_stored(svc: Service, token: str, prefix: str, streams: int, chunks: in
                 continue
             messages = answer.json()["conversation"]["messages"]
             said = [(m["role"], m["content"]) for m in messages]
-            if said != [("user", f"open stream {n}"), ("assistant", expected)]:
+            if said != [("user", f"open stream {prefix_of_message}{n}"), ("assistant", expected)]:
                 wrong += 1
     return {"checked": streams, "missing": missing, "wrong": wrong}
 
@@ -240,7 +253,9 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
         end="event: done",
         headers=auth,
     )
-    out["chat"]["stored"] = check_stored(svc, token, f"os-{tag}-", streams, chunks)
+    warm = check_stored(svc, token, f"os-{tag}-", streams, chunks)
+    cold = check_stored(svc, token, f"os-{tag}-c", streams, chunks, prefix_of_message="c")
+    out["chat"]["stored"] = {key: warm[key] + cold[key] for key in warm}
     print("  POST /v1/chat/completions stream=true ...", flush=True)
     v1 = start_service(fake, "open-streams-v1")
     try:
