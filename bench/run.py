@@ -82,7 +82,7 @@ STAGES: tuple[tuple[Lane, ...], ...] = (
     # Its own service, keeping every response the run writes (see phases/responses.py).
     (Lane("responses", (RESPONSES,), settings=responses.service_settings),),
     # A thousand open streams on fresh services, beside a bare Django floor (see phases/open_streams.py).
-    (Lane("open-streams", (OPEN_STREAMS,)),),
+    (Lane("open-streams", (OPEN_STREAMS,), settings=open_streams.service_settings),),
 )
 
 # The table's rows, phase by phase in this order (the profile's row has always come last).

@@ -266,11 +266,12 @@ async def _read_error(response: httpx.Response) -> bytes:
     """The start of an unsuccessful streamed answer's body (enough for its error object), then closed."""
     body = b""
     try:
-        async for part in response.aiter_bytes():
-            body += part
-            if len(body) >= MAX_ERROR_BODY:
-                break
-    except httpx.HTTPError:
+        async with _within(settings.LLM_TIMEOUT):  # stream requests have no read timeout of httpx's
+            async for part in response.aiter_bytes():
+                body += part
+                if len(body) >= MAX_ERROR_BODY:
+                    break
+    except (httpx.HTTPError, TimeoutError):
         pass
     finally:
         await response.aclose()
@@ -705,6 +706,9 @@ async def open_stream(call: UpstreamCall) -> UpstreamStream:
             f"{settings.LLM_BASE_URL}/chat/completions",
             content=call.payload(candidate, stream=True),
             headers=_headers(call.api_key),
+            # The stream's reads have their own deadlines (UpstreamStream: LLM_TIMEOUT without data,
+            # LLM_STREAM_MAX_SECONDS in all): a read timeout too would move a timer per network read.
+            timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=min(10.0, settings.LLM_TIMEOUT), read=None),
         )
         try:
             async with _within(settings.LLM_TIMEOUT):

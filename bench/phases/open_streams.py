@@ -30,12 +30,17 @@ from typing import Any
 
 import httpx
 
-from common import BENCH, HOST, RESULTS, BenchError, env_int
+from common import BENCH, HOST, RESULTS, BenchError, Config, env_int
 from phases import PhaseContext
 from processes import PROCS, Service, free_port, log_tail, start_service
 
 TICKS = os.sysconf("SC_CLK_TCK")
 WARMUP_STREAMS = 20
+
+
+def service_settings(_cfg: Config) -> dict[str, str]:
+    # Room for both rounds' conversations (the default would evict the first round's, rightly).
+    return {"CONVERSATION_MAX": str(4 * env_int("BENCH_OPEN_STREAMS", 1000) + 1000)}
 
 
 def cpu_seconds(pid: int) -> float:
