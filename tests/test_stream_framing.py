@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
@@ -28,9 +29,10 @@ class Parts(httpx.AsyncByteStream):
 def events(texts: list[str], newline: bytes) -> bytes:
     body = b": OPENROUTER PROCESSING" + newline * 2
     for n, text in enumerate(texts):
-        chunk = {"model": "m/answered", "choices": [{"index": 0, "delta": {"content": text}}]}
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": text}}
+        chunk: dict[str, Any] = {"model": "m/answered", "choices": [choice]}
         if n == len(texts) - 1:
-            chunk["choices"][0]["finish_reason"] = "stop"
+            choice["finish_reason"] = "stop"
             chunk["usage"] = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
         body += b"event: message" + newline + b"data: " + orjson.dumps(chunk) + newline * 2
     return body + b"data: [DONE]" + newline * 2 + b"data: not json, after the end" + newline * 2
