@@ -252,6 +252,62 @@ def streaming_rows(st: dict[str, Any], cfg: Config) -> list[Row]:
     return rows
 
 
+TARGET_STREAM_CPU_RATIO = 1.3
+TARGET_STREAM_MEMORY_RATIO = 1.25
+
+
+def _stream_figures(run: dict[str, Any]) -> str:
+    errors = f", {sum(run['errors'].values())} failed: {run['errors']}" if run["errors"] else ""
+    return (
+        f"{run['cpu_us_per_chunk']:.0f} us/chunk, {run['kib_per_stream']:.1f} KiB/stream; "
+        f"TTFB p50 {run['ttfb_ms'].get('p50', 0):.0f} ms p99 {run['ttfb_ms'].get('p99', 0):.0f}; "
+        f"gap p50 {run['gap_ms'].get('p50', 0):.1f} ms p99 {run['gap_ms'].get('p99', 0):.1f}; "
+        f"{run['complete']}/{run['streams']} complete in {run['wall_seconds']:.1f} s, "
+        f"client CPU {run['client_cpu_seconds']:.1f} s{errors}"
+    )
+
+
+def open_streams_rows(os_: dict[str, Any], cfg: Config) -> list[Row]:
+    n, chunks, delay, floor = os_["streams"], os_["chunks"], os_["delay_ms"], os_["floor"]
+    rows = [
+        Row(
+            f"6. {n} open streams x {chunks} chunks / {delay} ms: client reading the fake directly",
+            _stream_figures(os_["direct"]),
+        ),
+        Row("6. ... bare Django StreamingHttpResponse (the floor)", _stream_figures(os_["floor"])),
+    ]
+    for key, label in (("chat", "POST /chat/message"), ("v1", "POST /v1/chat/completions")):
+        run = os_[key]
+        stored = run.get("stored")
+        stored_ok = stored is None or (stored["missing"] == 0 and stored["wrong"] == 0)
+        whole = run["complete"] == run["streams"] and stored_ok
+        note = (
+            f"; stored {stored['checked'] - stored['missing'] - stored['wrong']}/{stored['checked']} whole"
+            if stored
+            else ""
+        )
+        rows.append(Row(f"6. ... {label} stream=true", _stream_figures(run) + note))
+        rows.append(
+            Row(
+                f"6. ... {label}: CPU per chunk / floor's",
+                f"{run['cpu_ratio']:.2f}x  ({run['cpu_us_per_chunk']:.0f} / "
+                f"{floor['cpu_us_per_chunk']:.0f} us)",
+                f"<= {TARGET_STREAM_CPU_RATIO:g}x, all complete",
+                run["cpu_ratio"] <= TARGET_STREAM_CPU_RATIO and whole,
+            )
+        )
+        rows.append(
+            Row(
+                f"6. ... {label}: memory per open stream / floor's",
+                f"{run['memory_ratio']:.2f}x  ({run['kib_per_stream']:.1f} / "
+                f"{floor['kib_per_stream']:.1f} KiB)",
+                f"<= {TARGET_STREAM_MEMORY_RATIO:g}x",
+                run["memory_ratio"] <= TARGET_STREAM_MEMORY_RATIO and whole,
+            )
+        )
+    return rows
+
+
 def memory_rows(mem: dict[str, Any], cfg: Config) -> list[Row]:
     per = mem["bytes_per_conversation"]
     return [

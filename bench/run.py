@@ -16,9 +16,10 @@ before each), BENCH_CONCURRENCY (16), BENCH_STREAM_SAMPLES (200 TTFB pairs), BEN
 streams with delay), BENCH_CHUNK_DELAY_MS (50), BENCH_FILL_CONVERSATIONS (10000), BENCH_SOAK_TURNS
 (100000), BENCH_SOAK_SAMPLE_EVERY (20000), BENCH_SOAK_PATH (/memory-chat/message), BENCH_PROFILE (0;
 1 = also profile POST /chat/message under load with py-spy, on the local store and on Redis),
-BENCH_PROFILE_SECONDS (10), BENCH_BASELINE (empty; a git revision: phase B runs it beside this
-checkout, taking turns) and BENCH_ONLY (empty: every phase; else a comma list of phase keys, e.g.
-`latency,baseline` or `store`).
+BENCH_PROFILE_SECONDS (10), BENCH_OPEN_STREAMS (1000 simultaneous streams), BENCH_OPEN_STREAM_CHUNKS
+(40), BENCH_BASELINE (empty; a git revision: phase B runs it beside this checkout, taking turns) and
+BENCH_ONLY (empty: every phase; else a comma list of phase keys, e.g. `latency,baseline`, `store` or
+`open_streams`).
 
 The code sits beside this file: common (paths, settings), processes (fake upstream, service, clean-up),
 load (wrk, the stream client), phases/ (one module a phase) and report (targets, rows, table, JSON).
@@ -51,6 +52,7 @@ from phases import (
     hostile,
     latency,
     memory,
+    open_streams,
     profile,
     responses,
     run_stage,
@@ -73,6 +75,7 @@ EDGE = Phase("edge", edge.run, report.edge_rows)
 HOSTILE = Phase("hostile", hostile.run, report.hostile_rows)
 RESPONSES = Phase("responses", responses.run, report.responses_rows)
 STORE = Phase("store", store.run, report.store_rows)
+OPEN_STREAMS = Phase("open_streams", open_streams.run, report.open_streams_rows)
 
 # What runs, stage after stage. A stage's lanes each start a fake upstream and a service, then run
 # side by side (one thread a lane when there are several); a lane's phases run in order on its service.
@@ -86,6 +89,8 @@ STAGES: tuple[tuple[Lane, ...], ...] = (
     (Lane("responses", (RESPONSES,), settings=responses.service_settings),),
     # The local store's service; the phase starts Redis, a delay proxy and the Redis services itself.
     (Lane("store-local", (STORE,)),),
+    # A thousand open streams on fresh services, beside a bare Django floor (see phases/open_streams.py).
+    (Lane("open-streams", (OPEN_STREAMS,), settings=open_streams.service_settings),),
 )
 
 # The table's rows, phase by phase in this order (the profile's row has always come last).
@@ -100,6 +105,7 @@ TABLE: tuple[Phase, ...] = (
     EDGE,
     RESPONSES,
     STORE,
+    OPEN_STREAMS,
     PROFILE,
 )
 

@@ -7,11 +7,12 @@ into an UpstreamError with the status this service answers with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -30,6 +31,10 @@ T = TypeVar("T")
 
 MAX_TOKEN_COUNT = 2**31
 MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read, at most
+# Each open stream holds an upstream connection for its whole length: a lower cap (it was 200) made
+# the 201st simultaneous stream wait for another to end. The service's own connections bound it.
+UPSTREAM_MAX_CONNECTIONS = 10_000
+MAX_SSE_LINE = 16 * 2**20  # bytes of one unfinished upstream event line held, at most
 MAX_ERROR_MESSAGE = 2000  # characters of the provider's own error message passed on under /v1/
 CONTEXT_LENGTH = re.compile(
     r"context[ _-]?(length|window)|maximum context|prompt is too long|too many (input )?tokens", re.I
@@ -41,6 +46,7 @@ _client_loop: asyncio.AbstractEventLoop | None = None
 # Every upstream wait in progress (by its timer), and the loop time by which all must end once a
 # shutdown has started: see end_calls_within.
 _waits: set[asyncio.Timeout] = set()
+_reading: set[_StreamWatch] = set()  # every stream read in progress (see _StreamWatch)
 _ending_at: float | None = None
 
 
@@ -74,7 +80,7 @@ def _client_for_loop() -> httpx.AsyncClient:
     if _client is None or _client_loop is not loop or _client.is_closed:
         _client = httpx.AsyncClient(
             transport=AiohttpTransport(
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+                limits=httpx.Limits(max_connections=UPSTREAM_MAX_CONNECTIONS, max_keepalive_connections=50)
             ),
             timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=min(10.0, settings.LLM_TIMEOUT)),
         )
@@ -233,8 +239,12 @@ def end_calls_within(seconds: float) -> None:
     if _ending_at is not None and _ending_at <= deadline:
         return
     _ending_at = deadline
-    if _waits:
-        logger.info("shutting down: %d upstream call(s) may run %ss more", len(_waits), seconds)
+    if _waits or _reading:
+        logger.info(
+            "shutting down: %d upstream call(s) may run %ss more", len(_waits) + len(_reading), seconds
+        )
+    for watch in list(_reading):
+        watch.arm(deadline)
     for timeout in _waits:
         when = timeout.when()
         if when is None or when > deadline:
@@ -256,11 +266,12 @@ async def _read_error(response: httpx.Response) -> bytes:
     """The start of an unsuccessful streamed answer's body (enough for its error object), then closed."""
     body = b""
     try:
-        async for part in response.aiter_bytes():
-            body += part
-            if len(body) >= MAX_ERROR_BODY:
-                break
-    except httpx.HTTPError:
+        async with _within(settings.LLM_TIMEOUT):  # stream requests have no read timeout of httpx's
+            async for part in response.aiter_bytes():
+                body += part
+                if len(body) >= MAX_ERROR_BODY:
+                    break
+    except (httpx.HTTPError, TimeoutError):
         pass
     finally:
         await response.aclose()
@@ -470,6 +481,67 @@ def _stream_failed(code: str, message: str) -> UpstreamError:
     return UpstreamError(message, status=502, code=code, permanent=False)
 
 
+class _StreamWatch:
+    """The deadline of a stream's reads, by one timer per stream that is moved only when it fires
+    (an asyncio.timeout per read costs a timer and a context per chunk). When a read is still waiting
+    at the deadline (or when a shutdown's grace ends), the reading task is cancelled and the read
+    raises TimeoutError, as asyncio.timeout would."""
+
+    __slots__ = ("_fired", "_handle", "_loop", "_task", "deadline")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[Any] | None = None  # the task waiting for a read, if any
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+        self.deadline = 0.0
+
+    def arm(self, when: float) -> None:
+        """The timer fires by `when` (it may fire earlier, and is then moved on)."""
+        if self._handle is None or self._handle.when() > when:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        deadline = self.deadline if _ending_at is None else min(self.deadline, _ending_at)
+        if self._task is None:
+            return  # not reading: the next read checks its deadline before it waits
+        if self._loop.time() < deadline:
+            self.arm(deadline)
+        else:
+            self._fired = True
+            self._task.cancel()
+
+    async def read(self, source: AsyncIterator[bytes], deadline: float) -> bytes:
+        """The next piece of `source`, by `deadline` (loop time) or by a shutdown's end."""
+        self.deadline = deadline
+        if _ending_at is not None:
+            deadline = min(deadline, _ending_at)
+        if self._loop.time() >= deadline:
+            raise TimeoutError
+        self.arm(deadline)
+        task = self._task = asyncio.current_task()
+        _reading.add(self)
+        try:
+            return await anext(source)
+        except asyncio.CancelledError:
+            # Ours only if nobody else cancelled the task too (a client gone): as asyncio.timeout.
+            # A cancellation always lands where the task waits, so it cannot outlive this read.
+            if self._fired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._task, self._fired = None, False
+            _reading.discard(self)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class UpstreamStream:
     """An upstream stream whose status was 200: iterate `chunks()`, then read model and usage.
 
@@ -482,49 +554,78 @@ class UpstreamStream:
         self.model = requested_model
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
-        self._ends_at = asyncio.get_running_loop().time() + settings.LLM_STREAM_MAX_SECONDS
+        now = asyncio.get_running_loop().time()
+        self._ends_at = now + settings.LLM_STREAM_MAX_SECONDS
+        self._idle_until = now + settings.LLM_TIMEOUT
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """Each chunk as the upstream sent it; error events, cut and overdue streams raise."""
-        done = False
         loop = asyncio.get_running_loop()
-        lines = self._response.aiter_lines()
-        idle_until = loop.time() + settings.LLM_TIMEOUT
         try:
-            while True:
-                try:
-                    async with _Deadline(min(idle_until, self._ends_at)):
-                        line = await anext(lines)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise self._overdue() from None
-                if not line.startswith("data:"):
-                    continue  # blank separators, ": OPENROUTER PROCESSING" keep-alives, event names
-                idle_until = loop.time() + settings.LLM_TIMEOUT
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise _stream_failed(
-                        "upstream_invalid_response",
-                        "The model provider sent a reply this service cannot use.",
-                    ) from None
-                if not isinstance(chunk, dict):
-                    continue
-                if chunk.get("error"):
-                    raise _stream_failed("upstream_error", "The model provider reported an error mid-reply.")
-                self._note(chunk)
-                yield chunk
+            async with contextlib.aclosing(self._lines()) as batches:
+                async for lines in batches:
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue  # ": OPENROUTER PROCESSING" keep-alives, event names, blank lines
+                        self._idle_until = loop.time() + settings.LLM_TIMEOUT
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            return
+                        chunk = self._parse(data)
+                        if chunk is not None:
+                            yield chunk
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from None
-        if not done and self.finish_reason is None:
+        if self.finish_reason is None:
             raise _stream_failed(
                 "upstream_stream_cut", "The model provider's reply was cut off before it finished."
             )
+
+    async def _lines(self) -> AsyncGenerator[list[bytes], None]:
+        """The body's complete lines, read by the network chunk (one deadline per read, not per line);
+        CR LF and lone CR end lines too, as in the SSE specification."""
+        raw = self._response.aiter_raw()
+        watch = _StreamWatch()
+        pending = b""
+        try:
+            while True:
+                try:
+                    data = await watch.read(raw, min(self._idle_until, self._ends_at))
+                except StopAsyncIteration:
+                    if pending:
+                        yield [pending]
+                    return
+                except TimeoutError:
+                    raise self._overdue() from None
+                pending += data
+                if b"\r" in pending:  # a CR LF split between reads makes one more blank line: harmless
+                    pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                lines = pending.split(b"\n")
+                pending = lines.pop()
+                if len(pending) > MAX_SSE_LINE:
+                    raise _stream_failed(
+                        "upstream_invalid_response",
+                        "The model provider sent a reply this service cannot use.",
+                    )
+                if lines:
+                    yield lines
+        finally:
+            watch.close()
+
+    def _parse(self, data: bytes) -> dict[str, Any] | None:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise _stream_failed(
+                "upstream_invalid_response",
+                "The model provider sent a reply this service cannot use.",
+            ) from None
+        if not isinstance(chunk, dict):
+            return None
+        if chunk.get("error"):
+            raise _stream_failed("upstream_error", "The model provider reported an error mid-reply.")
+        self._note(chunk)
+        return chunk
 
     def _overdue(self) -> UpstreamError:
         if _shutting_down():
@@ -603,6 +704,9 @@ async def open_stream(call: UpstreamCall) -> UpstreamStream:
             f"{settings.LLM_BASE_URL}/chat/completions",
             content=call.payload(candidate, stream=True),
             headers=_headers(call.api_key),
+            # The stream's reads have their own deadlines (UpstreamStream: LLM_TIMEOUT without data,
+            # LLM_STREAM_MAX_SECONDS in all): a read timeout too would move a timer per network read.
+            timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=min(10.0, settings.LLM_TIMEOUT), read=None),
         )
         try:
             async with _within(settings.LLM_TIMEOUT):

@@ -1,0 +1,154 @@
+"""The streaming path's own parts: the upstream's SSE read by network chunk (any split, any line ending),
+the read deadline's single timer, and frames sent in batches with back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+import upstream
+from gateway import sse
+
+
+class Parts(httpx.AsyncByteStream):
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            await asyncio.sleep(0)
+            yield part
+
+
+def events(texts: list[str], newline: bytes) -> bytes:
+    body = b": OPENROUTER PROCESSING" + newline * 2
+    for n, text in enumerate(texts):
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": text}}
+        chunk: dict[str, Any] = {"model": "m/answered", "choices": [choice]}
+        if n == len(texts) - 1:
+            choice["finish_reason"] = "stop"
+            chunk["usage"] = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+        body += b"event: message" + newline + b"data: " + orjson.dumps(chunk) + newline * 2
+    return body + b"data: [DONE]" + newline * 2 + b"data: not json, after the end" + newline * 2
+
+
+async def read_all(body: bytes, size: int) -> tuple[list[str], upstream.UpstreamStream]:
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    response = httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=Parts(parts))
+    stream = upstream.UpstreamStream(response, "m/asked")
+    texts = [upstream.delta_text(chunk) async for chunk in stream.chunks()]
+    return texts, stream
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("size", [1, 2, 7, 64, 100_000])
+async def test_it_reads_the_same_chunks_however_the_network_splits_them(newline: bytes, size: int) -> None:
+    said = ["Hel", "lo ", "wörld", "!"]
+    texts, stream = await read_all(events(said, newline), size)
+    assert texts == said
+    assert stream.model == "m/answered"
+    assert stream.usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert stream.finish_reason == "stop"
+
+
+async def test_it_reports_a_cut_when_the_body_ends_mid_event() -> None:
+    body = events(["a", "b"], b"\n").split(b"data: [DONE]")[0]
+    body = body[: body.rindex(b"data:") + 20]  # the last chunk (with its finish_reason) cut short
+    with pytest.raises(upstream.UpstreamError) as caught:
+        await read_all(body, 16)
+    assert caught.value.code in ("upstream_stream_cut", "upstream_invalid_response")
+
+
+async def test_a_deadline_that_falls_as_data_arrives_leaves_no_cancellation_behind() -> None:
+    """The stream's single timer cancels a read still waiting at its deadline; when the data and the
+    deadline come in the same turn of the loop, the read either returns the data or times out, and
+    the task is never left with a cancellation to trip over later."""
+    loop = asyncio.get_running_loop()
+    outcomes = set()
+    for offset in (-0.004, -0.002, 0.0, 0.002, 0.004):
+        ready: asyncio.Future[bytes] = loop.create_future()
+
+        async def source(ready: asyncio.Future[bytes] = ready) -> AsyncIterator[bytes]:
+            yield await ready
+
+        watch = upstream._StreamWatch()
+        deadline = loop.time() + 0.05
+        loop.call_at(deadline + offset, ready.set_result, b"x")
+        loop.call_at(deadline - 0.02, time.sleep, 0.04)  # the loop is late: both fall due together
+        try:
+            outcomes.add(await watch.read(aiter(source()), deadline))
+        except TimeoutError:
+            outcomes.add(b"timeout")
+        await asyncio.sleep(0.01)  # a cancellation left behind would be raised here
+        watch.close()
+    assert outcomes <= {b"x", b"timeout"}
+
+
+async def test_a_quiet_read_times_out_and_a_busy_one_does_not() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def slow() -> AsyncIterator[bytes]:
+        await asyncio.sleep(10)
+        yield b"never"
+
+    watch = upstream._StreamWatch()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await watch.read(aiter(slow()), started + 0.05)
+    assert loop.time() - started < 1.0
+
+    async def steady() -> AsyncIterator[bytes]:
+        for n in range(5):
+            await asyncio.sleep(0.02)
+            yield b"%d" % n
+
+    source = aiter(steady())
+    got = [await watch.read(source, loop.time() + 0.1) for _ in range(5)]  # each read moves it on
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+    watch.close()
+
+
+async def test_it_sends_frames_already_waiting_in_one_part() -> None:
+    async def burst() -> AsyncIterator[bytes]:
+        for n in range(5):
+            yield b"f%d\n\n" % n
+
+    parts = [part async for part in sse.with_keepalive(burst())]
+    assert b"".join(parts) == b"f0\n\nf1\n\nf2\n\nf3\n\nf4\n\n"
+    assert len(parts) < 5
+
+
+async def test_it_stops_reading_ahead_of_a_slow_client() -> None:
+    read = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal read
+        while True:
+            read += 1
+            yield b"x"
+
+    frames = sse.with_keepalive(endless())
+    first = await anext(frames)
+    await asyncio.sleep(0.05)  # the client is slow: nothing more is taken from it
+    assert len(first) <= sse.MAX_BUFFERED
+    assert read <= 2 * sse.MAX_BUFFERED + 1
+    await frames.aclose()
+
+
+async def test_it_passes_on_the_source_failure_after_the_frames_before_it() -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise upstream.UpstreamError("gone", code="upstream_unreachable")
+
+    frames = sse.with_keepalive(failing())
+    got = b""
+    with pytest.raises(upstream.UpstreamError):
+        async for part in frames:
+            got += part
+    assert got == b"a"
