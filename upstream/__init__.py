@@ -136,12 +136,21 @@ _STATUS_ERRORS: dict[int, tuple[int, str, str, bool]] = {
 
 def provider_error(body: bytes) -> dict[str, Any] | None:
     """The provider's own error object (message, type, code, param), secrets masked; None if it sent
-    none. OpenRouter's numeric `code` (the HTTP status again) is no error code and is left out."""
+    none. Read in the shapes OpenAI-compatible servers send: `{"error": {...}}` (OpenAI, OpenRouter,
+    llama.cpp, vLLM), `{"error": "text"}` (Ollama), `{"object": "error", "message": ...}` (older
+    vLLM). OpenRouter's numeric `code` (the HTTP status again) is no error code and is left out; the
+    error of the provider behind OpenRouter (`metadata.raw`), when it sent one, is the one passed on."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict):
+        return None
+    error = parsed.get("error")
+    if isinstance(error, str):
+        error = {"message": error}
+    elif error is None and parsed.get("object") == "error":
+        error = parsed
     if not isinstance(error, dict):
         return None
     fields = {
@@ -149,7 +158,10 @@ def provider_error(body: bytes) -> dict[str, Any] | None:
         for name in ("message", "type", "code", "param")
         if isinstance(value := error.get(name), str) and value.strip()
     }
-    return fields or None
+    metadata = error.get("metadata")
+    raw = metadata.get("raw") if isinstance(metadata, dict) else None
+    inner = provider_error(raw.encode()) if isinstance(raw, str) and raw.startswith("{") else None
+    return {**fields, **(inner or {})} or None
 
 
 def is_context_length(error: dict[str, Any] | None) -> bool:
@@ -186,7 +198,7 @@ def _status_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamE
             # a timeout stays ours (504); every other 4xx is the provider's to explain under /v1/
             provider_error=provider if ours < 500 else None,
         )
-    if status < 500 and provider:
+    if status < 500:  # 404, 409, 413, 422...: the request's fault, whatever the provider's wording
         return UpstreamError(
             f"The model provider refused the request (HTTP {status}).",
             status=status,
