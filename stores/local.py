@@ -223,7 +223,8 @@ class LocalStore:
             while quota.bytes > client_max and (victim := _oldest_other(quota.entries, current)):
                 self._forget(victim)
                 evicted += 1
-        while self._bytes > settings.STORE_MAX_BYTES and (victim := _oldest_other(self._recent, current)):
+        room = settings.STORE_MAX_BYTES - self._record_bytes()
+        while self._bytes > room and (victim := _oldest_other(self._recent, current)):
             self._forget(victim)
             evicted += 1
         index = self._kinds[current.kind]
@@ -288,8 +289,14 @@ class LocalStore:
         return True
 
     async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
-        self._stats.evictions += self._records[kind].put(slot_of(owner, record_id), orjson.dumps(record))
+        records = self._records[kind]
+        others = self._record_bytes() - records.bytes
+        room = settings.STORE_MAX_BYTES - self._bytes - others
+        self._stats.evictions += records.put(slot_of(owner, record_id), orjson.dumps(record), room=room)
         self.changes += 1
+
+    def _record_bytes(self) -> int:
+        return sum(records.bytes for records in self._records.values())
 
     async def get_records(
         self, kind: Kind, record_ids: list[str], *, owner: str
@@ -353,7 +360,9 @@ class LocalStore:
     def restore_record(self, kind: Kind, slot: str, raw: bytes, expires_in: float) -> int:
         """Put back one saved record (start-up), least recently written first; over the bounds the
         oldest go. How many went."""
-        return self._records[kind].put(slot, raw, expires_in=expires_in)
+        records = self._records[kind]
+        room = settings.STORE_MAX_BYTES - self._bytes - (self._record_bytes() - records.bytes)
+        return records.put(slot, raw, expires_in=expires_in, room=room)
 
     def restore_usage(self, usage: dict[str, Any]) -> None:
         """Put back saved usage figures (the shape `contents` gives)."""
@@ -445,8 +454,9 @@ def _trim(entry: _Entry, *, keep: int, cap: int) -> None:
 class _Records:
     """One kind's records: JSON bytes by slot, oldest write first, each with its expiry (monotonic).
     Kept as bytes, so a caller's later change to a record it put or got never reaches the store. Bounded
-    like conversations: CONVERSATION_TTL, at most CONVERSATION_MAX of them, and their bytes together at
-    most STORE_MAX_BYTES (the least recently written go first; the one just written always stays)."""
+    like conversations: CONVERSATION_TTL, at most CONVERSATION_MAX of them, and their bytes at most the
+    `room` STORE_MAX_BYTES leaves beside the conversations and other records (the least recently written
+    go first; the one just written always stays)."""
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
@@ -463,7 +473,7 @@ class _Records:
         while self._entries and (oldest := next(iter(self._entries.items())))[1][0] <= now:
             self._pop(oldest[0])
 
-    def put(self, slot: str, raw: bytes, *, expires_in: float | None = None) -> int:
+    def put(self, slot: str, raw: bytes, *, room: int, expires_in: float | None = None) -> int:
         """Keep a record (replacing the slot's); how many older ones went to keep the bounds."""
         self._prune()
         self._pop(slot)
@@ -472,7 +482,7 @@ class _Records:
         self.bytes += _record_cost(raw)
         evicted = 0
         while len(self._entries) > 1 and (
-            len(self._entries) > settings.CONVERSATION_MAX or self.bytes > settings.STORE_MAX_BYTES
+            len(self._entries) > settings.CONVERSATION_MAX or self.bytes > room
         ):
             self._pop(next(iter(self._entries)))
             evicted += 1

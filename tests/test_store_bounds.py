@@ -172,3 +172,10 @@ async def test_it_bounds_stored_responses_by_bytes_too(settings: Any) -> None:
     await store.delete_record(Kind.RESPONSE, "r4", owner="anonymous")
     await store.put_record(Kind.RESPONSE, "r4", {"small": True}, owner="anonymous")
     assert store._records[Kind.RESPONSE].bytes < 700_000
+    # records and conversations share STORE_MAX_BYTES: a conversation written now pushes out older ones
+    for n in range(3):
+        await store.append(
+            Kind.CHAT, f"c{n}", [{"role": "user", "content": "y" * 200_000}], owner="a", model="m", tokens=0
+        )
+    assert await store.count(Kind.CHAT) < 3
+    assert await store.stored_bytes() + store._record_bytes() <= settings.STORE_MAX_BYTES
