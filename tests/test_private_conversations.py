@@ -197,7 +197,8 @@ async def test_it_keeps_responses_and_openai_conversations_to_their_owner(
     made = await gateway.post("/v1/responses", json={"input": "mine"}, headers=one)
     assert made.status_code == 200, made.text
     response_id = made.json()["id"]
-    conversation = (await gateway.post("/v1/conversations", json={"metadata": {"a": "b"}}, headers=one)).json()
+    created = await gateway.post("/v1/conversations", json={"metadata": {"a": "b"}}, headers=one)
+    conversation = created.json()
     added = await gateway.post(
         f"/v1/conversations/{conversation['id']}/items",
         json={"items": [{"role": "user", "content": "hello"}]},
