@@ -193,4 +193,4 @@ async def test_it_answers_a_providers_404_outside_v1_in_our_shape(
     response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
     assert response.status_code == 404
     assert response.json()["code"] == "upstream_refused"
-    assert "No endpoints found" not in response.content.decode()  # outside /v1 the provider's wording stays out
+    assert "No endpoints found" not in response.content.decode()  # outside /v1: ours
