@@ -63,9 +63,12 @@ class PreparedResponse:
     created_at: int
     ancestors: list[str]  # the chain before this response, newest first
     call: upstream.UpstreamCall
+    quota_key: str | None = None  # whose storage quota a turn appended to a conversation counts against
 
 
-async def prepare(request: ResponseRequest, *, owner: str, api_key: str) -> PreparedResponse:
+async def prepare(
+    request: ResponseRequest, *, owner: str, api_key: str, quota_key: str | None = None
+) -> PreparedResponse:
     """Every check that can fail before the upstream is called, and the context to send."""
     guards.check_model(request.model)
     guards.check_max_tokens(request.max_output_tokens, param="max_output_tokens")
@@ -82,6 +85,7 @@ async def prepare(request: ResponseRequest, *, owner: str, api_key: str) -> Prep
         id=response_id,
         created_at=int(time.time()),
         ancestors=ancestors,
+        quota_key=quota_key,
         call=upstream.UpstreamCall(
             messages=system + items.chat_messages(window + request.input),
             model=request.model,
@@ -294,6 +298,7 @@ async def keep(prepared: PreparedResponse, output: list[dict[str, Any]], respons
             owner=prepared.owner,
             model=response["model"],
             tokens=usage.get("total_tokens", 0),
+            quota_key=prepared.quota_key,
         )
     if request.store:
         record = {

@@ -98,9 +98,12 @@ async def create_response(
         )
     await guards.check_rate(request)
     key = guards.openai_client_key(request)
+    await guards.check_budget(request, None if key == settings.LLM_API_KEY else key)
     writes = payload.store is not False or payload.conversation is not None
     owner = owner_for_writing(request) if writes else caller_of(request).owner
-    prepared = await responses.prepare(response_request(payload), owner=owner, api_key=key)
+    prepared = await responses.prepare(
+        response_request(payload), owner=owner, api_key=key, quota_key=guards.client_identity(request)
+    )
     if payload.stream:
         return sse.event_stream(await response_stream.open_stream(prepared))
     return Status(200, await responses.create(prepared))
