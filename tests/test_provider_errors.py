@@ -26,6 +26,15 @@ OPENAI_CONTEXT = {
 OPENROUTER_CONTEXT = error_body(
     400, "This endpoint's maximum context length is 128000 tokens. However, you requested about 200000."
 )
+LLAMA_CPP_CONTEXT = {
+    "error": {
+        "code": 400,
+        "message": "the request exceeds the available context size, try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": 9000,
+        "n_ctx": 8192,
+    }
+}
 MESSAGES = [{"role": "user", "content": "a very long story"}]
 
 
@@ -36,7 +45,9 @@ def sdk(live_server_url: str) -> Iterator[openai.OpenAI]:
     client.close()
 
 
-@pytest.mark.parametrize("body", [OPENAI_CONTEXT, OPENROUTER_CONTEXT], ids=["openai", "openrouter"])
+@pytest.mark.parametrize(
+    "body", [OPENAI_CONTEXT, OPENROUTER_CONTEXT, LLAMA_CPP_CONTEXT], ids=["openai", "openrouter", "llama.cpp"]
+)
 def test_it_raises_context_length_exceeded_in_the_sdk(
     sdk: openai.OpenAI, fake_upstream: FakeUpstream, body: dict[str, Any]
 ) -> None:
@@ -44,7 +55,7 @@ def test_it_raises_context_length_exceeded_in_the_sdk(
     with pytest.raises(openai.BadRequestError) as raised:
         sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
     assert raised.value.code == "context_length_exceeded"
-    assert "maximum context length" in raised.value.message
+    assert body["error"]["message"] in raised.value.message
 
 
 def test_it_passes_the_providers_type_code_and_param(sdk: openai.OpenAI, fake_upstream: FakeUpstream) -> None:
@@ -83,7 +94,9 @@ def test_it_keeps_5xx_and_transport_failures_ours(sdk: openai.OpenAI, fake_upstr
     assert dropped.value.code == "upstream_unreachable"
 
 
-@pytest.mark.parametrize("body", [OPENAI_CONTEXT, OPENROUTER_CONTEXT], ids=["openai", "openrouter"])
+@pytest.mark.parametrize(
+    "body", [OPENAI_CONTEXT, OPENROUTER_CONTEXT, LLAMA_CPP_CONTEXT], ids=["openai", "openrouter", "llama.cpp"]
+)
 async def test_it_says_what_to_do_when_a_chat_outgrows_the_context(
     client: AsyncClient, fake_upstream: FakeUpstream, body: dict[str, Any]
 ) -> None:

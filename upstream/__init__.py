@@ -32,7 +32,7 @@ MAX_TOKEN_COUNT = 2**31
 MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read, at most
 MAX_ERROR_MESSAGE = 2000  # characters of the provider's own error message passed on under /v1/
 CONTEXT_LENGTH = re.compile(
-    r"context[ _-]?(length|window)|maximum context|prompt is too long|too many (input )?tokens", re.I
+    r"context[ _-]?(length|window|size)|maximum context|prompt is too long|too many (input )?tokens", re.I
 )
 
 _client: httpx.AsyncClient | None = None
@@ -168,8 +168,8 @@ def is_context_length(error: dict[str, Any] | None) -> bool:
     """Whether the provider refused the request for being longer than the model's context window."""
     if not error:
         return False
-    return error.get("code") == "context_length_exceeded" or bool(
-        CONTEXT_LENGTH.search(error.get("message", ""))
+    return error.get("code") == "context_length_exceeded" or any(
+        CONTEXT_LENGTH.search(error.get(name, "")) for name in ("message", "type")
     )
 
 
