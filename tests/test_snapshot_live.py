@@ -230,7 +230,7 @@ def test_it_always_finds_a_complete_snapshot_after_kills_during_saves(
         (b'{"format": "llm-chat-gateway/store-snapshot", "version": 1, "usage": {"req', "is cut short"),
         (
             orjson.dumps({"format": snapshot.FORMAT, "version": 7, "usage": {}}) + b"\n",
-            "newer format version (7; this service reads up to 1)",
+            f"newer format version (7; this service reads up to {snapshot.VERSION})",
         ),
     ],
     ids=["corrupt", "newer-version"],
