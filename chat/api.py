@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from django.conf import settings
@@ -156,15 +157,32 @@ async def chat_conversation(
 
 
 def to_markdown(conversation: Conversation) -> str:
-    """A conversation as a Markdown document: its title, then each message under who said it."""
+    """A conversation as a Markdown document: its title, then each message under who said it (a
+    function call's arguments and a function's result as code blocks)."""
     lines = [f"# {conversation.display_title or conversation.id}", ""]
     for message in conversation.messages:
+        kind, when = message.get("type"), message.get("timestamp", "")
+        if kind == "function_call":
+            head = f"## Function call {message.get('name', '')} ({message.get('call_id', '')}), {when}"
+            lines += [head, "", *_code_block(str(message.get("arguments", ""))), ""]
+            continue
+        if kind == "function_call_output":
+            head = f"## Function result ({message.get('call_id', '')}), {when}"
+            lines += [head, "", *_code_block(str(message.get("content", ""))), ""]
+            continue
         if message.get("role") == "user":
             who = "You"
         else:
             who = f"Assistant ({message['model']})" if message.get("model") else "Assistant"
-        lines += [f"## {who}, {message.get('timestamp', '')}", "", str(message.get("content", "")), ""]
+        lines += [f"## {who}, {when}", "", str(message.get("content", "")), ""]
     return "\n".join(lines)
+
+
+def _code_block(text: str) -> list[str]:
+    """A fenced block that no run of backticks inside the text can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
 
 
 @router.get(

@@ -60,11 +60,14 @@ async def get(kind: Kind, conversation_id: str, caller: Caller, *, owner: str | 
 
 
 async def delete(kind: Kind, conversation_id: str, caller: Caller, *, owner: str | None = None) -> int:
-    """Delete one conversation; how many of its kind remain (every owner's: an aggregate figure)."""
+    """Delete one conversation and its metadata (/v1/conversations); how many of its kind remain (every
+    owner's: an aggregate figure)."""
     telemetry.note(conversation_id=conversation_id)
     store = get_store()
-    if not await store.delete(kind, conversation_id, owner=_owner(caller, owner)):
+    whose = _owner(caller, owner)
+    if not await store.delete(kind, conversation_id, owner=whose):
         raise ConversationNotFound()
+    await store.delete_record(kind, conversation_id, owner=whose)  # a new one of that id starts bare
     return await store.count(kind)
 
 

@@ -46,13 +46,22 @@ async def _metadata(owner: str, conversation_id: str) -> dict[str, str]:
     return dict(record["metadata"]) if record else {}
 
 
-async def create(owner: str, stored: list[dict[str, Any]], metadata: dict[str, str]) -> dict[str, Any]:
-    """A new conversation, with its first items (stored messages) if any."""
+async def create(
+    owner: str, stored: list[dict[str, Any]], metadata: dict[str, str], *, quota_key: str | None = None
+) -> dict[str, Any]:
+    """A new conversation, with its first items (stored messages) if any; `quota_key` is whose storage
+    quota (CLIENT_STORAGE_BYTES) it counts against."""
     conversation_id = items.new_id("conv")
     telemetry.note(conversation_id=conversation_id)
     store = get_store()
     conversation = await store.append(
-        Kind.CHAT, conversation_id, stored, owner=owner, model=settings.LLM_MODEL, tokens=0
+        Kind.CHAT,
+        conversation_id,
+        stored,
+        owner=owner,
+        model=settings.LLM_MODEL,
+        tokens=0,
+        quota_key=quota_key,
     )
     if metadata:
         await store.put_record(Kind.CHAT, conversation_id, {"metadata": metadata}, owner=owner)
@@ -92,11 +101,19 @@ async def list_items(
     return items.item_page(listed, after=after, limit=limit, order=order)
 
 
-async def add_items(owner: str, conversation_id: str, stored: list[dict[str, Any]]) -> dict[str, Any]:
+async def add_items(
+    owner: str, conversation_id: str, stored: list[dict[str, Any]], *, quota_key: str | None = None
+) -> dict[str, Any]:
     """Append items (stored messages) to the conversation, as they are: no upstream call."""
     conversation = await _conversation(owner, conversation_id)
     await get_store().append(
-        Kind.CHAT, conversation_id, stored, owner=owner, model=conversation.model, tokens=0
+        Kind.CHAT,
+        conversation_id,
+        stored,
+        owner=owner,
+        model=conversation.model,
+        tokens=0,
+        quota_key=quota_key,
     )
     added = [items.item_of(m) for m in stored]
     return items.item_page(added, after=None, limit=len(added), order="asc")

@@ -67,6 +67,7 @@ class PreparedResponse:
     ancestors: list[str]  # the chain before this response, newest first
     call: upstream.UpstreamCall
     turn_id: str | None = None  # its turn in a conversation (see turns.turn_id_for)
+    quota_key: str | None = None  # whose storage quota a turn appended to a conversation counts against
 
 
 def reads(request: ResponseRequest, owner: str) -> dict[str, Any]:
@@ -85,6 +86,7 @@ async def prepare(
     api_key: str,
     admission: Admission,
     request_id: str | None = None,
+    quota_key: str | None = None,
 ) -> PreparedResponse:
     """Every check that can fail before the upstream is called, and the context to send. `admission`
     holds what guards.admit read for it (see reads)."""
@@ -115,6 +117,7 @@ async def prepare(
         )
         if request.conversation_id
         else None,
+        quota_key=quota_key,
         call=upstream.UpstreamCall(
             messages=system + items.chat_messages(window + request.input),
             model=request.model,
@@ -336,6 +339,7 @@ async def keep(
             model=response["model"],
             tokens=usage.get("total_tokens", 0),
             turn_id=prepared.turn_id,
+            quota_key=prepared.quota_key,
         )
         if request.conversation_id
         else None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from ninja import Field, Schema
@@ -45,6 +45,11 @@ class MessageOut(Schema):
     content: str
     timestamp: str
     model: str | None = None
+    # a function call (role assistant) or its output (role tool), kept by /v1/responses: absent on text
+    type: Literal["function_call", "function_call_output"] | None = None
+    name: str | None = Field(None, description="the function called")
+    arguments: str | None = Field(None, description="the call's arguments (JSON text)")
+    call_id: str | None = None
 
 
 class ConversationSummary(Schema):

@@ -25,6 +25,7 @@ from core.clock import utc_now_iso
 from stores.base import (
     CONVERSATION_OVERHEAD,
     MAX_MODELS_TRACKED,
+    MESSAGE_OVERHEAD,
     OTHER_MODEL,
     TURN_ID_TTL,
     Admission,
@@ -318,7 +319,8 @@ class LocalStore:
             while quota.bytes > client_max and (victim := _oldest_other(quota.entries, current)):
                 self._forget(victim)
                 evicted += 1
-        while self._bytes > settings.STORE_MAX_BYTES and (victim := _oldest_other(self._recent, current)):
+        room = settings.STORE_MAX_BYTES - self._record_bytes()
+        while self._bytes > room and (victim := _oldest_other(self._recent, current)):
             self._forget(victim)
             evicted += 1
         index = self._kinds[current.kind]
@@ -383,7 +385,14 @@ class LocalStore:
         return True
 
     async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
-        self._records[kind].put(slot_of(owner, record_id), orjson.dumps(record))
+        records = self._records[kind]
+        others = self._record_bytes() - records.bytes
+        room = settings.STORE_MAX_BYTES - self._bytes - others
+        self._stats.evictions += records.put(slot_of(owner, record_id), orjson.dumps(record), room=room)
+        self.changes += 1
+
+    def _record_bytes(self) -> int:
+        return sum(records.bytes for records in self._records.values())
 
     async def get_records(
         self, kind: Kind, record_ids: list[str], *, owner: str
@@ -393,7 +402,10 @@ class LocalStore:
         return [None if raw is None else orjson.loads(raw) for raw in found]
 
     async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
-        return self._records[kind].delete(slot_of(owner, record_id))
+        deleted = self._records[kind].delete(slot_of(owner, record_id))
+        if deleted:
+            self.changes += 1
+        return deleted
 
     def reset(self) -> None:
         """Forget every conversation and figure (a snapshot that failed half-way through loading)."""
@@ -401,6 +413,7 @@ class LocalStore:
         self._recent.clear()
         self._quotas.clear()
         self._bytes = 0
+        self._records = {k: _Records() for k in Kind}
         self._stats = _Stats()
         self.changes += 1
 
@@ -415,6 +428,7 @@ class LocalStore:
                 kind: [(slot, e.expires) for slot, e in index.items()] for kind, index in self._kinds.items()
             },
             usage=self._stats.export(),
+            records={kind: records.index() for kind, records in self._records.items()},
         )
 
     def read(self, kind: Kind, slot: str) -> Conversation | None:
@@ -434,6 +448,17 @@ class LocalStore:
         self._attach(entry)
         self._evict_for(entry)
         return before + 1 - sum(len(index) for index in self._kinds.values())
+
+    def read_record(self, kind: Kind, slot: str) -> bytes | None:
+        """One record's JSON, as kept; safe from the snapshot's thread."""
+        return self._records[kind].read(slot)
+
+    def restore_record(self, kind: Kind, slot: str, raw: bytes, expires_in: float) -> int:
+        """Put back one saved record (start-up), least recently written first; over the bounds the
+        oldest go. How many went."""
+        records = self._records[kind]
+        room = settings.STORE_MAX_BYTES - self._bytes - (self._record_bytes() - records.bytes)
+        return records.put(slot, raw, expires_in=expires_in, room=room)
 
     def restore_usage(self, usage: dict[str, Any]) -> None:
         """Put back saved usage figures (the shape `contents` gives)."""
@@ -499,6 +524,7 @@ class LocalContents:
     wall_minus_monotonic: float  # add to a monotonic expiry for wall-clock seconds
     index: dict[Kind, list[tuple[str, float]]]  # (slot, monotonic expiry), least recently active first
     usage: dict[str, Any]
+    records: dict[Kind, list[tuple[str, float]]] = field(default_factory=dict)  # the same, for records
 
 
 def _ends(conversation: Conversation) -> Conversation:
@@ -531,22 +557,40 @@ def _trim(entry: _Entry, *, keep: int, cap: int) -> None:
 
 class _Records:
     """One kind's records: JSON bytes by slot, oldest write first, each with its expiry (monotonic).
-    Kept as bytes, so a caller's later change to a record it put or got never reaches the store."""
+    Kept as bytes, so a caller's later change to a record it put or got never reaches the store. Bounded
+    like conversations: CONVERSATION_TTL, at most CONVERSATION_MAX of them, and their bytes at most the
+    `room` STORE_MAX_BYTES leaves beside the conversations and other records (the least recently written
+    go first; the one just written always stays)."""
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self.bytes = 0
+
+    def _pop(self, slot: str) -> tuple[float, bytes] | None:
+        entry = self._entries.pop(slot, None)
+        if entry is not None:
+            self.bytes -= _record_cost(entry[1])
+        return entry
 
     def _prune(self) -> None:
         now = time.monotonic()
-        while self._entries and next(iter(self._entries.values()))[0] <= now:
-            self._entries.popitem(last=False)
+        while self._entries and (oldest := next(iter(self._entries.items())))[1][0] <= now:
+            self._pop(oldest[0])
 
-    def put(self, slot: str, raw: bytes) -> None:
+    def put(self, slot: str, raw: bytes, *, room: int, expires_in: float | None = None) -> int:
+        """Keep a record (replacing the slot's); how many older ones went to keep the bounds."""
         self._prune()
-        self._entries[slot] = (time.monotonic() + settings.CONVERSATION_TTL, raw)
-        self._entries.move_to_end(slot)
-        while len(self._entries) > settings.CONVERSATION_MAX:
-            self._entries.popitem(last=False)
+        self._pop(slot)
+        ttl = settings.CONVERSATION_TTL if expires_in is None else expires_in
+        self._entries[slot] = (time.monotonic() + ttl, raw)
+        self.bytes += _record_cost(raw)
+        evicted = 0
+        while len(self._entries) > 1 and (
+            len(self._entries) > settings.CONVERSATION_MAX or self.bytes > room
+        ):
+            self._pop(next(iter(self._entries)))
+            evicted += 1
+        return evicted
 
     def get(self, slot: str) -> bytes | None:
         entry = self._entries.get(slot)
@@ -554,9 +598,24 @@ class _Records:
             return None
         return entry[1]
 
+    def read(self, slot: str) -> bytes | None:
+        """As `get`, without the clock (the snapshot writer's thread, which took the index before)."""
+        entry = self._entries.get(slot)
+        return None if entry is None else entry[1]
+
     def delete(self, slot: str) -> bool:
-        entry = self._entries.pop(slot, None)
+        entry = self._pop(slot)
         return entry is not None and entry[0] > time.monotonic()
+
+    def index(self) -> list[tuple[str, float]]:
+        """(slot, monotonic expiry) of every record, least recently written first."""
+        self._prune()
+        return [(slot, expires) for slot, (expires, _) in self._entries.items()]
+
+
+def _record_cost(raw: bytes) -> int:
+    """What keeping one record costs: its JSON bytes (and their object) plus one message's overhead."""
+    return len(raw) + MESSAGE_OVERHEAD
 
 
 @dataclass

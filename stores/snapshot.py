@@ -1,10 +1,13 @@
-"""Snapshots of the local store: its conversations and usage figures in one file, so a restart keeps them
-with no database (STORE_SNAPSHOT_PATH; saved every STORE_SNAPSHOT_INTERVAL seconds when something
-changed, and at shutdown; loaded at start-up, before serving).
+"""Snapshots of the local store: its conversations, records (stored responses of /v1/responses, the
+metadata of /v1/conversations) and usage figures in one file, so a restart keeps them with no database
+(STORE_SNAPSHOT_PATH; saved every STORE_SNAPSHOT_INTERVAL seconds when something changed, and at
+shutdown; loaded at start-up, before serving).
 
 The file: a header line (format, version, usage figures), one JSON line per conversation (its kind,
-expiry as wall-clock time, and every field), least recently active first, and an end line counting
-them; it is written and read a conversation at a time, so neither needs much memory.
+expiry as wall-clock time, and every field), least recently active first, then one JSON line per record
+(its kind, slot, expiry and the record itself), least recently written first, and an end line counting
+them; it is written and read a line at a time, so neither needs much memory. Version 1 files (before
+records were kept) are read as they are.
 
 Saving never holds the event loop for long. The loop takes the store's index and figures in one cheap
 step (`LocalStore.contents`); a thread reads each conversation whole from the cache, serialises it and
@@ -46,7 +49,7 @@ from stores.local import LocalContents, LocalStore
 logger = logging.getLogger(__name__)
 
 FORMAT = "llm-chat-gateway/store-snapshot"
-VERSION = 1
+VERSION = 2
 LOCK_WAIT_SECONDS = 10.0  # a process being replaced may still be saving its last snapshot
 YIELD_EVERY = 32  # conversations serialised between two chances for the event loop to take the GIL
 
@@ -110,7 +113,23 @@ def _encode(store: LocalStore, contents: LocalContents, out: BinaryIO) -> None:
             }
             out.write(orjson.dumps(record) + b"\n")
             written += 1
-    out.write(orjson.dumps({"end": True, "conversations": written}) + b"\n")
+    records = 0
+    for kind, slots in contents.records.items():
+        for count, (slot, expires) in enumerate(slots, 1):
+            if count % YIELD_EVERY == 0:
+                time.sleep(0)
+            raw = store.read_record(kind, slot)
+            if raw is None:  # deleted or pushed out since the index was taken
+                continue
+            line = {
+                "kind": kind.value,
+                "slot": slot,
+                "expires_at": round(expires + contents.wall_minus_monotonic, 3),
+                "record": orjson.Fragment(raw),
+            }
+            out.write(orjson.dumps(line) + b"\n")
+            records += 1
+    out.write(orjson.dumps({"end": True, "conversations": written, "records": records}) + b"\n")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -129,6 +148,17 @@ class Restored:
     conversations: int
     expired: int
     over_cap: int
+    records: int = 0  # stored responses and conversation metadata put back (expired and over cap: left out)
+
+
+@dataclass(frozen=True)
+class SavedRecord:
+    """A record line: a stored response or a conversation's metadata."""
+
+    kind: Kind
+    slot: str
+    raw: bytes
+    expires_at: float
 
 
 def load_snapshot(store: LocalStore, path: Path, now: float) -> Restored | None:
@@ -141,11 +171,17 @@ def load_snapshot(store: LocalStore, path: Path, now: float) -> Restored | None:
         return None
     except OSError as exc:
         raise UnreadableSnapshot(f"cannot be read ({exc.strerror or exc})") from None
-    live = expired = over_cap = 0
+    live = expired = over_cap = records = 0
     try:
         with file:
             usage = read_header(file)
-            for kind, conversation, expires in read_conversations(file):
+            for saved in read_conversations(file):
+                if isinstance(saved, SavedRecord):
+                    if saved.expires_at > now:
+                        ttl = min(saved.expires_at - now, settings.CONVERSATION_TTL)
+                        records += 1 - store.restore_record(saved.kind, saved.slot, saved.raw, ttl)
+                    continue
+                kind, conversation, expires = saved
                 if expires <= now:
                     expired += 1
                     continue
@@ -155,14 +191,14 @@ def load_snapshot(store: LocalStore, path: Path, now: float) -> Restored | None:
     except OSError as exc:
         raise UnreadableSnapshot(f"cannot be read ({exc.strerror or exc})") from None
     store.restore_usage(usage)
-    return Restored(live - over_cap, expired, over_cap)
+    return Restored(live - over_cap, expired, over_cap, records)
 
 
 def check_snapshot(path: Path) -> int:
     """How many conversations a snapshot holds; UnreadableSnapshot unless it is whole and well-formed."""
     with path.open("rb") as file:
         read_header(file)
-        return sum(1 for _ in read_conversations(file))
+        return sum(1 for saved in read_conversations(file) if not isinstance(saved, SavedRecord))
 
 
 def read_header(file: BinaryIO) -> dict[str, Any]:
@@ -180,20 +216,40 @@ def read_header(file: BinaryIO) -> dict[str, Any]:
     return _usage(header.get("usage"))
 
 
-def read_conversations(file: BinaryIO) -> Iterator[tuple[Kind, Conversation, float]]:
-    """Each conversation after the header, checked, up to the end line, which must count them all."""
-    seen = 0
+def read_conversations(file: BinaryIO) -> Iterator[tuple[Kind, Conversation, float] | SavedRecord]:
+    """Each conversation after the header, then each record, checked, up to the end line, which must
+    count them all (a version 1 file has no records and counts only its conversations)."""
+    seen = records = 0
     for number, line in enumerate(file, 2):
         item = _parse(line, number)
         if isinstance(item, dict) and "end" in item:
-            if item != {"end": True, "conversations": seen}:
+            counted = {"end": True, "conversations": seen}
+            if item != counted and item != {**counted, "records": records}:
                 raise UnreadableSnapshot(f"ends (line {number}) with a count that does not match its {seen}")
             if file.read(1):
                 raise UnreadableSnapshot(f"goes on after its end (line {number})")
             return
+        if isinstance(item, dict) and "record" in item:
+            yield _saved_record(item, number)
+            records += 1
+            continue
+        if records:
+            raise UnreadableSnapshot(f"holds a conversation after its records (line {number})")
         yield _record(item, number)
         seen += 1
     raise UnreadableSnapshot(f"is cut short (no end line after {seen} conversations)")
+
+
+def _saved_record(item: dict[str, Any], number: int) -> SavedRecord:
+    where = f"line {number}"
+    if set(item) != {"kind", "slot", "expires_at", "record"} or item["kind"] not in _KINDS:
+        raise UnreadableSnapshot(f"holds a malformed record ({where})")
+    expires, slot, record = item["expires_at"], item["slot"], item["record"]
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        raise UnreadableSnapshot(f"holds a record whose expires_at is not a number ({where})")
+    if not isinstance(slot, str) or "/" not in slot or not isinstance(record, dict):
+        raise UnreadableSnapshot(f"holds a malformed record ({where})")
+    return SavedRecord(_KINDS[item["kind"]], slot, orjson.dumps(record), float(expires))
 
 
 def _parse(line: bytes, number: int) -> Any:
@@ -351,9 +407,11 @@ class Snapshotter:
             return
         self.restored_conversations = restored.conversations
         logger.info(
-            "store snapshot loaded from %s: %d conversations (left out: %d expired, %d over the cap)",
+            "store snapshot loaded from %s: %d conversations and %d stored responses or conversation "
+            "metadata (left out: %d expired, %d over the cap)",
             self.path,
             restored.conversations,
+            restored.records,
             restored.expired,
             restored.over_cap,
         )

@@ -20,6 +20,8 @@ CALLS = [
     ("/chat/message", {"message": "hi"}),
     ("/openrouter/test", {"message": "hi"}),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"input": "hi"}),
+    ("/v1/responses", {"input": "hi", "stream": True}),
 ]
 
 
@@ -65,8 +67,10 @@ async def test_the_total_budget_stops_everyone(
 ) -> None:
     settings.TOTAL_TOKEN_BUDGET = (40, 3600)
     for headers in (ALICE, BOB, {"X-Forwarded-For": "203.0.113.3"}):  # 19, 38, 57
-        ok = await client.post(path, body, content_type="application/json", headers=headers)
+        ok: Any = await client.post(path, body, content_type="application/json", headers=headers)
         assert ok.status_code == 200
+        if ok.streaming:  # counted when the stream ends
+            assert b"completed" in b"".join([part async for part in ok.streaming_content])
     refused = await client.post(
         path, body, content_type="application/json", headers={"X-Forwarded-For": "192.0.2.9"}
     )

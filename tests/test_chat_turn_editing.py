@@ -91,3 +91,34 @@ async def test_it_exports_markdown_and_json(client: AsyncClient) -> None:
     assert missing.status_code == 404
     bad = await client.get("/chat/conversations/edit-me/export", {"format": "pdf"})
     assert bad.status_code == 422
+
+
+async def test_it_exports_function_calls_as_code_blocks(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    created = await client.post("/v1/conversations", {}, content_type="application/json")
+    conversation = created.json()["id"]
+    call = {"id": "call_1", "name": "lookup", "arguments": '{"q": "```"}'}
+    fake_upstream.queue(Reply(tool_calls=[call]))
+    tool = {"type": "function", "name": "lookup"}
+    answered = await client.post(
+        "/v1/responses",
+        {"input": "Find it", "conversation": conversation, "tools": [tool]},
+        content_type="application/json",
+    )
+    assert answered.status_code == 200
+    await client.post(
+        f"/v1/conversations/{conversation}/items",
+        {"items": [{"type": "function_call_output", "call_id": "call_1", "output": "found"}]},
+        content_type="application/json",
+    )
+    text = (await client.get(f"/chat/conversations/{conversation}/export")).content.decode()
+    assert "## Function call lookup (call_1), " in text
+    assert '\n````\n{"q": "```"}\n````\n' in text  # a fence the arguments' backticks cannot close
+    assert "## Function result (call_1), " in text and "\n```\nfound\n```\n" in text
+    detail = (await client.get(f"/chat/conversations/{conversation}")).json()["conversation"]["messages"]
+    assert [(m["role"], m["type"], m["name"]) for m in detail] == [
+        ("user", None, None),
+        ("assistant", "function_call", "lookup"),
+        ("tool", "function_call_output", None),
+    ]

@@ -194,3 +194,18 @@ def test_it_refuses_bad_items_and_metadata(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as too_many:
         sdk.conversations.create(metadata={f"k{n}": "v" for n in range(17)})
     assert too_many.value.param == "metadata"
+
+
+def test_it_forgets_the_metadata_when_the_chat_page_deletes_the_conversation(
+    sdk: openai.OpenAI, http: httpx.Client, token: str
+) -> None:
+    headers = {"X-Client-Token": token}
+    started = http.post("/chat/message", json={"message": "hi"}, headers=headers).json()
+    conversation_id = started["conversation_id"]
+    sdk.conversations.update(conversation_id, metadata={"topic": "old"})
+    assert http.delete(f"/chat/conversations/{conversation_id}", headers=headers).status_code == 200
+    again = http.post(
+        "/chat/message", json={"message": "anew", "conversation_id": conversation_id}, headers=headers
+    )
+    assert again.status_code == 200
+    assert sdk.conversations.retrieve(conversation_id).metadata == {}

@@ -187,3 +187,46 @@ async def test_it_hides_who_and_which_conversation_from_the_public_log(
     named = [r for r in private if r.get("conversation_id") == "secret-topic-42"]
     assert named and named[0]["owner"].startswith("t-") and "client" in named[0]
     assert TOKEN_A not in str(private)
+
+
+async def test_it_keeps_responses_and_openai_conversations_to_their_owner(
+    gateway: httpx.AsyncClient, settings: Any
+) -> None:
+    settings.BACKEND_API_KEYS = [f"one:{KEY_ONE}", f"two:{KEY_TWO}"]
+    one, two = as_key(KEY_ONE), as_key(KEY_TWO)
+    made = await gateway.post("/v1/responses", json={"input": "mine"}, headers=one)
+    assert made.status_code == 200, made.text
+    response_id = made.json()["id"]
+    created = await gateway.post("/v1/conversations", json={"metadata": {"a": "b"}}, headers=one)
+    conversation = created.json()
+    added = await gateway.post(
+        f"/v1/conversations/{conversation['id']}/items",
+        json={"items": [{"role": "user", "content": "hello"}]},
+        headers=one,
+    )
+    item_id = added.json()["data"][0]["id"]
+    base = f"/v1/conversations/{conversation['id']}"
+    attempts = [
+        ("GET", f"/v1/responses/{response_id}", None),
+        ("GET", f"/v1/responses/{response_id}/input_items", None),
+        ("DELETE", f"/v1/responses/{response_id}", None),
+        ("POST", "/v1/responses", {"input": "x", "previous_response_id": response_id}),
+        ("POST", "/v1/responses", {"input": "x", "conversation": conversation["id"]}),
+        ("GET", base, None),
+        ("POST", base, {"metadata": {"c": "d"}}),
+        ("GET", f"{base}/items", None),
+        ("POST", f"{base}/items", {"items": [{"role": "user", "content": "intruder"}]}),
+        ("GET", f"{base}/items/{item_id}", None),
+        ("DELETE", f"{base}/items/{item_id}", None),
+        ("DELETE", base, None),
+    ]
+    for method, path, body in attempts:
+        refused = await gateway.request(method, path, json=body, headers=two)
+        assert refused.status_code == 404, (method, path, refused.text)
+        assert refused.json()["error"]["type"] == "not_found_error"
+    # the owner still has everything, untouched
+    assert (await gateway.get(f"/v1/responses/{response_id}", headers=one)).json()["output_text"]
+    assert (await gateway.get(base, headers=one)).json()["metadata"] == {"a": "b"}
+    listed = (await gateway.get(f"{base}/items", headers=one)).json()["data"]
+    assert [item["id"] for item in listed] == [item_id]
+    assert (await gateway.get("/chat/conversations", headers=two)).json()["total"] == 0

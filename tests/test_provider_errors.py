@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import openai
+import orjson
 import pytest
 from django.test import AsyncClient
 
@@ -25,6 +26,15 @@ OPENAI_CONTEXT = {
 OPENROUTER_CONTEXT = error_body(
     400, "This endpoint's maximum context length is 128000 tokens. However, you requested about 200000."
 )
+LLAMA_CPP_CONTEXT = {
+    "error": {
+        "code": 400,
+        "message": "the request exceeds the available context size, try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": 9000,
+        "n_ctx": 8192,
+    }
+}
 MESSAGES = [{"role": "user", "content": "a very long story"}]
 
 
@@ -35,7 +45,9 @@ def sdk(live_server_url: str) -> Iterator[openai.OpenAI]:
     client.close()
 
 
-@pytest.mark.parametrize("body", [OPENAI_CONTEXT, OPENROUTER_CONTEXT], ids=["openai", "openrouter"])
+@pytest.mark.parametrize(
+    "body", [OPENAI_CONTEXT, OPENROUTER_CONTEXT, LLAMA_CPP_CONTEXT], ids=["openai", "openrouter", "llama.cpp"]
+)
 def test_it_raises_context_length_exceeded_in_the_sdk(
     sdk: openai.OpenAI, fake_upstream: FakeUpstream, body: dict[str, Any]
 ) -> None:
@@ -43,7 +55,7 @@ def test_it_raises_context_length_exceeded_in_the_sdk(
     with pytest.raises(openai.BadRequestError) as raised:
         sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
     assert raised.value.code == "context_length_exceeded"
-    assert "maximum context length" in raised.value.message
+    assert body["error"]["message"] in raised.value.message
 
 
 def test_it_passes_the_providers_type_code_and_param(sdk: openai.OpenAI, fake_upstream: FakeUpstream) -> None:
@@ -82,7 +94,9 @@ def test_it_keeps_5xx_and_transport_failures_ours(sdk: openai.OpenAI, fake_upstr
     assert dropped.value.code == "upstream_unreachable"
 
 
-@pytest.mark.parametrize("body", [OPENAI_CONTEXT, OPENROUTER_CONTEXT], ids=["openai", "openrouter"])
+@pytest.mark.parametrize(
+    "body", [OPENAI_CONTEXT, OPENROUTER_CONTEXT, LLAMA_CPP_CONTEXT], ids=["openai", "openrouter", "llama.cpp"]
+)
 async def test_it_says_what_to_do_when_a_chat_outgrows_the_context(
     client: AsyncClient, fake_upstream: FakeUpstream, body: dict[str, Any]
 ) -> None:
@@ -108,3 +122,88 @@ def test_it_passes_the_providers_error_when_a_stream_is_refused(
     with pytest.raises(openai.BadRequestError) as from_responses:
         sdk.responses.create(model="openai/gpt-4o-mini", input="long", stream=True)
     assert from_responses.value.code == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
+    ("status", "raised"),
+    [
+        (404, openai.NotFoundError),
+        (409, openai.ConflictError),
+        (413, openai.APIStatusError),
+        (422, openai.UnprocessableEntityError),
+        (403, openai.PermissionDeniedError),
+        (429, openai.RateLimitError),
+    ],
+)
+def test_it_keeps_every_providers_4xx_as_the_sdk_would_see_it(
+    sdk: openai.OpenAI, fake_upstream: FakeUpstream, status: int, raised: type[openai.APIStatusError]
+) -> None:
+    error = {
+        "message": f"Refused ({SECRET})",
+        "type": "invalid_request_error",
+        "param": "messages[0]",
+        "code": f"refused_{status}",
+    }
+    for call in (
+        lambda: sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES),  # type: ignore[arg-type]
+        lambda: sdk.responses.create(model="openai/gpt-4o-mini", input="hello"),
+        lambda: sdk.responses.create(model="openai/gpt-4o-mini", input="hello", stream=True),
+    ):
+        fake_upstream.queue(Reply(status=status, body={"error": error}))
+        with pytest.raises(raised) as caught:
+            call()
+        assert caught.value.status_code == status
+        assert caught.value.body == {**error, "message": "Refused ([redacted])"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"error": "model 'llama9' not found"}, {"message": "model 'llama9' not found"}),  # Ollama
+        (  # vLLM before it wrapped its errors
+            {"object": "error", "message": "bad", "type": "BadRequestError", "param": None, "code": 400},
+            {"message": "bad", "type": "BadRequestError"},
+        ),
+        (  # OpenRouter, with the error of the provider behind it
+            {
+                "error": {
+                    "message": "Provider returned error",
+                    "code": 400,
+                    "metadata": {"raw": orjson.dumps(OPENAI_CONTEXT).decode(), "provider_name": "OpenAI"},
+                }
+            },
+            OPENAI_CONTEXT["error"],
+        ),
+    ],
+    ids=["ollama", "vllm", "openrouter-raw"],
+)
+def test_it_reads_the_error_shapes_of_other_servers(
+    sdk: openai.OpenAI, fake_upstream: FakeUpstream, body: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    fake_upstream.queue(Reply(status=400, body=body))
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert isinstance(caught.value.body, dict)
+    assert {k: v for k, v in caught.value.body.items() if k in expected} == expected
+
+
+def test_it_keeps_a_4xx_without_an_error_object_as_a_4xx(
+    sdk: openai.OpenAI, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(
+        Reply(status=413, body=b"<html>too large</html>", headers={"Content-Type": "text/html"})
+    )
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.status_code == 413 and caught.value.code == "upstream_refused"
+    assert "<html>" not in caught.value.message
+
+
+async def test_it_answers_a_providers_404_outside_v1_in_our_shape(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.queue(Reply(status=404, body={"error": {"message": "No endpoints found", "code": 404}}))
+    response = await client.post("/chat/message", {"message": "hi"}, content_type="application/json")
+    assert response.status_code == 404
+    assert response.json()["code"] == "upstream_refused"
+    assert "No endpoints found" not in response.content.decode()  # outside /v1: ours

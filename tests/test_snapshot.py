@@ -78,6 +78,66 @@ async def test_it_brings_back_every_conversation_field_order_and_figure(tmp_path
     assert [c.id for c in before["conversations"][Kind.CHAT]] == ["c1", "c2"]
 
 
+async def test_it_brings_back_stored_responses_and_conversation_metadata(
+    tmp_path: Path, settings: Any
+) -> None:
+    store = await filled_store()
+    response = {"response": {"id": "resp_1", "output_text": "é"}, "items": [], "ancestors": []}
+    await store.put_record(Kind.RESPONSE, "resp_1", response, owner="owner-a")
+    await store.put_record(Kind.RESPONSE, "resp_2", {"n": 2}, owner="owner-b")
+    await store.put_record(Kind.CHAT, "c1", {"metadata": {"topic": "x"}}, owner="anonymous")
+    await store.put_record(Kind.RESPONSE, "resp_1", response, owner="owner-a")  # now the most recent
+    await store.put_record(Kind.RESPONSE, "gone", {"n": 0}, owner="owner-a")
+    assert await store.delete_record(Kind.RESPONSE, "gone", owner="owner-a") is True
+    path = tmp_path / "s"
+    save(store, path)
+    *_, end = lines_of(path)
+    assert end == {"end": True, "conversations": 4, "records": 3}
+    restored = fresh_store()
+    result = snapshot.load_snapshot(restored, path, time.time())
+    assert result == snapshot.Restored(conversations=4, expired=0, over_cap=0, records=3)
+    assert await restored.get_records(Kind.RESPONSE, ["resp_1", "resp_2"], owner="owner-a") == [
+        response,
+        None,
+    ]
+    assert await restored.get_records(Kind.RESPONSE, ["resp_2"], owner="owner-b") == [{"n": 2}]
+    assert await restored.get_records(Kind.RESPONSE, ["gone"], owner="owner-a") == [None]
+    assert await restored.get_records(Kind.CHAT, ["c1"], owner="anonymous") == [{"metadata": {"topic": "x"}}]
+    # the order of writing is kept: over CONVERSATION_MAX the least recently written goes first
+    settings.CONVERSATION_MAX = 2
+    await restored.put_record(Kind.RESPONSE, "resp_3", {"n": 3}, owner="owner-a")
+    assert await restored.get_records(Kind.RESPONSE, ["resp_2"], owner="owner-b") == [None]
+    assert await restored.get_records(Kind.RESPONSE, ["resp_1"], owner="owner-a") == [response]
+
+
+async def test_it_leaves_out_expired_records_and_keeps_their_caps(tmp_path: Path, settings: Any) -> None:
+    store = LocalStore()
+    for n in range(4):
+        await store.put_record(Kind.RESPONSE, f"r{n}", {"n": n}, owner="anonymous")
+    path = tmp_path / "s"
+    save(store, path)
+    items = lines_of(path)
+    items[1]["expires_at"] = time.time() - 1  # r0 expired while the service was stopped
+    write_lines(path, items)
+    settings.CONVERSATION_MAX = 2
+    settings.CONVERSATION_TTL = 100
+    restored = fresh_store()
+    result = snapshot.load_snapshot(restored, path, time.time())
+    assert result == snapshot.Restored(conversations=0, expired=0, over_cap=0, records=2)
+    found = await restored.get_records(Kind.RESPONSE, ["r0", "r1", "r2", "r3"], owner="anonymous")
+    assert found == [None, None, {"n": 2}, {"n": 3}]
+    assert all(expiry - time.monotonic() <= 100 for _, expiry in restored.contents().records[Kind.RESPONSE])
+
+
+async def test_it_reads_a_version_1_file(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    save(await filled_store(), path)
+    header, *conversations, _end = lines_of(path)
+    write_lines(path, [{**header, "version": 1}, *conversations, {"end": True, "conversations": 4}])
+    result = snapshot.load_snapshot(fresh_store(), path, time.time())
+    assert result == snapshot.Restored(conversations=4, expired=0, over_cap=0, records=0)
+
+
 def lines_of(path: Path) -> list[Any]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
@@ -93,7 +153,7 @@ async def test_it_writes_a_versioned_file_only_its_owner_can_read(tmp_path: Path
     assert path.stat().st_size == size
     header, *records, end = lines_of(path)
     assert (header["format"], header["version"]) == (snapshot.FORMAT, snapshot.VERSION)
-    assert header["usage"]["requests"] == 2 and end == {"end": True, "conversations": 4}
+    assert header["usage"]["requests"] == 2 and end == {"end": True, "conversations": 4, "records": 0}
     assert [(r["kind"], r["conversation"]["id"]) for r in records] == [
         ("chat", "c2"),
         ("chat", "c1"),
@@ -139,6 +199,12 @@ def bad_files() -> dict[str, bytes]:
     conversation |= {"id": "c", "created_at": "t", "updated_at": "t", "model": "m", "messages": pair("x")}
     record = {"kind": "chat", "expires_at": time.time() + 3600, "conversation": conversation}
     end = {"end": True, "conversations": 1}
+    saved_record = {
+        "kind": "response",
+        "slot": "anonymous/resp_1",
+        "expires_at": time.time() + 3600,
+        "record": {"response": {"id": "resp_1"}},
+    }
 
     def lines(*items: Any) -> bytes:
         return b"".join(orjson.dumps(item) + b"\n" for item in items)
@@ -148,7 +214,7 @@ def bad_files() -> dict[str, bytes]:
         "empty": b"",
         "garbage": b"\x00\x01 not json\n",
         "not a snapshot": lines({"hello": "world"}),
-        "newer version": lines({**header, "version": 2}, end),
+        "newer version": lines({**header, "version": snapshot.VERSION + 1}, end),
         "cut short": lines(header, record),
         "cut mid-line": whole[: len(lines(header)) + 40],
         "wrong count": lines(header, record, {"end": True, "conversations": 2}),
@@ -158,6 +224,10 @@ def bad_files() -> dict[str, bytes]:
         "bad conversation": lines(
             header, record | {"conversation": conversation | {"total_tokens": "9"}}, end
         ),
+        "bad record": lines(header, record, saved_record | {"slot": 7}, end | {"records": 1}),
+        "record not an object": lines(header, saved_record | {"record": [1]}, {**end, "records": 1}),
+        "conversation after records": lines(header, saved_record, record, end | {"records": 1}),
+        "records miscounted": lines(header, record, saved_record, end | {"records": 2}),
     }
 
 
@@ -177,7 +247,8 @@ async def test_it_starts_empty_and_sets_aside_a_file_it_cannot_use(
     line = errors[0].getMessage()
     assert str(path) in line and "starting with no conversations" in line and "\n" not in line
     if case == "newer version":
-        assert "newer format version (2; this service reads up to 1)" in line
+        newer, ours = snapshot.VERSION + 1, snapshot.VERSION
+        assert f"newer format version ({newer}; this service reads up to {ours})" in line
     assert not path.exists()
     aside = saver.set_aside_to
     assert aside is not None and Path(aside).name.startswith("conversations.snapshot.bad-")
@@ -221,6 +292,12 @@ async def test_it_saves_only_when_something_changed(tmp_path: Path) -> None:
         assert await store.delete(Kind.MEMORY, "missing", owner="anonymous") is False
         assert await saver.save() is False
         await store.clear(Kind.MEMORY, owner="anonymous")
+        assert await saver.save() is True
+        await store.put_record(Kind.RESPONSE, "resp_1", {"n": 1}, owner="anonymous")
+        assert await saver.save() is True
+        assert await store.delete_record(Kind.RESPONSE, "missing", owner="anonymous") is False
+        assert await saver.save() is False
+        assert await store.delete_record(Kind.RESPONSE, "resp_1", owner="anonymous") is True
         assert await saver.save() is True
     finally:
         await saver.stop()

@@ -230,7 +230,7 @@ def test_it_always_finds_a_complete_snapshot_after_kills_during_saves(
         (b'{"format": "llm-chat-gateway/store-snapshot", "version": 1, "usage": {"req', "is cut short"),
         (
             orjson.dumps({"format": snapshot.FORMAT, "version": 7, "usage": {}}) + b"\n",
-            "newer format version (7; this service reads up to 1)",
+            f"newer format version (7; this service reads up to {snapshot.VERSION})",
         ),
     ],
     ids=["corrupt", "newer-version"],
@@ -281,3 +281,53 @@ def test_it_refuses_two_workers_on_one_snapshot_path(
     output = output_file.read_text()
     assert "Configuration error: STORE_SNAPSHOT_PATH" in output
     assert "is in use by another process" in output and "use REDIS_URL" in output
+
+
+def test_it_keeps_stored_responses_and_openai_conversations_across_a_restart(
+    fake_upstream: FakeUpstream, path: Path, tmp_path: Path
+) -> None:
+    import openai
+
+    env = snapshot_env(fake_upstream, path)  # an hour's interval: only the shutdown save can do it
+
+    def sdk(server: LiveServer, owner: str = OWNERS[0]) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{server.url}/v1", api_key=owner, max_retries=0)
+
+    server = LiveServer(env, log=tmp_path / "first.log")
+    try:
+        with sdk(server) as mine:
+            first = mine.responses.create(model="openai/gpt-4o-mini", input="one")
+            second = mine.responses.create(
+                model="openai/gpt-4o-mini", input="two", previous_response_id=first.id
+            )
+            conversation = mine.conversations.create(metadata={"topic": "restart"})
+            mine.responses.create(model="openai/gpt-4o-mini", input="hello", conversation=conversation.id)
+            items_before = mine.conversations.items.list(conversation.id, order="asc").to_dict()
+    finally:
+        output = server.stop()
+    assert "store snapshot saved at shutdown" in output
+
+    again = LiveServer(env, log=tmp_path / "second.log")
+    try:
+        with sdk(again) as mine, sdk(again, OWNERS[1]) as other:
+            assert mine.responses.retrieve(second.id).to_dict() == second.to_dict()
+            third = mine.responses.create(
+                model="openai/gpt-4o-mini", input="three", previous_response_id=second.id
+            )
+            assert mine.conversations.retrieve(conversation.id).metadata == {"topic": "restart"}
+            assert mine.conversations.items.list(conversation.id, order="asc").to_dict() == items_before
+            with pytest.raises(openai.NotFoundError):
+                other.responses.retrieve(second.id)  # still nobody else's
+            with pytest.raises(openai.NotFoundError):
+                other.conversations.retrieve(conversation.id)
+    finally:
+        output = again.stop()
+    assert third.output_text == "Fake reply to: three"
+    assert [m["content"] for m in fake_upstream.completions()[-1].body["messages"]] == [
+        "one",
+        "Fake reply to: one",
+        "two",
+        "Fake reply to: two",
+        "three",
+    ]
+    assert "1 conversations and 4 stored responses or conversation metadata" in output

@@ -155,3 +155,27 @@ async def test_it_bounds_the_model_statistics() -> None:
     usage = await store.usage()
     assert len(usage["by_model"]) == MAX_MODELS_TRACKED + 1
     assert usage["by_model"]["other"]["requests"] == 50
+
+
+async def test_it_bounds_stored_responses_by_bytes_too(settings: Any) -> None:
+    from stores.local import LocalStore
+
+    settings.STORE_MAX_BYTES = 1024 * 1024
+    store = LocalStore()
+    big = {"items": [{"role": "user", "content": "x" * 300_000}]}
+    for n in range(5):
+        await store.put_record(Kind.RESPONSE, f"r{n}", big, owner="anonymous")
+    found = await store.get_records(Kind.RESPONSE, [f"r{n}" for n in range(5)], owner="anonymous")
+    assert [record is not None for record in found] == [False, False, True, True, True]
+    assert store._records[Kind.RESPONSE].bytes <= settings.STORE_MAX_BYTES
+    assert (await store.usage())["evictions"] == 2
+    await store.delete_record(Kind.RESPONSE, "r4", owner="anonymous")
+    await store.put_record(Kind.RESPONSE, "r4", {"small": True}, owner="anonymous")
+    assert store._records[Kind.RESPONSE].bytes < 700_000
+    # records and conversations share STORE_MAX_BYTES: a conversation written now pushes out older ones
+    for n in range(3):
+        await store.append(
+            Kind.CHAT, f"c{n}", [{"role": "user", "content": "y" * 200_000}], owner="a", model="m", tokens=0
+        )
+    assert await store.count(Kind.CHAT) < 3
+    assert await store.stored_bytes() + store._record_bytes() <= settings.STORE_MAX_BYTES

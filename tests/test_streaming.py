@@ -204,6 +204,7 @@ def test_it_answers_502_before_the_stream_when_the_upstream_sends_no_event_strea
     for path, body in (
         ("/chat/message", {"message": "q", "conversation_id": "s-html", "stream": True}),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "stream": True}),
+        ("/v1/responses", {"input": "q", "stream": True}),
     ):
         fake_upstream.queue(Reply(**{**reply.__dict__, "headers": dict(reply.headers)}))
         response = http.post(path, json=body)

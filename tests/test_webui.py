@@ -611,3 +611,42 @@ def test_it_works_by_keyboard_on_a_phone_sized_screen(
     finally:
         phone.context.close()
     assert problems == []
+
+
+def test_it_shows_function_calls_made_through_the_responses_api(
+    page: Page, live_server_url: str, http: httpx.Client, fake_upstream: FakeUpstream
+) -> None:
+    open_ui(page, live_server_url)
+    mine = as_page(page)
+    conversation = http.post("/v1/conversations", json={}, headers=mine).json()["id"]
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    call = {"id": "call_9", "name": "get_weather", "arguments": '{"city":"<b>Paris</b>","days":2}'}
+    fake_upstream.queue(Reply(tool_calls=[call]), Reply(content="It is **sunny**."))
+    for given in (
+        "Weather in Paris?",
+        [{"type": "function_call_output", "call_id": "call_9", "output": '{"sky":"clear"}'}],
+    ):
+        answered = http.post(
+            "/v1/responses",
+            json={"input": given, "conversation": conversation, "tools": [tool]},
+            headers=mine,
+        )
+        assert answered.status_code == 200, answered.text
+    page.goto(f"{live_server_url}/ui#c={conversation}")
+    articles = page.locator("#messages article")
+    expect(articles).to_have_count(4)
+    assert [articles.nth(n).get_attribute("data-role") for n in range(4)] == [
+        "user",
+        "tool",
+        "tool",
+        "assistant",
+    ]
+    call_step, result_step = articles.nth(1), articles.nth(2)
+    expect(call_step.locator(".who")).to_have_text("Function call · get_weather · call_9")
+    assert call_step.locator("pre code").text_content() == '{\n  "city": "<b>Paris</b>",\n  "days": 2\n}'
+    expect(call_step.locator("b")).to_have_count(0)  # text, never HTML
+    expect(result_step.locator(".who")).to_have_text("Function result · call_9")
+    assert result_step.locator("pre code").text_content() == '{\n  "sky": "clear"\n}'
+    expect(articles.nth(3).locator(".body strong")).to_have_text("sunny")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-function-calls.png"))

@@ -37,7 +37,7 @@ UPSTREAM_MAX_CONNECTIONS = 10_000
 MAX_SSE_LINE = 16 * 2**20  # bytes of one unfinished upstream event line held, at most
 MAX_ERROR_MESSAGE = 2000  # characters of the provider's own error message passed on under /v1/
 CONTEXT_LENGTH = re.compile(
-    r"context[ _-]?(length|window)|maximum context|prompt is too long|too many (input )?tokens", re.I
+    r"context[ _-]?(length|window|size)|maximum context|prompt is too long|too many (input )?tokens", re.I
 )
 
 _client: httpx.AsyncClient | None = None
@@ -142,12 +142,21 @@ _STATUS_ERRORS: dict[int, tuple[int, str, str, bool]] = {
 
 def provider_error(body: bytes) -> dict[str, Any] | None:
     """The provider's own error object (message, type, code, param), secrets masked; None if it sent
-    none. OpenRouter's numeric `code` (the HTTP status again) is no error code and is left out."""
+    none. Read in the shapes OpenAI-compatible servers send: `{"error": {...}}` (OpenAI, OpenRouter,
+    llama.cpp, vLLM), `{"error": "text"}` (Ollama), `{"object": "error", "message": ...}` (older
+    vLLM). OpenRouter's numeric `code` (the HTTP status again) is no error code and is left out; the
+    error of the provider behind OpenRouter (`metadata.raw`), when it sent one, is the one passed on."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict):
+        return None
+    error = parsed.get("error")
+    if isinstance(error, str):
+        error = {"message": error}
+    elif error is None and parsed.get("object") == "error":
+        error = parsed
     if not isinstance(error, dict):
         return None
     fields = {
@@ -155,15 +164,18 @@ def provider_error(body: bytes) -> dict[str, Any] | None:
         for name in ("message", "type", "code", "param")
         if isinstance(value := error.get(name), str) and value.strip()
     }
-    return fields or None
+    metadata = error.get("metadata")
+    raw = metadata.get("raw") if isinstance(metadata, dict) else None
+    inner = provider_error(raw.encode()) if isinstance(raw, str) and raw.startswith("{") else None
+    return {**fields, **(inner or {})} or None
 
 
 def is_context_length(error: dict[str, Any] | None) -> bool:
     """Whether the provider refused the request for being longer than the model's context window."""
     if not error:
         return False
-    return error.get("code") == "context_length_exceeded" or bool(
-        CONTEXT_LENGTH.search(error.get("message", ""))
+    return error.get("code") == "context_length_exceeded" or any(
+        CONTEXT_LENGTH.search(error.get(name, "")) for name in ("message", "type")
     )
 
 
@@ -192,7 +204,7 @@ def _status_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamE
             # a timeout stays ours (504); every other 4xx is the provider's to explain under /v1/
             provider_error=provider if ours < 500 else None,
         )
-    if status < 500 and provider:
+    if status < 500:  # 404, 409, 413, 422...: the request's fault, whatever the provider's wording
         return UpstreamError(
             f"The model provider refused the request (HTTP {status}).",
             status=status,

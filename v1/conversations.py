@@ -13,7 +13,7 @@ from ninja.responses import Status
 from core.auth import caller_of, owner_for_writing
 from core.clock import utc_now_iso
 from core.errors import OpenAIErrorOut
-from gateway import items, openai_conversations
+from gateway import guards, items, openai_conversations
 from v1.response_schemas import (
     ConversationCreateIn,
     ConversationDeletedOut,
@@ -27,7 +27,13 @@ from v1.response_schemas import (
 
 router = Router(tags=["conversations"])
 
-ERRORS = {400: OpenAIErrorOut, 401: OpenAIErrorOut, 404: OpenAIErrorOut, 503: OpenAIErrorOut}
+ERRORS = {
+    400: OpenAIErrorOut,
+    401: OpenAIErrorOut,
+    404: OpenAIErrorOut,
+    429: OpenAIErrorOut,
+    503: OpenAIErrorOut,
+}
 
 
 def _stored(given: list[Any] | None) -> list[dict[str, Any]]:
@@ -41,8 +47,11 @@ def _stored(given: list[Any] | None) -> list[dict[str, Any]]:
 async def create_conversation(request: HttpRequest, payload: ConversationCreateIn) -> Status[dict[str, Any]]:
     """A new conversation, with up to 20 first items and metadata; `responses.create(conversation=...)`
     and the chat page continue it."""
+    await guards.check_rate(request)
     owner = owner_for_writing(request)
-    created = await openai_conversations.create(owner, _stored(payload.items), payload.metadata or {})
+    created = await openai_conversations.create(
+        owner, _stored(payload.items), payload.metadata or {}, quota_key=guards.client_identity(request)
+    )
     return Status(200, created)
 
 
@@ -65,6 +74,7 @@ async def update_conversation(
     request: HttpRequest, conversation_id: str, payload: ConversationUpdateIn
 ) -> Status[dict[str, Any]]:
     """Replace the conversation's metadata."""
+    await guards.check_rate(request)
     owner = owner_for_writing(request)
     return Status(200, await openai_conversations.update(owner, conversation_id, payload.metadata or {}))
 
@@ -103,8 +113,12 @@ async def create_items(
     request: HttpRequest, conversation_id: str, payload: ItemsCreateIn
 ) -> Status[dict[str, Any]]:
     """Append up to 20 items as they are (no model is called); the items added."""
+    await guards.check_rate(request)
     owner = owner_for_writing(request)
-    return Status(200, await openai_conversations.add_items(owner, conversation_id, _stored(payload.items)))
+    added = await openai_conversations.add_items(
+        owner, conversation_id, _stored(payload.items), quota_key=guards.client_identity(request)
+    )
+    return Status(200, added)
 
 
 ITEM_EXAMPLE = {

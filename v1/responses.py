@@ -104,7 +104,12 @@ async def create_response(
         request, None if key == settings.LLM_API_KEY else key, **responses.reads(wanted, owner)
     )
     prepared = await responses.prepare(
-        wanted, owner=owner, api_key=key, admission=admission, request_id=guards.client_request_id(request)
+        wanted,
+        owner=owner,
+        api_key=key,
+        admission=admission,
+        request_id=guards.client_request_id(request),
+        quota_key=guards.client_identity(request),
     )
     if payload.stream:
         return sse.event_stream(await response_stream.open_stream(prepared))
