@@ -14,7 +14,7 @@ from typing import Any
 
 from common import RESULTS, ROOT, VENV_BIN, BenchError, Config
 from phases import PhaseContext
-from processes import PROCS
+from processes import PROCS, Service
 
 
 def enabled(cfg: Config) -> bool:
@@ -100,10 +100,18 @@ def summarise_profile(raw: Path, top: int = 15) -> dict[str, Any]:
 
 
 def run(ctx: PhaseContext) -> dict[str, Any]:
-    wrk, svc, cfg, token = ctx.wrk, ctx.svc, ctx.cfg, ctx.token
-    print(f"profile: py-spy for {cfg.profile_seconds} s while wrk drives POST /chat/message ...", flush=True)
+    print(
+        f"profile: py-spy for {ctx.cfg.profile_seconds} s while wrk drives POST /chat/message ...", flush=True
+    )
+    return profile_chat_under_load(ctx, ctx.svc, "profile.txt", prefix="prof")
+
+
+def profile_chat_under_load(ctx: PhaseContext, svc: Service, raw_name: str, *, prefix: str) -> dict[str, Any]:
+    """py-spy on `svc` while wrk drives POST /chat/message (new conversations) at BENCH_CONCURRENCY;
+    the raw profile is kept as bench/results/<raw_name>."""
+    wrk, cfg, token = ctx.wrk, ctx.cfg, ctx.token
     py_spy = ensure_py_spy()
-    raw = RESULTS / "profile.txt"
+    raw = RESULTS / raw_name
     raw.unlink(missing_ok=True)
     body = wrk.body("chat-new", {"message": "hi", "conversation_id": "{id}"})
     command = wrk.command(
@@ -111,7 +119,7 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
         cfg.concurrency,
         cfg.profile_seconds + 4,
         body,
-        {"turns": "1", "prefix": f"prof{token}"},
+        {"turns": "1", "prefix": f"{prefix}{token}"},
     )
     load = PROCS.spawn(command, stdout_pipe=True)
     try:

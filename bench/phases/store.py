@@ -9,18 +9,13 @@ Redis service under load too (bench/results/profile-redis.txt).
 
 from __future__ import annotations
 
-import contextlib
-import re
-import subprocess
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, ROOT, BenchError
 from phases import PhaseContext
-from phases.profile import ensure_py_spy, summarise_profile
+from phases.profile import profile_chat_under_load
 from processes import (
     PROCS,
     Service,
@@ -48,55 +43,7 @@ def _measure(ctx: PhaseContext, svc: Service, name: str) -> dict[str, Any]:
 
 
 def _profile(ctx: PhaseContext, svc: Service) -> dict[str, Any]:
-    wrk, cfg, token = ctx.wrk, ctx.cfg, ctx.token
-    raw = RESULTS / "profile-redis.txt"
-    raw.unlink(missing_ok=True)
-    body = wrk.body("store-new", {"message": "hi", "conversation_id": "{id}"})
-    command = wrk.command(
-        f"{svc.url}/chat/message",
-        cfg.concurrency,
-        cfg.profile_seconds + 4,
-        body,
-        {"turns": "1", "prefix": f"sp{token}"},
-    )
-    load = PROCS.spawn(command, stdout_pipe=True)
-    try:
-        time.sleep(2)
-        done = subprocess.run(
-            [
-                ensure_py_spy(),
-                "record",
-                "--gil",
-                "--nonblocking",
-                "-d",
-                str(cfg.profile_seconds),
-                "-r",
-                "250",
-                "-f",
-                "raw",
-                "-o",
-                str(raw),
-                "--pid",
-                str(svc.pid),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=cfg.profile_seconds + 60,
-        )
-        out, _ = load.communicate(timeout=cfg.profile_seconds + 30)
-    finally:
-        PROCS.stop(load)
-        with contextlib.suppress(ValueError):
-            PROCS.started.remove(load)
-    if done.returncode or not raw.exists():
-        raise BenchError(f"py-spy failed: {done.stderr[-1500:]}")
-    result = summarise_profile(raw)
-    match = re.search(r"requests=(\d+) duration_us=(\d+)", out.decode(errors="replace"))
-    if match:
-        result["rps_while_profiled"] = int(match.group(1)) / (int(match.group(2)) / 1e6)
-    result["raw"] = str(raw.relative_to(ROOT))
-    return result
+    return profile_chat_under_load(ctx, svc, "profile-redis.txt", prefix="sp")
 
 
 def run(ctx: PhaseContext) -> dict[str, Any]:
