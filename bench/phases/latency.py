@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from typing import Any
 
@@ -18,24 +19,11 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
     )
     chat_body = wrk.body("chat-new", {"message": "hi", "conversation_id": "{id}"})
     direct = wrk.measure(f"{fake.base}/chat/completions", direct_body, connections=1, cfg=cfg)
+    chat = functools.partial(wrk.run, f"{svc.url}/chat/message", chat_body, connections=1, turns="1")
     if cfg.warmup > 0:
-        wrk.run(
-            f"{svc.url}/chat/message",
-            chat_body,
-            connections=1,
-            seconds=cfg.warmup,
-            turns="1",
-            prefix=f"w{token}",
-        )
-    cpu_before = svc.cpu_seconds()
-    service = wrk.run(
-        f"{svc.url}/chat/message",
-        chat_body,
-        connections=1,
-        seconds=cfg.seconds,
-        turns="1",
-        prefix=f"lat{token}",
-    )
+        chat(seconds=cfg.warmup, prefix=f"w{token}")
+    cpu_before = svc.cpu_seconds()  # the measured run alone, not its warm-up
+    service = chat(seconds=cfg.seconds, prefix=f"lat{token}")
     cpu_used = svc.cpu_seconds() - cpu_before
     return {
         "direct": asdict(direct) | {"rps": direct.rps},
