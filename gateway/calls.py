@@ -98,9 +98,11 @@ async def open_and_record(call: upstream.UpstreamCall) -> upstream.UpstreamStrea
         raise
 
 
-async def relay(stream: upstream.UpstreamStream) -> AsyncIterator[dict[str, Any]]:
-    """The chunks of an open stream. The call is counted when it ends, and the upstream connection is
-    closed whatever happens: at once if our client goes away, so nobody pays for unread tokens."""
+async def relay(stream: upstream.UpstreamStream, *, counted: bool = True) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of an open stream. A failed call is counted when it fails, a finished one when it
+    ends (unless not `counted`: the caller then counts it with call_record, in the write that stores
+    its result); the upstream connection is closed whatever happens: at once if our client goes away,
+    so nobody pays for unread tokens."""
     metrics.STREAMS_IN_FLIGHT.inc()
     try:
         async for chunk in stream.chunks():
@@ -119,7 +121,8 @@ async def relay(stream: upstream.UpstreamStream) -> AsyncIterator[dict[str, Any]
     finally:
         metrics.STREAMS_IN_FLIGHT.dec()
         await stream.aclose()
-    await record(stream.model, usage=full_usage(stream.usage))
+    if counted:
+        await record(stream.model, usage=full_usage(stream.usage))
 
 
 def full_usage(usage: dict[str, int]) -> dict[str, int]:

@@ -49,7 +49,7 @@ async def _frames(
     yield framed({"type": "response.created", "response": started})
     yield framed({"type": "response.in_progress", "response": started})
     try:
-        async for chunk in calls.relay(stream):
+        async for chunk in calls.relay(stream, counted=False):
             for event in output.take(chunk):
                 yield framed(event)
         for event in output.finish():
@@ -74,15 +74,17 @@ async def _finish(
 ) -> dict[str, Any]:
     """The final response object, once its turn is stored."""
     status, incomplete = responses.finish_status(stream.finish_reason)
+    usage = calls.full_usage(stream.usage)
     final = responses.response_object(
         prepared,
         status=status,
         output=output.items(status),
         model=stream.model,
-        usage=responses.response_usage(calls.full_usage(stream.usage), None),
+        usage=responses.response_usage(usage, None),
         incomplete=incomplete,
     )
-    await responses.keep(prepared, output.stored, final)
+    # the call's statistics are stored with the response: one write
+    await responses.keep(prepared, output.stored, final, call=calls.call_record(stream.model, usage=usage))
     return final
 
 

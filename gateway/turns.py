@@ -198,13 +198,14 @@ async def _chat_frames(
 ) -> AsyncIterator[bytes]:
     parts: list[str] = []
     try:
-        async for chunk in calls.relay(stream):
+        async for chunk in calls.relay(stream, counted=False):
             text = upstream.delta_text(chunk)
             if text:
                 parts.append(text)
                 yield sse.frame("delta", {"delta": text})
         usage = calls.full_usage(stream.usage)
-        stored = await store_turn(prepared, message, "".join(parts), stream.model, usage)
+        call = calls.call_record(stream.model, usage=usage)  # stored with the turn: one write
+        stored = await store_turn(prepared, message, "".join(parts), stream.model, usage, call=call)
     except ServiceError as exc:  # the upstream failed mid-reply, or the store did at the end
         yield sse.frame("error", error_body(exc.code, exc.message))
         return

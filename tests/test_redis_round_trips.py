@@ -136,3 +136,22 @@ def test_it_continues_a_response_chain_in_two_round_trips_before_and_one_after(
     body = {"model": "openai/gpt-4o-mini", "input": "three", "previous_response_id": second["id"]}
     before, after, _ = round_trips(proxy, fake_upstream, url, body)
     assert before <= 2 and after == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat/message", {"message": "streamed", "conversation_id": "rt-stream", "stream": True}),
+        ("/v1/responses", {"model": "openai/gpt-4o-mini", "input": "streamed", "stream": True}),
+    ],
+)
+def test_it_stores_a_streamed_turn_and_its_call_in_one_write(
+    counted: tuple[CountingProxy, str], fake_upstream: FakeUpstream, path: str, body: dict[str, Any]
+) -> None:
+    """A streamed turn's call statistics go with the turn, as a whole answer's do: one write after."""
+    proxy, base = counted
+    before, after, answer = round_trips(proxy, fake_upstream, f"{base}{path}", body)
+    assert b"Fake reply to: streamed" in answer.content
+    assert (before, after) == (1, 1)
+    usage = httpx.get(f"{base}/chat/health", timeout=10).json()
+    assert usage["usage"]["requests"] >= 4  # the streamed calls were counted all the same
