@@ -42,6 +42,7 @@ from stores.base import (
     stored_id,
     title_for,
 )
+from stores.redis_wire import WireClient
 
 logger = logging.getLogger(__name__)
 
@@ -467,6 +468,7 @@ class RedisStore:
         retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         self._gate: asyncio.Semaphore | None = None
         self._redis: Any
+        self._wire: WireClient | None = None  # the scripts' own pipelined connection (one Redis)
         if cluster:
             # Every key of the store shares one hash tag, so each script's keys (and those it finds,
             # such as the conversations it evicts) are in one slot; the cluster client routes there.
@@ -491,6 +493,7 @@ class RedisStore:
             )
             pool.connection_class = hiredis_packed(pool.connection_class)
             self._redis = redis.Redis.from_pool(pool)
+            self._wire = WireClient(url, timeout=settings.REDIS_TIMEOUT)
         self._prefix = prefix
         self._batch_script = self._redis.register_script(BATCH)
         self._admit = self._redis.register_script(ADMIT)
@@ -518,7 +521,9 @@ class RedisStore:
     async def _run(self, script: Any, *, keys: list[Any], args: list[Any]) -> Any:
         """EVALSHA, loading the script when Redis does not know it (a restart forgets scripts). redis-py's
         own Script call does the same after an isinstance check against a Protocol class that cost more
-        than the rest of the call."""
+        than the rest of the call. On one Redis, scripts go down the store's pipelined connection."""
+        if self._wire is not None:
+            return await self._wire.evalsha(script, keys, args)
         try:
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -875,6 +880,8 @@ class RedisStore:
                 await self._redis.delete(*keys)
 
     async def aclose(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
         await self._redis.aclose()
 
 
