@@ -50,6 +50,10 @@ class Config:
     profile: bool = field(default_factory=lambda: env_int("BENCH_PROFILE", 0) > 0)
     profile_seconds: int = field(default_factory=lambda: env_int("BENCH_PROFILE_SECONDS", 10))
     baseline: str = field(default_factory=lambda: os.environ.get("BENCH_BASELINE", "").strip())
+    # BENCH_BASELINE_STORE=redis: both sides of the baseline phase keep their turns in one redis-server
+    baseline_store: str = field(
+        default_factory=lambda: os.environ.get("BENCH_BASELINE_STORE", "local").strip() or "local"
+    )
     # BENCH_ONLY=latency,throughput runs only those phases (their keys in bench/run.py); empty = all.
     only: frozenset[str] = field(
         default_factory=lambda: frozenset(

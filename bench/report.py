@@ -70,7 +70,8 @@ def latency_rows(lat: dict[str, Any], cfg: Config) -> list[Row]:
 
 def baseline_rows(base: dict[str, Any], cfg: Config) -> list[Row]:
     this, other = base["this"], base["baseline"]
-    label = f"B. beside {base['revision']}, c=1, POST /chat/message, {base['rounds']} turns each"
+    store = " on Redis" if base.get("store") == "redis" else ""
+    label = f"B. beside {base['revision']}, c=1, POST /chat/message{store}, {base['rounds']} turns each"
     return [
         Row(
             f"{label}: added latency p50",

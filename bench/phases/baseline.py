@@ -4,20 +4,22 @@ On a machine whose speed drifts by tens of percent from one hour to the next, a 
 comparable with one taken in the same minutes. This phase checks the revision out into a temporary
 worktree, starts it (plain uvicorn, the same fake upstream and settings) beside this lane's service,
 and alternates short concurrency-1 runs of POST /chat/message on each: the medians of their added
-latency and of each process's own CPU time per request.
+latency and of each process's own CPU time per request. With BENCH_BASELINE_STORE=redis both keep
+their turns in one redis-server on loopback (in databases of their own), for a change to the Redis path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, SYSTEM_PROMPT, BenchError, Config, upstream_payload
+from common import HOST, ROOT, SYSTEM_PROMPT, BenchError, Config, upstream_payload
 from phases import PhaseContext
-from processes import PROCS, Service, start_service
+from processes import PROCS, Service, start_redis, start_service
 
 ROUNDS = 4
 
@@ -55,22 +57,26 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
     direct_p50 = direct.raw_p50_ms or direct.p50_ms
     body = wrk.body("baseline-chat", {"message": "hi", "conversation_id": "{id}"})
     seconds = max(2, cfg.seconds // 2)
-    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
+    with contextlib.ExitStack() as running, tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
         checkout = Path(tmp) / "checkout"
         _git("worktree", "add", "--detach", str(checkout), revision)
-        try:
-            other = start_service(ctx.fake, "baseline", checkout=checkout)
-            try:
-                figures: dict[str, list[tuple[float, float]]] = {"this": [], "baseline": []}
-                for n in range(ROUNDS):
-                    for name, svc in (("this", ctx.svc), ("baseline", other)):
-                        figures[name].append(_round(ctx, svc, body, seconds, f"b{n}{name[0]}{ctx.token}"))
-            finally:
-                PROCS.stop(other.proc)
-        finally:
-            _git("worktree", "remove", "--force", str(checkout))
+        running.callback(_git, "worktree", "remove", "--force", str(checkout))
+        this, stores = ctx.svc, [{}, {}]
+        if cfg.baseline_store == "redis":
+            redis = start_redis(Path(tmp))
+            running.callback(PROCS.stop, redis.proc)
+            stores = [{"REDIS_URL": f"redis://{HOST}:{redis.port}/{db}"} for db in (0, 1)]
+            this = start_service(ctx.fake, "baseline-this", **stores[0])
+            running.callback(PROCS.stop, this.proc)
+        other = start_service(ctx.fake, "baseline", checkout=checkout, **stores[1])
+        running.callback(PROCS.stop, other.proc)
+        figures: dict[str, list[tuple[float, float]]] = {"this": [], "baseline": []}
+        for n in range(ROUNDS):
+            for name, svc in (("this", this), ("baseline", other)):
+                figures[name].append(_round(ctx, svc, body, seconds, f"b{n}{name[0]}{ctx.token}"))
     return {
         "revision": revision,
+        "store": cfg.baseline_store,
         "rounds": ROUNDS,
         "seconds_each": seconds,
         "direct_p50_ms": direct_p50,

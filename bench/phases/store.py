@@ -1,14 +1,18 @@
 """Phase 10: what the shared store (Redis) costs a turn, beside the local store, in the same run.
 
-POST /chat/message on new conversations, one worker each: the lane's own service (local store), then a
-service on a redis-server on loopback, then on the same Redis behind bench/delay_proxy.py (0.5 ms each
-way: a Redis 1 ms away, as a managed one is), then WORKERS=2 on the loopback Redis. Each figure is p50 at
-concurrency 1 and requests/s at BENCH_CONCURRENCY. With BENCH_PROFILE=1, py-spy samples the loopback
-Redis service under load too (bench/results/profile-redis.txt).
+POST /chat/message on new conversations, one worker each: the lane's own service (local store), a
+service on a redis-server on loopback, one on the same Redis behind bench/delay_proxy.py (0.5 ms each
+way: a Redis 1 ms away, as a managed one is), and WORKERS=2 on the loopback Redis, all running at once
+and measured in turns (ROUNDS short runs each, so drift in the machine's speed hits all alike). Each
+figure is the median p50 at concurrency 1 and the median requests/s at BENCH_CONCURRENCY. With
+BENCH_PROFILE=1, py-spy samples the loopback Redis service under load too
+(bench/results/profile-redis.txt).
 """
 
 from __future__ import annotations
 
+import contextlib
+import statistics
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -28,18 +32,53 @@ from processes import (
 DELAY_MS = 0.5  # each way
 
 
-def _measure(ctx: PhaseContext, svc: Service, name: str) -> dict[str, Any]:
+ROUNDS = 3  # each service's runs, taking turns: the figures are the medians
+
+
+def _turns(ctx: PhaseContext, services: dict[str, Service]) -> dict[str, Any]:
+    """Short runs on every service in turn, ROUNDS times (concurrency 1, then BENCH_CONCURRENCY): on a
+    machine whose speed drifts from one minute to the next, only figures taken side by side compare."""
     wrk, cfg, token = ctx.wrk, ctx.cfg, ctx.token
     body = wrk.body("store-new", {"message": "hi", "conversation_id": "{id}"})
-    url = f"{svc.url}/chat/message"
-    one = wrk.measure(url, body, connections=1, cfg=cfg, turns="1", prefix=f"s1{name}{token}")
-    many = wrk.measure(url, body, connections=cfg.concurrency, cfg=cfg, turns="1", prefix=f"sn{name}{token}")
-    return {
-        "c1": asdict(one) | {"rps": one.rps},
-        "cn": asdict(many) | {"rps": many.rps},
-        "p50_ms": one.raw_p50_ms or one.p50_ms,
-        "rps": many.rps,
-    }
+    seconds = max(2, cfg.seconds // 2)
+    runs: dict[str, dict[str, list[Any]]] = {name: {"c1": [], "cn": []} for name in services}
+    for name, svc in services.items():  # warm-up, discarded
+        wrk.run(
+            f"{svc.url}/chat/message",
+            body,
+            connections=cfg.concurrency,
+            seconds=2,
+            turns="1",
+            prefix=f"sw{name}{token}",
+        )
+    for n in range(ROUNDS):
+        for connections, lane in ((1, "c1"), (cfg.concurrency, "cn")):
+            for name, svc in services.items():
+                run = wrk.run(
+                    f"{svc.url}/chat/message",
+                    body,
+                    connections=connections,
+                    seconds=seconds,
+                    turns="1",
+                    prefix=f"s{lane}{n}{name}{token}",
+                )
+                runs[name][lane].append(run)
+    results: dict[str, Any] = {}
+    for name, lanes in runs.items():
+        errors: dict[str, int] = {}
+        for run in lanes["c1"] + lanes["cn"]:
+            for kind, count in run.errors.items():
+                errors[kind] = errors.get(kind, 0) + count
+        results[name] = {
+            "p50_ms": statistics.median(r.raw_p50_ms or r.p50_ms for r in lanes["c1"]),
+            "rps": statistics.median(r.rps for r in lanes["cn"]),
+            "c1": {
+                "errors": {k: v for k, v in errors.items() if k},
+                "runs": [asdict(r) for r in lanes["c1"]],
+            },
+            "cn": {"errors": {}, "runs": [asdict(r) | {"rps": r.rps} for r in lanes["cn"]]},
+        }
+    return results
 
 
 def _profile(ctx: PhaseContext, svc: Service) -> dict[str, Any]:
@@ -47,36 +86,30 @@ def _profile(ctx: PhaseContext, svc: Service) -> dict[str, Any]:
 
 
 def run(ctx: PhaseContext) -> dict[str, Any]:
-    print("10. the shared store: local, Redis on loopback, Redis 1 ms away, WORKERS=2 ...", flush=True)
-    results: dict[str, Any] = {"local": _measure(ctx, ctx.svc, "local")}
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
+    print(
+        "10. the shared store: local, Redis on loopback, Redis 1 ms away, WORKERS=2, taking turns ...",
+        flush=True,
+    )
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as running, tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
         redis = start_redis(Path(workdir))
-        try:
-            results["redis_rtt_ms"] = redis_round_trip_ms(redis.port)
-            svc = start_service(ctx.fake, "store-redis", REDIS_URL=redis.url)
-            try:
-                results["redis"] = _measure(ctx, svc, "redis")
-                if ctx.cfg.profile:
-                    results["profile"] = _profile(ctx, svc)
-            finally:
-                PROCS.stop(svc.proc)
-            proxy, proxy_port = start_delay_proxy(redis.port, DELAY_MS)
-            try:
-                results["far_rtt_ms"] = redis_round_trip_ms(proxy_port)
-                svc = start_service(
-                    ctx.fake, "store-redis-far", REDIS_URL=f"redis://127.0.0.1:{proxy_port}/0"
-                )
-                try:
-                    results["redis_far"] = _measure(ctx, svc, "far")
-                finally:
-                    PROCS.stop(svc.proc)
-            finally:
-                PROCS.stop(proxy)
-            svc = start_service(ctx.fake, "store-redis-2", workers=2, REDIS_URL=redis.url)
-            try:
-                results["redis_two_workers"] = _measure(ctx, svc, "two")
-            finally:
-                PROCS.stop(svc.proc)
-        finally:
-            PROCS.stop(redis.proc)
+        running.callback(PROCS.stop, redis.proc)
+        results["redis_rtt_ms"] = redis_round_trip_ms(redis.port)
+        proxy, proxy_port = start_delay_proxy(redis.port, DELAY_MS)
+        running.callback(PROCS.stop, proxy)
+        results["far_rtt_ms"] = redis_round_trip_ms(proxy_port)
+        services = {"local": ctx.svc}
+        for name, svc in (
+            ("redis", start_service(ctx.fake, "store-redis", REDIS_URL=redis.url)),
+            (
+                "redis_far",
+                start_service(ctx.fake, "store-redis-far", REDIS_URL=f"redis://127.0.0.1:{proxy_port}/0"),
+            ),
+            ("redis_two_workers", start_service(ctx.fake, "store-redis-2", workers=2, REDIS_URL=redis.url)),
+        ):
+            running.callback(PROCS.stop, svc.proc)
+            services[name] = svc
+        results |= _turns(ctx, services)
+        if ctx.cfg.profile:
+            results["profile"] = _profile(ctx, services["redis"])
     return results
