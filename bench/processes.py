@@ -305,12 +305,15 @@ def start_delay_proxy(target_port: int, delay_ms: float) -> tuple[subprocess.Pop
     return proc, int(line.split()[1])
 
 
-def redis_round_trip_ms(port: int, samples: int = 200) -> float:
-    """The median time of one PING, as the service's Redis client sees it, in ms."""
+def redis_round_trip_ms(port: int, samples: int = 200, *, idle_ms: float = 0.0) -> float:
+    """The median time of one PING, as the service's Redis client sees it, in ms; with `idle_ms`, each
+    after that long asleep (both sides idle, as between a turn's two round trips at concurrency 1)."""
     times = []
     with socket.create_connection((HOST, port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for _ in range(samples):
+            if idle_ms:
+                time.sleep(idle_ms / 1000)
             started = time.perf_counter()
             sock.sendall(b"PING\r\n")
             sock.recv(16)

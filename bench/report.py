@@ -179,7 +179,10 @@ def store_rows(st: dict[str, Any], cfg: Config) -> list[Row]:
         )
     ]
     labels = {
-        "redis": f"Redis on loopback (PING {st['redis_rtt_ms']:.2f} ms)",
+        "redis": (
+            f"Redis on loopback (PING {st['redis_rtt_ms']:.2f} ms, "
+            f"{st.get('redis_idle_rtt_ms', 0):.2f} ms after idle)"
+        ),
         "redis_far": f"Redis 1 ms away (delay proxy, PING {st.get('far_rtt_ms', 0):.2f} ms)",
         "redis_two_workers": "Redis on loopback, WORKERS=2",
     }
@@ -204,6 +207,14 @@ def store_rows(st: dict[str, Any], cfg: Config) -> list[Row]:
                 f"{run['rps']:.0f} req/s = {share:.2f}" + _errors_note(run["cn"]),
                 f">= {TARGET_REDIS_RPS_SHARE:g}" if target else "",
                 (share >= TARGET_REDIS_RPS_SHARE and not run["cn"]["errors"]) if target else None,
+            )
+        )
+    one, two = st.get("redis"), st.get("redis_two_workers")
+    if one and two and one["rps"]:
+        rows.append(
+            Row(
+                f"10. Redis on loopback: WORKERS=2 over one worker, req/s c={cfg.concurrency}",
+                f"{two['rps'] / one['rps']:.2f}x  ({two['rps']:.0f} / {one['rps']:.0f} req/s)",
             )
         )
     if "profile" in st:

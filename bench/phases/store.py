@@ -95,6 +95,9 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
         redis = start_redis(Path(workdir))
         running.callback(PROCS.stop, redis.proc)
         results["redis_rtt_ms"] = redis_round_trip_ms(redis.port)
+        # A round trip after both sides slept (at concurrency 1, Redis and the worker idle between a
+        # turn's round trips): waking an idle virtual CPU is most of what a round trip costs here.
+        results["redis_idle_rtt_ms"] = redis_round_trip_ms(redis.port, idle_ms=2.0)
         proxy, proxy_port = start_delay_proxy(redis.port, DELAY_MS)
         running.callback(PROCS.stop, proxy)
         results["far_rtt_ms"] = redis_round_trip_ms(proxy_port)
