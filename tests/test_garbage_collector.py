@@ -14,7 +14,8 @@ from tests.conftest import SECRET
 def test_the_asgi_application_freezes_what_start_up_built_and_collects_young_objects_less_often() -> None:
     probe = (
         "import gc, json; before = gc.get_freeze_count(); import config.asgi; "
-        "print(json.dumps([before, gc.get_freeze_count(), gc.get_threshold(), config.asgi.GC_YOUNG_THRESHOLD]))"
+        "young = config.asgi.GC_YOUNG_THRESHOLD; "
+        "print(json.dumps([before, gc.get_freeze_count(), gc.get_threshold(), young]))"
     )
     env = {**os.environ, "LLM_API_KEY": SECRET, "DJANGO_SETTINGS_MODULE": "config.settings"}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
