@@ -14,6 +14,7 @@ import pytest
 
 import upstream
 from gateway import sse
+from tests.fake_upstream import FakeUpstream, Reply
 
 
 class Parts(httpx.AsyncByteStream):
@@ -82,7 +83,7 @@ async def test_a_deadline_that_falls_as_data_arrives_leaves_no_cancellation_behi
         loop.call_at(deadline + offset, ready.set_result, b"x")
         loop.call_at(deadline - 0.02, time.sleep, 0.04)  # the loop is late: both fall due together
         try:
-            outcomes.add(await watch.read(aiter(source()), deadline))
+            outcomes.add(await watch.read(aiter(source()).__anext__, deadline))
         except TimeoutError:
             outcomes.add(b"timeout")
         await asyncio.sleep(0.01)  # a cancellation left behind would be raised here
@@ -100,7 +101,7 @@ async def test_a_quiet_read_times_out_and_a_busy_one_does_not() -> None:
     watch = upstream._StreamWatch()
     started = loop.time()
     with pytest.raises(TimeoutError):
-        await watch.read(aiter(slow()), started + 0.05)
+        await watch.read(aiter(slow()).__anext__, started + 0.05)
     assert loop.time() - started < 1.0
 
     async def steady() -> AsyncIterator[bytes]:
@@ -109,7 +110,7 @@ async def test_a_quiet_read_times_out_and_a_busy_one_does_not() -> None:
             yield b"%d" % n
 
     source = aiter(steady())
-    got = [await watch.read(source, loop.time() + 0.1) for _ in range(5)]  # each read moves it on
+    got = [await watch.read(source.__anext__, loop.time() + 0.1) for _ in range(5)]  # each read moves it on
     assert got == [b"0", b"1", b"2", b"3", b"4"]
     watch.close()
 
@@ -152,3 +153,31 @@ async def test_it_passes_on_the_source_failure_after_the_frames_before_it() -> N
         async for part in frames:
             got += part
     assert got == b"a"
+
+
+async def test_a_stream_is_read_off_aiohttp_directly_and_asked_for_uncompressed(
+    fake_upstream: FakeUpstream, settings: Any
+) -> None:
+    """The installed httpx-aiohttp and aiohttp are the versions raw_reader was written for: a stream of
+    the service's own client is read off aiohttp's StreamReader (not through aiter_raw's four
+    iterators), and asks for an uncompressed body, since it is read as it comes off the network."""
+    settings.LLM_BASE_URL = fake_upstream.url
+    fake_upstream.queue(Reply(chunks=["one ", "two"]))
+    stream = await upstream.open_stream(
+        upstream.UpstreamCall(
+            messages=[{"role": "user", "content": "hi"}],
+            model="openai/gpt-4o-mini",
+            max_tokens=10,
+            temperature=None,
+            api_key="sk-test",
+            extra={},
+        )
+    )
+    try:
+        assert upstream.raw_reader(stream._response).__name__ == "read_aiohttp"
+        texts = [upstream.delta_text(chunk) async for chunk in stream.chunks()]
+    finally:
+        await stream.aclose()
+        await upstream.aclose()
+    assert "".join(texts).startswith("one two")
+    assert fake_upstream.requests[-1].headers["accept-encoding"] == "identity"

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import aiohttp
 import httpx
 import orjson
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 from core import metrics, telemetry
 from core.errors import ServiceError
@@ -526,8 +528,9 @@ class _StreamWatch:
             self._fired = True
             self._task.cancel()
 
-    async def read(self, source: AsyncIterator[bytes], deadline: float) -> bytes:
-        """The next piece of `source`, by `deadline` (loop time) or by a shutdown's end."""
+    async def read(self, source: Callable[[], Awaitable[bytes]], deadline: float) -> bytes:
+        """What `source()` answers (the body's next bytes), by `deadline` (loop time) or by a shutdown's
+        end."""
         self.deadline = deadline
         if _ending_at is not None:
             deadline = min(deadline, _ending_at)
@@ -537,7 +540,7 @@ class _StreamWatch:
         task = self._task = asyncio.current_task()
         _reading.add(self)
         try:
-            return await anext(source)
+            return await source()
         except asyncio.CancelledError:
             # Ours only if nobody else cancelled the task too (a client gone): as asyncio.timeout.
             # A cancellation always lands where the task waits, so it cannot outlive this read.
@@ -567,8 +570,9 @@ class UpstreamStream:
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
         now = asyncio.get_running_loop().time()
+        self._idle_seconds = settings.LLM_TIMEOUT  # read once: a settings lookup per chunk adds up
         self._ends_at = now + settings.LLM_STREAM_MAX_SECONDS
-        self._idle_until = now + settings.LLM_TIMEOUT
+        self._idle_until = now + self._idle_seconds
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """Each chunk as the upstream sent it; error events, cut and overdue streams raise."""
@@ -579,7 +583,7 @@ class UpstreamStream:
                     for line in lines:
                         if not line.startswith(b"data:"):
                             continue  # ": OPENROUTER PROCESSING" keep-alives, event names, blank lines
-                        self._idle_until = loop.time() + settings.LLM_TIMEOUT
+                        self._idle_until = loop.time() + self._idle_seconds
                         data = line[5:].strip()
                         if data == b"[DONE]":
                             return
@@ -596,19 +600,19 @@ class UpstreamStream:
     async def _lines(self) -> AsyncGenerator[list[bytes], None]:
         """The body's complete lines, read by the network chunk (one deadline per read, not per line);
         CR LF and lone CR end lines too, as in the SSE specification."""
-        raw = self._response.aiter_raw()
+        read = raw_reader(self._response)
         watch = _StreamWatch()
         pending = b""
         try:
             while True:
                 try:
-                    data = await watch.read(raw, min(self._idle_until, self._ends_at))
-                except StopAsyncIteration:
+                    data = await watch.read(read, min(self._idle_until, self._ends_at))
+                except TimeoutError:
+                    raise self._overdue() from None
+                if not data:  # the end of the body
                     if pending:
                         yield [pending]
                     return
-                except TimeoutError:
-                    raise self._overdue() from None
                 pending += data
                 if b"\r" in pending:  # a CR LF split between reads makes one more blank line: harmless
                     pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -669,6 +673,40 @@ class UpstreamStream:
         await self._response.aclose()
 
 
+def raw_reader(response: httpx.Response) -> Callable[[], Awaitable[bytes]]:
+    """A function answering the body's next bytes as they came off the network, b"" at its end.
+
+    With the aiohttp transport (ours), it reads aiohttp's StreamReader itself: httpx's aiter_raw
+    passes each piece through four async iterators (aiohttp's, the transport's, httpx's two), which
+    cost more per chunk of a stream than parsing it. Errors are mapped to httpx's as the transport
+    maps them. Any other transport (tests may mount one) is read through aiter_raw.
+    tests/test_stream_framing.py checks that the installed versions take the direct way."""
+    stream = response.stream
+    stream = getattr(stream, "_stream", stream)  # httpx's BoundAsyncStream around the transport's
+    content = getattr(getattr(stream, "_aiohttp_response", None), "content", None)
+    if isinstance(stream, AiohttpResponseStream) and isinstance(content, aiohttp.StreamReader):
+        readany = content.readany
+
+        async def read_aiohttp() -> bytes:
+            try:
+                return await readany()
+            except Exception:
+                with map_aiohttp_exceptions():  # raises the httpx error this one maps to
+                    raise
+                raise  # (unreachable: map_aiohttp_exceptions always raises)
+
+        return read_aiohttp
+    chunks = response.aiter_raw()
+
+    async def read_raw() -> bytes:
+        try:
+            return await anext(chunks)
+        except StopAsyncIteration:
+            return b""
+
+    return read_raw
+
+
 def delta_text(chunk: dict[str, Any]) -> str:
     choices = chunk.get("choices")
     choice: dict[str, Any] = (
@@ -715,7 +753,8 @@ async def open_stream(call: UpstreamCall) -> UpstreamStream:
             "POST",
             f"{settings.LLM_BASE_URL}/chat/completions",
             content=call.payload(candidate, stream=True),
-            headers=_headers(call.api_key),
+            # The stream is read as it comes off the network (raw_reader): never compressed.
+            headers={**_headers(call.api_key), "Accept-Encoding": "identity"},
             # The stream's reads have their own deadlines (UpstreamStream: LLM_TIMEOUT without data,
             # LLM_STREAM_MAX_SECONDS in all): a read timeout too would move a timer per network read.
             timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=min(10.0, settings.LLM_TIMEOUT), read=None),

@@ -7,12 +7,13 @@ chunks BENCH_CHUNK_DELAY_MS (50) apart, from bench/stream_client.py (its own pro
    chunks and forwards nothing;
 3. POST /chat/message with stream=true, then 4. POST /v1/chat/completions with stream=true, each on
    a fresh single-worker service with the local store.
-Each target gets two rounds after a small warm-up. Memory: the server's peak VmRSS while the first
-(cold) round's streams are open, over its VmRSS just before, divided by the streams. CPU: the server's
-own CPU time (utime + stime from /proc/<pid>/stat) over the second (warm) round, divided by the chunks
-it sent (a busy service's steady state: upstream connections pooled, memory already allocated).
-Every stream must end complete, and every /chat/message turn of both rounds must be stored whole
-under its own conversation.
+All four run at once. Each target gets a small warm-up and a cold round, then WARM_ROUNDS warm rounds,
+the targets taking turns. Memory: the server's peak VmRSS while the cold round's streams are open,
+over its VmRSS just before, divided by the streams. CPU: the server's own CPU time (utime + stime from
+/proc/<pid>/stat) over a warm round, divided by the chunks it sent (a busy service's steady state:
+upstream connections pooled, memory already allocated); the median of the warm rounds. Every stream
+must end complete, and every /chat/message turn of every round must be stored whole under its own
+conversation.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,12 @@ WARMUP_STREAMS = 20
 
 
 def service_settings(_cfg: Config) -> dict[str, str]:
-    # Room for both rounds' conversations (the default would evict the first round's, rightly).
-    return {"CONVERSATION_MAX": str(4 * env_int("BENCH_OPEN_STREAMS", 1000) + 1000)}
+    # Room for every round's conversations (the defaults would evict the first rounds', rightly: all
+    # come from one address, one client, whose CLIENT_STORAGE_BYTES is 8 MiB).
+    return {
+        "CONVERSATION_MAX": str(6 * env_int("BENCH_OPEN_STREAMS", 1000) + 1000),
+        "CLIENT_STORAGE_BYTES": "64MiB",
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -93,33 +99,62 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
-def measure(
-    pid: int, port: int, path: str, body: str, *, streams: int, frames: int, end: str, headers: list[str]
-) -> dict[str, Any]:
-    """Two rounds of `streams` at once against the server process `pid`, after a small warm-up: the
-    first (cold) gives the memory per open stream, the second (warm: pooled upstream connections,
-    the allocator's arenas already there, as in a service that has been busy) the CPU per chunk."""
-    client(
-        port,
-        path,
-        body.replace("{n}", "w{n}"),
-        streams=WARMUP_STREAMS,
-        frames=frames,
-        end=end,
-        headers=headers,
-    )
-    time.sleep(0.3)
-    rss_before = rss_bytes(pid)
-    with PeakRss(pid) as peak:
-        cold = client(
-            port, path, body.replace("{n}", "c{n}"), streams=streams, frames=frames, end=end, headers=headers
+WARM_ROUNDS = 3  # warm rounds of each target, taking turns: the CPU figure is their median
+
+
+@dataclass
+class Target:
+    """One server the streams go to: its process, port, path, body ({n}: the stream's number), the
+    text its last frame holds, and the headers each request carries."""
+
+    name: str
+    pid: int
+    port: int
+    path: str
+    body: str
+    end: str
+    headers: list[str]
+
+    def round(self, streams: int, frames: int, tag: str) -> dict[str, Any]:
+        return client(
+            self.port,
+            self.path,
+            self.body.replace("{n}", tag + "{n}"),
+            streams=streams,
+            frames=frames,
+            end=self.end,
+            headers=self.headers,
         )
+
+
+def _cold(target: Target, streams: int, frames: int) -> dict[str, Any]:
+    """A small warm-up, then the first (cold) round: memory per open stream, from its peak VmRSS."""
+    target.round(WARMUP_STREAMS, frames, "w")
     time.sleep(0.3)
-    cpu_before = cpu_seconds(pid)
-    run = client(port, path, body, streams=streams, frames=frames, end=end, headers=headers)
-    cpu = cpu_seconds(pid) - cpu_before
-    cold_failed = sum(1 for r in cold["streams"] if not (r.get("complete") and r.get("status") == "200"))
-    results = run.pop("streams")
+    rss_before = rss_bytes(target.pid)
+    with PeakRss(target.pid) as peak:
+        cold = target.round(streams, frames, "c")
+    failed = sum(1 for r in cold["streams"] if not (r.get("complete") and r.get("status") == "200"))
+    return {
+        "rss_before": rss_before,
+        "rss_peak": peak.peak,
+        "kib_per_stream": (peak.peak - rss_before) / streams / 1024,
+        "cold_failed": failed,
+    }
+
+
+def _warm(target: Target, streams: int, frames: int, tag: str) -> dict[str, Any]:
+    """One warm round (upstream connections pooled, the allocator's arenas there, as in a service that
+    has been busy): the server's own CPU per chunk sent, and each stream's timings."""
+    time.sleep(0.3)
+    before = cpu_seconds(target.pid)
+    run = target.round(streams, frames, tag)
+    cpu = cpu_seconds(target.pid) - before
+    return {"cpu": cpu, "run": run}
+
+
+def _figures(streams: int, frames: int, cold: dict[str, Any], warm: list[dict[str, Any]]) -> dict[str, Any]:
+    results = [r for w in warm for r in w["run"]["streams"]]
     complete = [r for r in results if r.get("complete") and r.get("status") == "200"]
     ttfb = [r["ttfb"] * 1000 for r in complete]
     gaps = [(b - a) * 1000 for r in complete for a, b in zip(r["frames"], r["frames"][1:], strict=False)]
@@ -128,22 +163,37 @@ def measure(
         if r not in complete:
             key = r.get("error") or f"status {r.get('status')}, {len(r.get('frames', []))} frames"
             errors[key] = errors.get(key, 0) + 1
-    if cold_failed:
-        errors["cold round"] = cold_failed
+    if cold["cold_failed"]:
+        errors["cold round"] = cold["cold_failed"]
+    per_chunk = [w["cpu"] / (streams * frames) * 1e6 for w in warm]
     return {
         "streams": streams,
-        "complete": len(complete) if not cold_failed else len(complete) - cold_failed,
+        "rounds": len(warm),
+        # every stream of every round (the cold one too) complete, counted as one round's worth
+        "complete": streams if not errors else streams - sum(errors.values()),
         "errors": errors,
-        "cpu_seconds": cpu,
-        "cpu_us_per_chunk": cpu / (streams * frames) * 1e6,
-        "rss_before": rss_before,
-        "rss_peak": peak.peak,
-        "kib_per_stream": (peak.peak - rss_before) / streams / 1024,
+        "cpu_seconds": statistics.median(w["cpu"] for w in warm),
+        "cpu_us_per_chunk": statistics.median(per_chunk),
+        "cpu_us_per_chunk_rounds": per_chunk,
+        "rss_before": cold["rss_before"],
+        "rss_peak": cold["rss_peak"],
+        "kib_per_stream": cold["kib_per_stream"],
         "ttfb_ms": {"p50": _pct(ttfb, 50), "p99": _pct(ttfb, 99)} if ttfb else {},
         "gap_ms": {"p50": _pct(gaps, 50), "p99": _pct(gaps, 99)} if gaps else {},
-        "wall_seconds": run["wall"],
-        "client_cpu_seconds": run["cpu_seconds"],
+        "wall_seconds": statistics.median(w["run"]["wall"] for w in warm),
+        "client_cpu_seconds": statistics.median(w["run"]["cpu_seconds"] for w in warm),
     }
+
+
+def measure(targets: list[Target], *, streams: int, frames: int) -> dict[str, dict[str, Any]]:
+    """Each target's cold round, then WARM_ROUNDS warm rounds of every target in turn: on a machine
+    whose speed drifts from one minute to the next, only figures taken side by side compare."""
+    colds = {t.name: _cold(t, streams, frames) for t in targets}
+    warm: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    for n in range(WARM_ROUNDS):
+        for target in targets:
+            warm[target.name].append(_warm(target, streams, frames, f"r{n}"))
+    return {t.name: _figures(streams, frames, colds[t.name], warm[t.name]) for t in targets}
 
 
 def start_floor(cfg_chunks: int, delay_ms: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -209,73 +259,53 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
     chunks = env_int("BENCH_OPEN_STREAM_CHUNKS", 40)
     delay = cfg.chunk_delay_ms
     model = f"bench/delay-{delay}-chunks-{chunks}"
-    print(f"open streams: {streams} at once, {chunks} chunks {delay} ms apart ...", flush=True)
+    print(f"open streams: {streams} at once, {chunks} chunks {delay} ms apart, taking turns ...", flush=True)
     token = "bench" + uuid.uuid4().hex * 2
     tag = uuid.uuid4().hex[:8]
-    auth = [f"X-Client-Token: {token}"]
     out: dict[str, Any] = {"streams": streams, "chunks": chunks, "delay_ms": delay}
-
     upstream_body = json.dumps(
         {"model": model, "messages": [{"role": "user", "content": "open stream {n}"}], "stream": True}
     )
-    print("  direct (the client reading the fake upstream) ...", flush=True)
-    out["direct"] = measure(
-        fake.proc.pid,
-        fake.port,
-        "/api/v1/chat/completions",
-        upstream_body,
-        streams=streams,
-        frames=chunks,
-        end="[DONE]",
-        headers=[],
-    )
-    print("  floor (bare Django StreamingHttpResponse) ...", flush=True)
-    floor, floor_port = start_floor(chunks, delay)
-    try:
-        out["floor"] = measure(
-            floor.pid,
-            floor_port,
-            "/stream",
-            "{}",
-            streams=streams,
-            frames=chunks,
-            end="event: done",
-            headers=[],
-        )
-    finally:
-        PROCS.stop(floor)
-    print("  POST /chat/message stream=true ...", flush=True)
     chat_body = json.dumps(
         {"message": "open stream {n}", "stream": True, "model": model, "conversation_id": f"os-{tag}-{{n}}"}
     )
-    out["chat"] = measure(
-        svc.pid,
-        svc.port,
-        "/chat/message",
-        chat_body,
-        streams=streams,
-        frames=chunks,
-        end="event: done",
-        headers=auth,
-    )
-    warm = check_stored(svc, token, f"os-{tag}-", streams, chunks)
-    cold = check_stored(svc, token, f"os-{tag}-c", streams, chunks, prefix_of_message="c")
-    out["chat"]["stored"] = {key: warm[key] + cold[key] for key in warm}
-    print("  POST /v1/chat/completions stream=true ...", flush=True)
-    v1 = start_service(fake, "open-streams-v1")
+    floor, floor_port = start_floor(chunks, delay)
     try:
-        out["v1"] = measure(
-            v1.pid,
-            v1.port,
-            "/v1/chat/completions",
-            upstream_body,
-            streams=streams,
-            frames=chunks,
-            end="[DONE]",
-            headers=[],
-        )
+        v1 = start_service(fake, "open-streams-v1")
+        try:
+            targets = [
+                Target(
+                    "direct",
+                    fake.proc.pid,
+                    fake.port,
+                    "/api/v1/chat/completions",
+                    upstream_body,
+                    "[DONE]",
+                    [],
+                ),
+                Target("floor", floor.pid, floor_port, "/stream", "{}", "event: done", []),
+                Target(
+                    "chat",
+                    svc.pid,
+                    svc.port,
+                    "/chat/message",
+                    chat_body,
+                    "event: done",
+                    [f"X-Client-Token: {token}"],
+                ),
+                Target("v1", v1.pid, v1.port, "/v1/chat/completions", upstream_body, "[DONE]", []),
+            ]
+            out |= measure(targets, streams=streams, frames=chunks)
+        finally:
+            PROCS.stop(v1.proc)
     finally:
-        PROCS.stop(v1.proc)
+        PROCS.stop(floor)
+    stored = [check_stored(svc, token, f"os-{tag}-c", streams, chunks, prefix_of_message="c")]
+    stored += [
+        check_stored(svc, token, f"os-{tag}-r{n}", streams, chunks, prefix_of_message=f"r{n}")
+        for n in range(WARM_ROUNDS)
+    ]
+    out["chat"]["stored"] = {key: sum(s[key] for s in stored) for key in stored[0]}
     floor_cpu, floor_kib = out["floor"]["cpu_us_per_chunk"], out["floor"]["kib_per_stream"]
     for key in ("chat", "v1"):
         out[key]["cpu_ratio"] = out[key]["cpu_us_per_chunk"] / floor_cpu
