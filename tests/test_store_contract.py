@@ -17,6 +17,7 @@ import pytest
 from stores import ConversationStore, Kind, reset_store
 from stores.base import CallRecord, Count, RecordWrite, TurnWrite, message_cost, stored_id
 from stores.local import LocalStore
+from stores.redis_cluster import RedisClusterStore
 from stores.redis_store import RedisStore
 from tests.conftest import RedisCluster, RedisServer
 
@@ -31,6 +32,14 @@ def pair(text: str) -> list[dict[str, Any]]:
 OWNER = "t-0123456789abcdef01234567"
 
 
+class StrictClusterStore(RedisClusterStore):
+    """Its scripts declare themselves (`#!lua`): a cluster then refuses any key a script reaches in
+    another slot than its KEYS' (without the line, only keys on another node are refused: tried on
+    Redis 7.0, "Script attempted to access keys that do not hash to the same slot")."""
+
+    script_header = "#!lua\n"
+
+
 @pytest.fixture(params=["local", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConversationStore]:
     if request.param == "local":
@@ -39,7 +48,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConversationSto
         return
     if request.param == "cluster":
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        redis_store = RedisStore(cluster.url, prefix="contract:", cluster=True)
+        redis_store: RedisStore = StrictClusterStore(cluster.url, prefix="contract:")
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         redis_store = RedisStore(server.url, prefix="contract:")
@@ -132,7 +141,7 @@ async def test_it_refreshes_the_ttl_on_each_write(store: ConversationStore, sett
         await store.append(Kind.CHAT, "ttl", pair("x"), owner=OWNER, model="m", tokens=0)
         settings.CONVERSATION_TTL = 5000
         await store.append(Kind.CHAT, "ttl", pair("y"), owner=OWNER, model="m", tokens=0)
-        ttl = await store._redis.ttl(f"{store._prefix}conv:chat:{OWNER}/ttl:meta")
+        ttl = await store._redis.ttl(store._conversation(Kind.CHAT, OWNER, "ttl") + ":meta")
         assert 4000 < ttl <= 5000
     else:
         settings.CONVERSATION_TTL = 100
@@ -482,7 +491,7 @@ async def test_it_expires_records(store: ConversationStore, settings: Any) -> No
     settings.CONVERSATION_TTL = 60
     await store.put_record(Kind.RESPONSE, "old", {"x": 1}, owner=OWNER)
     if isinstance(store, RedisStore):
-        ttl = await store._redis.ttl(f"{store._prefix}record:response:{OWNER}/old")
+        ttl = await store._redis.ttl(store._record(Kind.RESPONSE, OWNER, "old"))
         assert 0 < ttl <= 60
         return
     with mock.patch("stores.local.time.monotonic", return_value=time.monotonic() + 61):
