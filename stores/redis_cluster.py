@@ -61,10 +61,11 @@ local function split_member(member)
   return string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
 end
 
--- the shared accounting's keys: lru, sizes, owners, bytes, stats, then one index per kind (KINDS)
+-- the shared accounting's keys: lru, sizes, owners, bytes, stats, versions (of the conversation each size
+-- was counted at), then one index per kind (KINDS)
 local function globals(K)
-  local g = {lru = K[1], sizes = K[2], owners = K[3], bytes = K[4], stats = K[5], index = {}}
-  for i, kind in ipairs(KINDS) do g.index[kind] = K[5 + i] end
+  local g = {lru = K[1], sizes = K[2], owners = K[3], bytes = K[4], stats = K[5], versions = K[6], index = {}}
+  for i, kind in ipairs(KINDS) do g.index[kind] = K[6 + i] end
   return g
 end
 
@@ -79,6 +80,7 @@ local function unaccount(g, member)
     redis.call('DECRBY', g.bytes, tonumber(bytes))
   end
   redis.call('HDEL', g.owners, member)
+  redis.call('HDEL', g.versions, member)
   local kind, slot = split_member(member)
   if g.index[kind] then existed = existed + redis.call('ZREM', g.index[kind], slot) end
   return existed > 0, quota
@@ -96,7 +98,7 @@ end
 -- a turn replayed (its id seen before): its conversation's size now (false when it is gone), so that the
 -- accounting after it runs again (it may not have, if the first attempt broke off)
 local function sized(prior, meta)
-  if prior then prior[4] = redis.call('HGET', meta, 'size') end
+  if prior then prior[4], prior[5] = redis.call('HGET', meta, 'size'), redis.call('HGET', meta, 'version') end
   return prior
 end
 
@@ -117,7 +119,7 @@ local function conv_append(K, A)
   if redis.call('EXISTS', meta) == 0 then
     redis.call('DEL', msgs, costs)
     redis.call('HSET', meta, 'id', A[9], 'created_at', A[1], 'total_tokens', 0, 'dropped_messages', 0,
-      'owner', A[8], 'title', A[10])
+      'owner', A[8], 'title', A[10], 'version', math.floor(tonumber(A[6])) * 1000000)
     size = tonumber(A[11])
   else
     size = tonumber(redis.call('HGET', meta, 'size') or A[11])
@@ -147,10 +149,10 @@ local function conv_append(K, A)
     end
   end
   redis.call('HSET', meta, 'size', size)
-  for _, key in ipairs({meta, msgs, costs, mine}) do redis.call('EXPIRE', key, ttl) end
+  local version = redis.call('HINCRBY', meta, 'version', 1)
   redis.call('ZADD', mine, score, A[8] .. '/' .. A[9])
-  redis.call('EXPIRE', mine, ttl)
-  return {length, tokens, 0, size}
+  for _, key in ipairs({meta, msgs, costs, mine}) do redis.call('EXPIRE', key, ttl) end
+  return {length, tokens, 0, size, version}
 end
 
 -- K: meta, msgs, costs, the owner's index. A: 1 slot, 2 now (iso), 3 model, 4 tokens, 5 ttl, 6 score,
@@ -185,7 +187,7 @@ local function conv_replace(K, A)
   redis.call('HSET', meta, 'updated_at', A[2], 'model', A[3], 'total_tokens', total, 'size', size)
   for _, key in ipairs({meta, msgs, costs, K[4]}) do redis.call('EXPIRE', key, tonumber(A[5])) end
   redis.call('ZADD', K[4], tonumber(A[6]), A[1])
-  return {redis.call('LLEN', msgs), total, 0, size}
+  return {redis.call('LLEN', msgs), total, 0, size, redis.call('HINCRBY', meta, 'version', 1)}
 end
 
 -- K: meta, msgs, costs. A: the message (its JSON, exactly). {1, the conversation's size} or {0}.
@@ -199,7 +201,7 @@ local function conv_delete_message(K, A)
         redis.call('LSET', K[3], i - 1, '\\0gone')
         redis.call('LREM', K[3], 1, '\\0gone')
       end
-      return {1, redis.call('HINCRBY', K[1], 'size', -cost)}
+      return {1, redis.call('HINCRBY', K[1], 'size', -cost), redis.call('HINCRBY', K[1], 'version', 1)}
     end
   end
   return {0}
@@ -216,10 +218,20 @@ local function conv_forget(K, A)
   return existed
 end
 
+-- whether a conversation's size at `version` is older than the one a hash of versions has counted
+local function stale(versions, member, version)
+  local known = tonumber(redis.call('HGET', versions, member) or '0')
+  if version < known then return true end
+  redis.call('HSET', versions, member, version)
+  return false
+end
+
 -- K: globals. A: 1 member, 2 size, 3 score, 4 quota key ('' none, '=' the one it has), 5 the store's
--- bound, 6 most conversations of a kind (0: keep no bound), 7 cutoff (idle before it: forgotten).
--- Brings the shared accounting up to date with one conversation: {its quota key before, victims},
--- each victim {member, its quota key}, taken out of the accounting here.
+-- bound, 6 most conversations of a kind (0: keep no bound), 7 cutoff (idle before it: forgotten),
+-- 8 the conversation's version. Brings the shared accounting up to date with one conversation: {its
+-- quota key before, victims, its quota key now, 0}, each victim {member, its quota key}, taken out of
+-- the accounting here. A version older than the one counted (two writes of one conversation reaching
+-- here out of order) changes nothing of it: {'', victims, its quota key now, 1}.
 local function account(K, A)
   local g = globals(K)
   local member, size, score = A[1], tonumber(A[2]), tonumber(A[3])
@@ -227,8 +239,9 @@ local function account(K, A)
   local kind, slot = split_member(member)
   local victims = {}
   expire_idle(g, tonumber(A[7]), member, victims)
-  local old = tonumber(redis.call('HGET', g.sizes, member) or '0')
   local prior = redis.call('HGET', g.owners, member) or ''
+  if stale(g.versions, member, tonumber(A[8])) then return {'', victims, prior, 1} end
+  local old = tonumber(redis.call('HGET', g.sizes, member) or '0')
   redis.call('HSET', g.sizes, member, size)
   redis.call('INCRBY', g.bytes, size - old)
   redis.call('ZADD', g.lru, score, member)
@@ -258,7 +271,7 @@ local function account(K, A)
     end
   end
   if evicted > 0 then redis.call('HINCRBY', g.stats, 'evictions', evicted) end
-  return {prior, victims}
+  return {prior, victims, quota, 0}
 end
 
 -- K: globals. A: cutoff. Forgets every conversation idle before it: the victims, as account's.
@@ -282,31 +295,33 @@ local function unaccount_all(K, A)
   return {existed, quotas}
 end
 
--- K: globals. A: member, its new size. The conversation's quota key ('' none).
+-- K: globals. A: member, its new size, its version. The conversation's quota key ('' none).
 local function resize(K, A)
   local g = globals(K)
   local old = redis.call('HGET', g.sizes, A[1])
-  if not old then return '' end
+  if not old or stale(g.versions, A[1], tonumber(A[3])) then return '' end
   redis.call('HSET', g.sizes, A[1], A[2])
   redis.call('INCRBY', g.bytes, tonumber(A[2]) - tonumber(old))
   return redis.call('HGET', g.owners, A[1]) or ''
 end
 
--- One quota key's keys: its bytes, lru (members by last write) and sizes (member -> size).
+-- One quota key's keys: its bytes, lru (members by last write), sizes (member -> size) and versions.
 local function quota_forget(K, member)
   local bytes = redis.call('HGET', K[3], member)
   redis.call('ZREM', K[2], member)
+  redis.call('HDEL', K[4], member)
   if bytes then
     redis.call('HDEL', K[3], member)
     if redis.call('DECRBY', K[1], tonumber(bytes)) <= 0 then redis.call('DEL', K[1]) end
   end
 end
 
--- K: the quota's keys. A: 1 member, 2 size, 3 score (0: not touched), 4 the quota (0: none), 5 ttl.
--- Counts one conversation against a quota: its own oldest others beyond it go (the members answered,
--- taken out of the quota here).
+-- K: the quota's keys. A: 1 member, 2 size, 3 score (0: not touched), 4 the quota (0: none), 5 ttl,
+-- 6 the conversation's version. Counts one conversation against a quota: its own oldest others
+-- beyond it go (the members answered, taken out of the quota here).
 local function quota_put(K, A)
   local member, size = A[1], tonumber(A[2])
+  if stale(K[4], member, tonumber(A[6])) then return {} end
   local old = tonumber(redis.call('HGET', K[3], member) or '0')
   redis.call('HSET', K[3], member, size)
   redis.call('INCRBY', K[1], size - old)
@@ -320,7 +335,7 @@ local function quota_put(K, A)
       victims[#victims + 1] = victim
     end
   end
-  for i = 1, 3 do redis.call('EXPIRE', K[i], tonumber(A[5])) end
+  for i = 1, 4 do redis.call('EXPIRE', K[i], tonumber(A[5])) end
   return victims
 end
 
@@ -418,10 +433,10 @@ class RedisClusterStore(RedisStore):
         return f"{self._prefix}{hash_tag('q', quota_key)}:quota:{quota_key}:{part}"
 
     def _quota_keys(self, quota_key: str) -> list[Any]:
-        return [self._quota(quota_key, part) for part in ("bytes", "lru", "sizes")]
+        return [self._quota(quota_key, part) for part in ("bytes", "lru", "sizes", "versions")]
 
     def _globals(self) -> list[Any]:
-        names = ["lru", "sizes", "owners", "bytes", "stats", *(f"index:{kind}" for kind in Kind)]
+        names = ["lru", "sizes", "owners", "bytes", "stats", "versions", *(f"index:{kind}" for kind in Kind)]
         return [self._shared(name) for name in names]
 
     async def _batch(self, operations: list[Operation]) -> list[Any]:
@@ -537,7 +552,7 @@ class RedisClusterStore(RedisStore):
         if turn is None or not results[0]:
             return None
         if results[0][3] is not None:  # a replayed turn of a conversation since gone: nothing to count
-            await self._account(turn, int(results[0][3]))
+            await self._account(turn, int(results[0][3]), int(results[0][4]))
         return _written(turn, now, results[0])
 
     def _cluster_turn_operation(self, turn: TurnWrite, now: str) -> Operation:
@@ -556,38 +571,30 @@ class RedisClusterStore(RedisStore):
         args += [repr(time.time()), cap, turn.owner, turn.conversation_id, title_for(turn.messages)]
         return "conv_append", keys, [*args, CONVERSATION_OVERHEAD, len(encoded), *encoded, *costs]
 
-    async def _account(self, turn: TurnWrite, size: int) -> None:
+    async def _account(self, turn: TurnWrite, size: int, version: int) -> None:
         """The steps after a turn's write: the shared accounting and the quota (at once), then what they
         evicted. A replaced turn keeps the conversation's quota key and evicts nothing."""
         member = f"{turn.kind}:{slot_of(turn.owner, turn.conversation_id)}"
-        score, cutoff = time.time(), repr(time.time() - settings.CONVERSATION_TTL)
+        score, cutoff = repr(time.time()), repr(time.time() - settings.CONVERSATION_TTL)
         quota = "=" if turn.replace_last else turn.quota_key or ""
         most = 0 if turn.replace_last else settings.CONVERSATION_MAX
-        operations: list[Operation] = [
-            (
-                "account",
-                self._globals(),
-                [member, size, repr(score), quota, settings.STORE_MAX_BYTES, most, cutoff],
-            )
-        ]
+        args: list[Any] = [member, size, score, quota, settings.STORE_MAX_BYTES, most, cutoff, version]
+        operations: list[Operation] = [("account", self._globals(), args)]
         if turn.quota_key and not turn.replace_last:
-            args = [member, size, repr(score), settings.CLIENT_STORAGE_BYTES, settings.CONVERSATION_TTL]
+            args = [member, size, score, settings.CLIENT_STORAGE_BYTES, settings.CONVERSATION_TTL, version]
             operations.append(("quota_put", self._quota_keys(turn.quota_key), args))
         results = await self._batch(operations)
-        prior, victims = _text(results[0][0]), _victims(results[0][1])
+        prior, victims, now, stale = results[0]
+        prior, now = _text(prior), _text(now)
         evicted = [_text(m) for m in results[1]] if len(results) > 1 else []
-        if turn.replace_last and prior:  # the quota it has: its new size there
-            await self._batch(
-                [
-                    (
-                        "quota_put",
-                        self._quota_keys(prior),
-                        [member, size, repr(score), 0, settings.CONVERSATION_TTL],
-                    )
-                ]
-            )
-        moved = (member, prior) if prior and not turn.replace_last and prior != turn.quota_key else None
-        await self._settle(victims, evicted, moved)
+        if turn.replace_last and now:  # the quota key it has: its new size there
+            args = [member, size, score, 0, settings.CONVERSATION_TTL, version]
+            await self._batch([("quota_put", self._quota_keys(now), args)])
+        # counted against another quota key than before: it leaves the former (or, when a later write
+        # was counted first, the one this write just put it in)
+        left = (turn.quota_key or "") if stale else prior
+        moved = (member, left) if left and left != now else None
+        await self._settle(_victims(victims), evicted, moved)
 
     def _record_operations(self, record: RecordWrite) -> list[Operation]:
         key = self._record(record.kind, record.owner, record.record_id)
@@ -635,10 +642,10 @@ class RedisClusterStore(RedisStore):
         [answer] = await self._batch([("conv_delete_message", keys, [raw])])
         if not answer[0]:
             return False
-        member, size = f"{kind}:{slot_of(owner, conversation_id)}", int(answer[1])
-        [quota] = await self._batch([("resize", self._globals(), [member, size])])
+        member, size, version = f"{kind}:{slot_of(owner, conversation_id)}", int(answer[1]), int(answer[2])
+        [quota] = await self._batch([("resize", self._globals(), [member, size, version])])
         if _text(quota):
-            args = [member, size, 0, 0, settings.CONVERSATION_TTL]
+            args = [member, size, 0, 0, settings.CONVERSATION_TTL, version]
             await self._batch([("quota_put", self._quota_keys(_text(quota)), args)])
         return True
 

@@ -555,3 +555,75 @@ async def test_it_admits_and_commits_in_one_step_each(store: ConversationStore) 
         call=CallRecord("m3", prompt_tokens=1),
     )
     assert missing is None and "m3" in (await store.usage())["by_model"]
+
+
+THIRD = "t-00000000000000000000000a"
+
+
+def apart(store: ConversationStore, *owners: str) -> None:
+    """On a cluster, these owners' conversations are kept in different slots (so a test across them
+    crosses slots)."""
+    if isinstance(store, RedisClusterStore):
+        slots = {store._redis.keyslot(store._conversation(Kind.CHAT, o, "x") + ":meta") for o in owners}
+        assert len(slots) == len(owners)
+
+
+async def test_it_keeps_the_byte_bound_across_owners(store: ConversationStore, settings: Any) -> None:
+    apart(store, OWNER, OTHER, THIRD)
+    cost = costs(store)
+    settings.STORE_MAX_BYTES = 3 * cost(pair("x"))
+    for name, owner in (("a", OWNER), ("b", OTHER), ("c", THIRD), ("d", OWNER)):
+        await store.append(
+            Kind.CHAT, name, pair("x"), owner=owner, model="m", tokens=0, quota_key="ip:" + name
+        )
+    assert await store.get(Kind.CHAT, "a", owner=OWNER) is None
+    assert await store.stored_bytes() == 3 * cost(pair("x")) and await store.stored_bytes("ip:a") == 0
+    total, page = await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0)
+    assert (total, [c.id for c in page]) == (1, ["d"])
+    assert [await store.get(Kind.CHAT, n, owner=o) is not None for n, o in (("b", OTHER), ("c", THIRD))] == [
+        True,
+        True,
+    ]
+    assert await store.count(Kind.CHAT) == 3 and (await store.usage())["evictions"] == 1
+
+
+async def test_it_keeps_a_clients_quota_across_owners(store: ConversationStore, settings: Any) -> None:
+    apart(store, OWNER, OTHER)
+    cost = costs(store)
+    settings.CLIENT_STORAGE_BYTES = 2 * cost(pair("x"))
+    for name, owner in (("m1", OWNER), ("m2", OTHER), ("m3", OWNER)):
+        await store.append(Kind.CHAT, name, pair("x"), owner=owner, model="m", tokens=0, quota_key="ip:me")
+    assert await store.get(Kind.CHAT, "m1", owner=OWNER) is None
+    assert await store.get(Kind.CHAT, "m2", owner=OTHER) is not None
+    total, page = await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0)
+    assert (total, [c.id for c in page]) == (1, ["m3"])
+    assert await store.stored_bytes("ip:me") == await store.stored_bytes() == 2 * cost(pair("x"))
+    assert await store.count(Kind.CHAT) == 2 and (await store.usage())["evictions"] == 1
+
+
+async def test_it_moves_a_conversation_to_its_latest_writers_quota_and_back(store: ConversationStore) -> None:
+    cost = costs(store)
+    for quota in ("ip:first", "ip:second", "ip:first"):
+        await store.append(Kind.CHAT, "moving", pair("x"), owner=OWNER, model="m", tokens=0, quota_key=quota)
+    size = cost(pair("x") * 3)
+    assert [await store.stored_bytes(q) for q in ("ip:first", "ip:second")] == [size, 0]
+    await store.delete_message(Kind.CHAT, "moving", stored_id(pair("x")[0]), owner=OWNER)
+    smaller = await store.stored_bytes("ip:first")
+    assert smaller < size and await store.stored_bytes() == smaller
+    await store.delete(Kind.CHAT, "moving", owner=OWNER)
+    assert [await store.stored_bytes(q) for q in (None, "ip:first", "ip:second")] == [0, 0, 0]
+
+
+async def test_it_counts_concurrent_appends_to_one_conversation_exactly(store: ConversationStore) -> None:
+    await asyncio.gather(
+        *[
+            store.append(
+                Kind.CHAT, "busy", pair(f"q{n:02d}"), owner=OWNER, model="m", tokens=1, quota_key="ip:me"
+            )
+            for n in range(40)
+        ]
+    )
+    conversation = await store.get(Kind.CHAT, "busy", owner=OWNER)
+    assert conversation is not None and conversation.message_count == 80
+    size = store.conversation_cost(conversation.messages)
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == size
