@@ -402,11 +402,11 @@ Victim = tuple[str, str]  # a conversation taken out of the shared accounting: "
 class RedisClusterStore(RedisStore):
     """Keys: `gw:{o:<owner>}:...` for an owner's conversations (`conv:<kind>:<owner>/<id>:meta|msgs|
     costs`), index (`mine:<kind>:<owner>`), records and turn ids; `gw:{q:<quota key>}:quota:<quota
-    key>:bytes|lru|sizes` for a client's storage quota; `gw:{<counter>:<window>}` for each rate-limit
-    and budget counter; `gw:{gw}:...` for what every owner shares (`index:<kind>`, `lru`, `sizes`,
-    `owners`, `bytes`, `stats*`, `records:<kind>`). A write runs a script per slot it touches, slots
-    apart at once; what crosses slots (the store's bounds, the quotas) follows in a second step, and
-    the conversations it evicts are deleted in a third."""
+    key>:bytes|lru|sizes|versions` for a client's storage quota; `gw:{c:<counter>:<window>}` for each
+    rate-limit and budget counter; `gw:{gw}:...` for what every owner shares (`index:<kind>`, `lru`,
+    `sizes`, `owners`, `bytes`, `versions`, `stats*`, `records:<kind>`). A write runs a script per slot
+    it touches, slots apart at once; what crosses slots (the store's bounds, the quotas) follows in a
+    second step, and the conversations it evicts are deleted in a third."""
 
     batch_source = CLUSTER_BATCH
 

@@ -2,9 +2,10 @@
 
 POST /chat/message on new conversations, one worker each: the lane's own service (local store), then a
 service on a redis-server on loopback, then on the same Redis behind bench/delay_proxy.py (0.5 ms each
-way: a Redis 1 ms away, as a managed one is), then WORKERS=2 on the loopback Redis. Each figure is p50 at
-concurrency 1 and requests/s at BENCH_CONCURRENCY. With BENCH_PROFILE=1, py-spy samples the loopback
-Redis service under load too (bench/results/profile-redis.txt).
+way: a Redis 1 ms away, as a managed one is), then WORKERS=2 on the loopback Redis, then one worker on
+a three-master Redis Cluster on loopback (REDIS_CLUSTER=true). Each figure is p50 at concurrency 1 and
+requests/s at BENCH_CONCURRENCY. With BENCH_PROFILE=1, py-spy samples the loopback Redis service under
+load too (bench/results/profile-redis.txt).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from processes import (
     redis_round_trip_ms,
     start_delay_proxy,
     start_redis,
+    start_redis_cluster,
     start_service,
 )
 
@@ -47,7 +49,7 @@ def _profile(ctx: PhaseContext, svc: Service) -> dict[str, Any]:
 
 
 def run(ctx: PhaseContext) -> dict[str, Any]:
-    print("10. the shared store: local, Redis on loopback, Redis 1 ms away, WORKERS=2 ...", flush=True)
+    print("10. the shared store: local, Redis on loopback, 1 ms away, WORKERS=2, a cluster ...", flush=True)
     results: dict[str, Any] = {"local": _measure(ctx, ctx.svc, "local")}
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
         redis = start_redis(Path(workdir))
@@ -79,4 +81,13 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
                 PROCS.stop(svc.proc)
         finally:
             PROCS.stop(redis.proc)
+        cluster = start_redis_cluster(Path(workdir))
+        try:
+            svc = start_service(ctx.fake, "store-cluster", REDIS_URL=cluster.url, REDIS_CLUSTER="true")
+            try:
+                results["redis_cluster"] = _measure(ctx, svc, "cluster")
+            finally:
+                PROCS.stop(svc.proc)
+        finally:
+            cluster.stop()
     return results
