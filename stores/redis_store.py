@@ -17,8 +17,8 @@ import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterCrossSlotError, MovedError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.auth import ANONYMOUS
@@ -513,6 +513,11 @@ class RedisStore:
         except RedisTimeoutError:
             logger.warning("redis store unavailable: timed out%s", " during a write" if writing else "")
             raise (StoreOutcomeUnknown() if writing else StoreUnavailable()) from None
+        except (MovedError, ClusterCrossSlotError):  # REDIS_URL names a node of a cluster
+            logger.error(
+                "redis store unavailable: REDIS_URL is a node of a Redis Cluster: set REDIS_CLUSTER=true"
+            )
+            raise StoreUnavailable() from None
         except (RedisError, OSError) as exc:
             logger.warning("redis store unavailable: %s", type(exc).__name__)
             raise StoreUnavailable() from None

@@ -11,7 +11,10 @@ import httpx
 import pytest
 import redis
 
+from core.errors import StoreUnavailable
 from core.keys import fingerprint
+from stores import Kind
+from stores.redis_store import RedisStore
 from tests.conftest import SECRET, LiveServer, RedisCluster
 from tests.fake_upstream import FakeUpstream
 
@@ -129,3 +132,18 @@ def test_it_refuses_a_declared_script_reaching_into_another_slot(redis_cluster: 
             client.eval("#!lua\n" + reach, 1, declared)
     finally:
         client.close()
+
+
+async def test_it_says_to_set_redis_cluster_when_redis_url_names_a_clusters_node(
+    redis_cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RedisStore(redis_cluster.url, prefix="unset:")  # REDIS_CLUSTER left false
+    try:
+        with pytest.raises(StoreUnavailable):  # some owner's keys are on another node than the URL's
+            for n in range(20):
+                await store.append(
+                    Kind.CHAT, "c", [{"role": "user", "content": "x"}], owner=f"o{n}", model="m", tokens=0
+                )
+    finally:
+        await store.aclose()
+    assert "set REDIS_CLUSTER=true" in caplog.text
