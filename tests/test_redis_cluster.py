@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from unittest import mock
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ import redis
 from core.errors import StoreUnavailable
 from core.keys import fingerprint
 from stores import Kind
+from stores.redis_cluster import RedisClusterStore
 from stores.redis_store import RedisStore
 from tests.conftest import SECRET, LiveServer, RedisCluster
 from tests.fake_upstream import FakeUpstream
@@ -147,3 +149,31 @@ async def test_it_says_to_set_redis_cluster_when_redis_url_names_a_clusters_node
     finally:
         await store.aclose()
     assert "set REDIS_CLUSTER=true" in caplog.text
+
+
+async def test_it_counts_a_turn_whose_accounting_broke_off_once_it_is_sent_again(
+    redis_cluster: RedisCluster,
+) -> None:
+    store = RedisClusterStore(redis_cluster.url, prefix="heal:")
+    await store.flush()
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    try:
+        with (
+            mock.patch.object(store, "_account", side_effect=StoreUnavailable()),
+            pytest.raises(StoreUnavailable),
+        ):
+            await store.append(
+                Kind.CHAT, "c", turn, owner="t-a", model="m", tokens=1, quota_key="ip:me", turn_id="t1"
+            )
+        assert await store.get(Kind.CHAT, "c", owner="t-a") is not None  # written, not yet counted
+        assert await store.stored_bytes() == 0
+        again = await store.append(
+            Kind.CHAT, "c", turn, owner="t-a", model="m", tokens=1, quota_key="ip:me", turn_id="t1"
+        )
+        assert again.replayed and again.message_count == 2
+        cost = store.conversation_cost(turn)
+        assert await store.stored_bytes() == await store.stored_bytes("ip:me") == cost
+        assert await store.count(Kind.CHAT) == 1
+    finally:
+        await store.flush()
+        await store.aclose()

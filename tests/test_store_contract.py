@@ -627,3 +627,12 @@ async def test_it_counts_concurrent_appends_to_one_conversation_exactly(store: C
     assert conversation is not None and conversation.message_count == 80
     size = store.conversation_cost(conversation.messages)
     assert await store.stored_bytes() == await store.stored_bytes("ip:me") == size
+
+
+async def test_it_counts_a_turn_sent_twice_once(store: ConversationStore) -> None:
+    for _ in range(2):
+        await store.append(
+            Kind.CHAT, "t", pair("x"), owner=OWNER, model="m", tokens=1, quota_key="ip:me", turn_id="t1"
+        )
+    cost = store.conversation_cost(pair("x"))
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == cost
