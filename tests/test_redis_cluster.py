@@ -1,6 +1,8 @@
 """Two server processes on a real three-master Redis Cluster (REDIS_CLUSTER=true): a conversation
 continues on the other process and no concurrent message is lost; the keys of one owner's
-conversation and index share one slot, while different owners' spread over the cluster's nodes."""
+conversation and index share one slot, while different owners' spread over the cluster's nodes; a
+script declared `#!lua` may reach no key outside its slot; a turn whose accounting broke off is counted
+once it is sent again; a single-node store pointed at a cluster's node says what to set."""
 
 from __future__ import annotations
 
