@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -283,6 +284,81 @@ def start_redis(workdir: Path) -> Redis:
                 return Redis(proc, port)
         time.sleep(0.05)
     raise BenchError(f"redis-server did not start:\n{log_tail(RESULTS / 'redis.log')}")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, both below Linux's ephemeral range."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((HOST, port))
+                b.bind((HOST, port + 10000))
+        except OSError:
+            continue
+        return port
+    raise BenchError("no free port pair for a Redis Cluster node")
+
+
+@dataclass
+class RedisClusterNodes:
+    procs: list[subprocess.Popen[bytes]]
+    ports: list[int]
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.ports[0]}/0"
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            PROCS.stop(proc)
+
+
+def start_redis_cluster(workdir: Path) -> RedisClusterNodes:
+    """Three redis-server masters on loopback joined into one Redis Cluster (redis-cli --cluster create)."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise BenchError(
+            "a Redis Cluster needs redis-server and redis-cli (Debian: redis-server redis-tools)"
+        )
+    ports = [_cluster_port() for _ in range(3)]
+    procs = [
+        PROCS.spawn(
+            [
+                *(binary, "--port", str(port), "--bind", HOST, "--cluster-enabled", "yes"),
+                *("--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "no"),
+                *("--dir", str(workdir)),
+            ],
+            log=RESULTS / f"redis-cluster-{port}.log",
+        )
+        for port in ports
+    ]
+    nodes = RedisClusterNodes(procs, ports)
+    try:
+        for port in ports:
+            _wait_for(cli, port, ["PING"], "PONG")
+        subprocess.run(
+            [cli, "--cluster", "create", *[f"{HOST}:{p}" for p in ports], "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for port in ports:
+            _wait_for(cli, port, ["CLUSTER", "INFO"], "cluster_state:ok")
+    except BaseException:
+        nodes.stop()
+        raise
+    return nodes
+
+
+def _wait_for(cli: str, port: int, command: list[str], expect: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done = subprocess.run([cli, "-p", str(port), *command], capture_output=True, text=True, check=False)
+        if expect in done.stdout:
+            return
+        time.sleep(0.05)
+    raise BenchError(f"Redis Cluster node {port} did not answer {expect}")
 
 
 def start_delay_proxy(target_port: int, delay_ms: float) -> tuple[subprocess.Popen[bytes], int]:

@@ -185,6 +185,7 @@ def store_rows(st: dict[str, Any], cfg: Config) -> list[Row]:
         ),
         "redis_far": f"Redis 1 ms away (delay proxy, PING {st.get('far_rtt_ms', 0):.2f} ms)",
         "redis_two_workers": "Redis on loopback, WORKERS=2",
+        "redis_cluster": "Redis Cluster on loopback (3 masters)",
     }
     for name, label in labels.items():
         run = st.get(name)

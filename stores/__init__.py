@@ -17,9 +17,14 @@ def get_store() -> ConversationStore:
     global _store
     if _store is None:
         if settings.REDIS_URL:
-            from stores.redis_store import RedisStore
+            if settings.REDIS_CLUSTER:
+                from stores.redis_cluster import RedisClusterStore
 
-            _store = RedisStore(settings.REDIS_URL, cluster=settings.REDIS_CLUSTER)
+                _store = RedisClusterStore(settings.REDIS_URL)
+            else:
+                from stores.redis_store import RedisStore
+
+                _store = RedisStore(settings.REDIS_URL)
         else:
             from stores.local import LocalStore
 

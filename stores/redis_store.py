@@ -8,8 +8,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import hiredis
 import orjson
@@ -17,8 +17,8 @@ import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterCrossSlotError, MovedError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.auth import ANONYMOUS
@@ -45,6 +45,8 @@ from stores.base import (
 from stores.redis_wire import WireClient
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BATCH_ID_TTL = 60  # seconds a batch's own key stays: redis-py retries at once, never later
 
@@ -303,15 +305,15 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return redis.call('DEL', KEYS[2])
 """
 
-# KEYS: totals hash, model set, errors hash. ARGV: model, prompt tokens, completion tokens, error
-# kind ("" for none), most models tracked, the name the rest are counted under.
+# KEYS: totals hash, model set, errors hash, the model's own hash, the hash the rest are counted in.
+# ARGV: model, prompt tokens, completion tokens, error kind ("" for none), most models tracked, the name
+# the rest are counted under.
 RECORD = """
-local model = ARGV[1]
+local model, per_model = ARGV[1], KEYS[4]
 if redis.call('SISMEMBER', KEYS[2], model) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[5]) then
-  model = ARGV[6]
+  model, per_model = ARGV[6], KEYS[5]
 end
 redis.call('SADD', KEYS[2], model)
-local per_model = KEYS[1] .. ':model:' .. model
 redis.call('HINCRBY', KEYS[1], 'requests', 1)
 redis.call('HINCRBY', per_model, 'requests', 1)
 redis.call('HINCRBY', per_model, 'prompt_tokens', tonumber(ARGV[2]))
@@ -388,14 +390,11 @@ def _function(name: str, body: str) -> str:
 # triples (name, how many keys, how many arguments), then each operation's arguments; KEYS[2...] each
 # operation's keys, in order. `append` and `replace` take one key more when the turn has an id: a turn
 # id seen before (a client retrying a turn) stores nothing and answers {length, tokens, 1}.
-BATCH = (
-    LIBRARY
-    + _function("append_turn", APPEND)
-    + _function("replace_turn", REPLACE)
-    + _function("record_call", RECORD)
-    + _function("put_record", PUT_RECORD)
-    + _function("tally", TALLY)
-    + f"""
+def batch_script(functions: str, operations: str) -> str:
+    """BATCH over these Lua functions; `operations` are the entries of its table of operations."""
+    return (
+        functions
+        + f"""
 local function seen(turn)
   if not turn then return nil end
   local prior = redis.call('GET', turn)
@@ -411,11 +410,7 @@ local function once(turn, result)
 end
 
 local ops = {{
-  append = function(K, A) return seen(K[7]) or once(K[7], append_turn(K, A)) end,
-  replace = function(K, A) return seen(K[6]) or once(K[6], replace_turn(K, A)) end,
-  record = record_call,
-  put_record = put_record,
-  tally = tally,
+{operations}
 }}
 
 local done = redis.call('GET', KEYS[1])
@@ -434,6 +429,21 @@ end
 redis.call('SET', KEYS[1], cjson.encode(results), 'EX', {BATCH_ID_TTL})
 return results
 """
+    )
+
+
+BATCH = batch_script(
+    LIBRARY
+    + _function("append_turn", APPEND)
+    + _function("replace_turn", REPLACE)
+    + _function("record_call", RECORD)
+    + _function("put_record", PUT_RECORD)
+    + _function("tally", TALLY),
+    """  append = function(K, A) return seen(K[7]) or once(K[7], append_turn(K, A)) end,
+  replace = function(K, A) return seen(K[6]) or once(K[6], replace_turn(K, A)) end,
+  record = record_call,
+  put_record = put_record,
+  tally = tally,""",
 )
 
 Operation = tuple[str, list[Any], list[Any]]  # a BATCH operation: its name, keys and arguments
@@ -457,9 +467,13 @@ def hiredis_packed(connection_class: type[Any]) -> type[Any]:
 
 
 class RedisStore:
-    kind_name = "redis"
+    """The store on one Redis node (see redis_cluster.RedisClusterStore for a Redis Cluster)."""
 
-    def __init__(self, url: str, *, prefix: str = "gw:", cluster: bool = False) -> None:
+    kind_name = "redis"
+    script_header = ""  # prepended to every script (the cluster tests make it "#!lua": see there)
+    batch_source = BATCH
+
+    def __init__(self, url: str, *, prefix: str = "gw:") -> None:
         # A pool that waits (up to REDIS_POOL_TIMEOUT) for a free connection instead of refusing one, and
         # one retry on a fresh connection when a pooled one turns out dead (a Redis restart closed it):
         # reads and the rate-limit count are safe to send twice, and every script write is a BATCH,
@@ -467,56 +481,57 @@ class RedisStore:
         # the command (see StoreOutcomeUnknown).
         retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         self._gate: asyncio.Semaphore | None = None
-        self._redis: Any
         self._wire: WireClient | None = None  # the scripts' own pipelined connection (one Redis)
-        if cluster:
-            # Every key of the store shares one hash tag, so each script's keys (and those it finds,
-            # such as the conversations it evicts) are in one slot; the cluster client routes there.
-            prefix = "{" + prefix.rstrip(":") + "}:"
-            self._redis = redis.RedisCluster.from_url(
-                url,
-                max_connections=settings.REDIS_MAX_CONNECTIONS,
-                socket_timeout=settings.REDIS_TIMEOUT,
-                socket_connect_timeout=1.0,
-                retry=retry,
-            )
-            self._gate = asyncio.Semaphore(settings.REDIS_MAX_CONNECTIONS)
-        else:
-            pool = redis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=settings.REDIS_MAX_CONNECTIONS,
-                timeout=settings.REDIS_POOL_TIMEOUT,
-                socket_timeout=settings.REDIS_TIMEOUT,
-                socket_connect_timeout=1.0,
-                retry=retry,
-                retry_on_timeout=False,
-            )
-            pool.connection_class = hiredis_packed(pool.connection_class)
-            self._redis = redis.Redis.from_pool(pool)
-            self._wire = WireClient(url, timeout=settings.REDIS_TIMEOUT)
+        self._redis: Any = self._connect(url, retry)
         self._prefix = prefix
-        self._batch_script = self._redis.register_script(BATCH)
-        self._admit = self._redis.register_script(ADMIT)
-        self._prune_script = self._redis.register_script(PRUNE)
-        self._delete = self._redis.register_script(DELETE)
-        self._delete_message = self._redis.register_script(DELETE_MESSAGE)
-        self._delete_record = self._redis.register_script(DELETE_RECORD)
-        self._clear = self._redis.register_script(CLEAR)
+        self._batch_script = self._script(self.batch_source)
+        self._admit = self._script(ADMIT)
+        self._prune_script = self._script(PRUNE)
+        self._delete = self._script(DELETE)
+        self._delete_message = self._script(DELETE_MESSAGE)
+        self._delete_record = self._script(DELETE_RECORD)
+        self._clear = self._script(CLEAR)
+
+    def _connect(self, url: str, retry: Retry) -> Any:
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_POOL_TIMEOUT,
+            socket_timeout=settings.REDIS_TIMEOUT,
+            socket_connect_timeout=1.0,
+            retry=retry,
+            retry_on_timeout=False,
+        )
+        pool.connection_class = hiredis_packed(pool.connection_class)
+        self._wire = WireClient(url, timeout=settings.REDIS_TIMEOUT)
+        return redis.Redis.from_pool(pool)
+
+    def _script(self, body: str) -> Any:
+        return self._redis.register_script(self.script_header + body)
 
     @contextlib.asynccontextmanager
     async def _guard(self, *, writing: bool = False) -> AsyncIterator[None]:
         try:
-            if self._gate is None:
-                yield
-            else:  # a cluster's pools refuse a connection past their bound: wait here instead
-                async with self._gate:
-                    yield
+            yield
         except RedisTimeoutError:
             logger.warning("redis store unavailable: timed out%s", " during a write" if writing else "")
             raise (StoreOutcomeUnknown() if writing else StoreUnavailable()) from None
+        except (MovedError, ClusterCrossSlotError):  # REDIS_URL names a node of a cluster
+            logger.error(
+                "redis store unavailable: REDIS_URL is a node of a Redis Cluster: set REDIS_CLUSTER=true"
+            )
+            raise StoreUnavailable() from None
         except (RedisError, OSError) as exc:
             logger.warning("redis store unavailable: %s", type(exc).__name__)
             raise StoreUnavailable() from None
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        """One command (or pipeline) on one connection: on a cluster, whose pools refuse a connection
+        past their bound, it waits for one of REDIS_MAX_CONNECTIONS permits instead."""
+        if self._gate is None:
+            return await awaitable
+        async with self._gate:
+            return await awaitable
 
     async def _run(self, script: Any, *, keys: list[Any], args: list[Any]) -> Any:
         """EVALSHA, loading the script when Redis does not know it (a restart forgets scripts). redis-py's
@@ -525,34 +540,72 @@ class RedisStore:
         if self._wire is not None:
             return await self._wire.evalsha(script, keys, args)
         try:
-            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._call(self._redis.evalsha(script.sha, len(keys), *keys, *args))
         except NoScriptError:
-            script.sha = await self._redis.script_load(script.script)
-            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+            script.sha = await self._call(self._redis.script_load(script.script))
+            return await self._call(self._redis.evalsha(script.sha, len(keys), *keys, *args))
 
     async def _batch(self, operations: list[Operation]) -> list[Any]:
         """Run writes in one BATCH script: one round trip, atomic, safe to send twice."""
-        keys: list[Any] = [f"{self._prefix}batch:{uuid.uuid4().hex}"]
+        async with self._guard(writing=True):
+            return await self._batch_on(f"{self._prefix}batch:{uuid.uuid4().hex}", operations)
+
+    async def _batch_on(self, batch_key: str, operations: list[Operation]) -> list[Any]:
+        keys: list[Any] = [batch_key]
         head: list[Any] = [len(operations)]
         tail: list[Any] = []
         for name, op_keys, op_args in operations:
             head += [name, len(op_keys), len(op_args)]
             keys += op_keys
             tail += op_args
-        async with self._guard(writing=True):
-            return list(await self._run(self._batch_script, keys=keys, args=head + tail))
+        return list(await self._run(self._batch_script, keys=keys, args=head + tail))
+
+    # The key layout. On one node every key is the prefix and a name; a cluster (RedisClusterStore)
+    # puts a hash tag after the prefix: the owner's, a quota key's, a counter's own, or the shared one.
+
+    def _shared(self, name: str) -> str:
+        """A key of the accounting every owner shares (indexes, totals, statistics)."""
+        return f"{self._prefix}{name}"
+
+    def _owned(self, owner: str, name: str) -> str:
+        """A key of one owner's (its conversations, index, records and turn ids)."""
+        return f"{self._prefix}{name}"
+
+    def _counter(self, key: str, window: int) -> str:
+        return f"{self._prefix}{key}:{window}"
+
+    def _quota(self, quota_key: str, part: str) -> str:
+        return f"{self._prefix}quota:{quota_key}:{part}"
 
     def _lru(self) -> str:
-        return f"{self._prefix}lru"
-
-    def _base(self, kind: Kind) -> str:
-        return f"{self._prefix}conv:{kind}:"
+        return self._shared("lru")
 
     def _index(self, kind: Kind) -> str:
-        return f"{self._prefix}index:{kind}"
+        return self._shared(f"index:{kind}")
 
     def _mine(self, kind: Kind, owner: str) -> str:
-        return f"{self._prefix}mine:{kind}:{owner}"
+        return self._owned(owner, f"mine:{kind}:{owner}")
+
+    def _conversation(self, kind: Kind, owner: str, conversation_id: str) -> str:
+        """The key base of one conversation: `:meta`, `:msgs` and `:costs` follow."""
+        return self._owned(owner, f"conv:{kind}:{slot_of(owner, conversation_id)}")
+
+    def _at(self, kind: Kind, slot: str) -> str:
+        """The key base of the conversation kept under `slot` ("<owner>/<id>")."""
+        owner, _, conversation_id = slot.partition("/")
+        return self._conversation(kind, owner, conversation_id)
+
+    def _turn(self, owner: str, turn_id: str) -> str:
+        return self._owned(owner, f"turn:{turn_id}")
+
+    def _record(self, kind: Kind, owner: str, record_id: str) -> str:
+        return self._owned(owner, f"record:{kind}:{slot_of(owner, record_id)}")
+
+    def _records(self, kind: Kind) -> str:
+        return self._shared(f"records:{kind}")
+
+    def _stats_key(self, suffix: str = "") -> str:
+        return self._shared(f"stats{suffix}")
 
     async def _prune(self) -> None:
         """Forget every conversation idle past the TTL (its keys may have expired already)."""
@@ -563,12 +616,12 @@ class RedisStore:
         )
 
     async def get(self, kind: Kind, conversation_id: str, *, owner: str) -> Conversation | None:
-        base = self._base(kind) + slot_of(owner, conversation_id)
+        base = self._conversation(kind, owner, conversation_id)
         async with self._guard():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(f"{base}:meta")
                 pipe.lrange(f"{base}:msgs", 0, -1)
-                meta, raw_messages = await pipe.execute()
+                meta, raw_messages = await self._call(pipe.execute())
         if not meta:
             return None
         messages = [orjson.loads(m) for m in raw_messages]
@@ -606,6 +659,22 @@ class RedisStore:
             turn=TurnWrite(kind, conversation_id, messages, owner, model, tokens, None, True, turn_id)
         )
 
+    def _reads(
+        self,
+        conversation: tuple[Kind, str, str] | None,
+        records: tuple[Kind, list[str], str] | None,
+    ) -> tuple[list[Any], list[Any]]:
+        """ADMIT's keys and arguments for a conversation's and records' reads (no counters)."""
+        keys: list[Any] = []
+        if conversation is not None:
+            kind, conversation_id, owner = conversation
+            base = self._conversation(kind, owner, conversation_id)
+            keys += [f"{base}:meta", f"{base}:msgs"]
+        if records is not None:
+            kind, record_ids, owner = records
+            keys += [self._record(kind, owner, r) for r in record_ids]
+        return keys, [0, "1" if conversation is not None else "0"]
+
     async def admit(
         self,
         counts: list[Count],
@@ -614,30 +683,17 @@ class RedisStore:
         records: tuple[Kind, list[str], str] | None = None,
     ) -> Admission:
         windows = [fixed_window(c.window) for c in counts]
-        keys = [f"{self._prefix}{c.key}:{slot}" for c, (slot, _) in zip(counts, windows, strict=True)]
+        keys = [self._counter(c.key, slot) for c, (slot, _) in zip(counts, windows, strict=True)]
         args: list[Any] = [len(counts), "1" if conversation is not None else "0"]
         for count in counts:
             args += [count.amount, count.window + 1]
-        if conversation is not None:
-            kind, conversation_id, owner = conversation
-            base = self._base(kind) + slot_of(owner, conversation_id)
-            keys += [f"{base}:meta", f"{base}:msgs"]
-        if records is not None:
-            kind, record_ids, owner = records
-            keys += [self._record_base(kind) + slot_of(owner, r) for r in record_ids]
+        keys += self._reads(conversation, records)[0]
         if not keys:
             return Admission([])
         async with self._guard():
             answer = await self._run(self._admit, keys=keys, args=args)
         totals = [(int(total), reset) for total, (_, reset) in zip(answer, windows, strict=False)]
-        meta_flat, raw_messages, raw_records = answer[len(counts) :]
-        found = None
-        if meta_flat:
-            meta = dict(zip(meta_flat[::2], meta_flat[1::2], strict=True))
-            messages = [orjson.loads(m) for m in raw_messages]
-            found = _conversation(meta, messages, len(messages))
-        kept = [None if raw is None else orjson.loads(raw) for raw in raw_records]
-        return Admission(totals, found, kept)
+        return _admission(totals, *answer[len(counts) :])
 
     async def commit(
         self,
@@ -659,25 +715,14 @@ class RedisStore:
         results = await self._batch(operations)
         if turn is None or not results[0]:
             return None
-        length, total, replayed = results[0]
-        return Conversation(
-            id=turn.conversation_id,
-            created_at=now,
-            updated_at=now,
-            model=turn.model,
-            total_tokens=int(total),
-            messages=turn.messages,
-            message_count=int(length),
-            owner=turn.owner,
-            replayed=bool(replayed),
-        )
+        return _written(turn, now, results[0])
 
     def _turn_operation(self, turn: TurnWrite, now: str) -> Operation:
         slot = slot_of(turn.owner, turn.conversation_id)
-        base = self._base(turn.kind) + slot
+        base = self._conversation(turn.kind, turn.owner, turn.conversation_id)
         encoded = [orjson.dumps(m) for m in turn.messages]
         costs = [encoded_cost(e) for e in encoded]
-        once = [f"{self._prefix}turn:{turn.turn_id}"] if turn.turn_id else []
+        once = [self._turn(turn.owner, turn.turn_id)] if turn.turn_id else []
         if turn.replace_last:
             keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._index(turn.kind)]
             keys += [self._mine(turn.kind, turn.owner), *once]
@@ -710,36 +755,40 @@ class RedisStore:
 
     def _record_operation(self, record: RecordWrite) -> Operation:
         slot = slot_of(record.owner, record.record_id)
-        keys = [self._record_base(record.kind) + slot, f"{self._prefix}records:{record.kind}"]
+        keys = [self._record(record.kind, record.owner, record.record_id), self._records(record.kind)]
         args: list[Any] = [orjson.dumps(record.record), settings.CONVERSATION_TTL, repr(time.time())]
-        return "put_record", keys, [*args, settings.CONVERSATION_MAX, self._record_base(record.kind), slot]
+        base = self._owned(record.owner, f"record:{record.kind}:")
+        return "put_record", keys, [*args, settings.CONVERSATION_MAX, base, slot]
 
     def _call_operations(self, call: CallRecord) -> list[Operation]:
         keys = [self._stats_key(), self._stats_key(":models"), self._stats_key(":errors")]
+        keys += [self._stats_key(f":model:{call.model}"), self._stats_key(f":model:{OTHER_MODEL}")]
         args: list[Any] = [call.model, call.prompt_tokens, call.completion_tokens, call.error or ""]
         operations: list[Operation] = [("record", keys, [*args, MAX_MODELS_TRACKED, OTHER_MODEL])]
         for charge in call.charges:
             slot, _ = fixed_window(charge.window)
-            counter = f"{self._prefix}{charge.key}:{slot}"
-            operations.append(("tally", [counter], [charge.amount, charge.window + 1]))
+            operations.append(
+                ("tally", [self._counter(charge.key, slot)], [charge.amount, charge.window + 1])
+            )
         return operations
 
     async def page(
         self, kind: Kind, *, owner: str | None, limit: int, offset: int
     ) -> tuple[int, list[Conversation]]:
-        base = self._base(kind)
         index = self._index(kind) if owner is None else self._mine(kind, owner)
         async with self._guard():
             await self._prune()
-            total = await self._redis.zcard(index)
-            slots = [_text(i) for i in await self._redis.zrevrange(index, offset, offset + limit - 1)]
+            total = await self._call(self._redis.zcard(index))
+            stop = offset + limit - 1
+            slots = [_text(i) for i in await self._call(self._redis.zrevrange(index, offset, stop))]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for slot in slots:
-                    pipe.hgetall(f"{base}{slot}:meta")
-                    pipe.lrange(f"{base}{slot}:msgs", 0, 0)
-                    pipe.lrange(f"{base}{slot}:msgs", -1, -1)
-                    pipe.llen(f"{base}{slot}:msgs")
-                results = await pipe.execute()
+                    base = self._at(kind, slot)
+                    pipe.hgetall(f"{base}:meta")
+                    pipe.lrange(f"{base}:msgs", 0, 0)
+                    pipe.lrange(f"{base}:msgs", -1, -1)
+                    pipe.llen(f"{base}:msgs")
+                results = await self._call(pipe.execute()) if slots else []
         page = []
         for n in range(len(slots)):
             meta, first, last, length = results[4 * n : 4 * n + 4]
@@ -763,23 +812,20 @@ class RedisStore:
     async def count(self, kind: Kind) -> int:
         async with self._guard():
             await self._prune()
-            return int(await self._redis.zcard(self._index(kind)))
+            return int(await self._call(self._redis.zcard(self._index(kind))))
 
     async def stored_bytes(self, quota_key: str | None = None) -> int:
-        key = f"{self._prefix}bytes" if quota_key is None else f"{self._prefix}quota:{quota_key}:bytes"
+        key = self._shared("bytes") if quota_key is None else self._quota(quota_key, "bytes")
         async with self._guard():
             await self._prune()
-            return int(await self._redis.get(key) or 0)
+            return int(await self._call(self._redis.get(key)) or 0)
 
     def conversation_cost(self, messages: list[dict[str, Any]]) -> int:
         return CONVERSATION_OVERHEAD + sum(encoded_cost(orjson.dumps(m)) for m in messages)
 
     async def ping(self) -> None:
         async with self._guard():
-            await self._redis.ping()
-
-    def _stats_key(self, suffix: str = "") -> str:
-        return f"{self._prefix}stats{suffix}"
+            await self._call(self._redis.ping())
 
     async def record_call(
         self,
@@ -794,13 +840,14 @@ class RedisStore:
 
     async def usage(self) -> dict[str, Any]:
         async with self._guard():
-            totals = _ints(await self._redis.hgetall(self._stats_key()))
-            models = sorted(_text(m) for m in await self._redis.smembers(self._stats_key(":models")))
+            totals = _ints(await self._call(self._redis.hgetall(self._stats_key())))
+            found = await self._call(self._redis.smembers(self._stats_key(":models")))
+            models = sorted(_text(m) for m in found)
             async with self._redis.pipeline(transaction=False) as pipe:
                 for model in models:
                     pipe.hgetall(self._stats_key(f":model:{model}"))
-                per_model = await pipe.execute()
-            errors = _ints(await self._redis.hgetall(self._stats_key(":errors")))
+                per_model = await self._call(pipe.execute()) if models else []
+            errors = _ints(await self._call(self._redis.hgetall(self._stats_key(":errors"))))
         by_model = {
             model: {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, **_ints(raw)}
             for model, raw in zip(models, per_model, strict=True)
@@ -818,12 +865,12 @@ class RedisStore:
 
     async def cache_get(self, key: str) -> Any:
         async with self._guard():
-            raw = await self._redis.get(f"{self._prefix}cache:{key}")
+            raw = await self._call(self._redis.get(f"{self._prefix}cache:{key}"))
         return None if raw is None else orjson.loads(raw)
 
     async def cache_set(self, key: str, value: Any, ttl: int | None) -> None:
         async with self._guard():
-            await self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl)
+            await self._call(self._redis.set(f"{self._prefix}cache:{key}", orjson.dumps(value), ex=ttl))
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
         return await self.tally(key, 1, window)
@@ -831,23 +878,27 @@ class RedisStore:
     async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
         return (await self.admit([Count(key, amount, window)])).counts[0]
 
+    async def _find_message(self, base: str, message_id: str) -> bytes | None:
+        """The stored JSON of one message of a conversation, by its id."""
+        for raw in await self._call(self._redis.lrange(f"{base}:msgs", 0, -1)):
+            if stored_id(orjson.loads(raw)) == message_id:
+                return bytes(raw)
+        return None
+
     async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
         slot = slot_of(owner, conversation_id)
-        base = self._base(kind) + slot
+        base = self._conversation(kind, owner, conversation_id)
         async with self._guard():
-            for raw in await self._redis.lrange(f"{base}:msgs", 0, -1):
-                if stored_id(orjson.loads(raw)) == message_id:
-                    # by value: whatever else was appended meanwhile, exactly this message goes
-                    removed = await self._run(
-                        self._delete_message,
-                        keys=[f"{base}:msgs", f"{base}:costs"],
-                        args=[self._prefix, f"{kind}:{slot}", raw],
-                    )
-                    return bool(removed)
-        return False
-
-    def _record_base(self, kind: Kind) -> str:
-        return f"{self._prefix}record:{kind}:"
+            raw = await self._find_message(base, message_id)
+            if raw is None:
+                return False
+            # by value: whatever else was appended meanwhile, exactly this message goes
+            removed = await self._run(
+                self._delete_message,
+                keys=[f"{base}:msgs", f"{base}:costs"],
+                args=[self._prefix, f"{kind}:{slot}", raw],
+            )
+        return bool(removed)
 
     async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
         await self.commit(record=RecordWrite(kind, record_id, record, owner))
@@ -857,18 +908,17 @@ class RedisStore:
     ) -> list[dict[str, Any] | None]:
         if not record_ids:
             return []
-        keys = [self._record_base(kind) + slot_of(owner, record_id) for record_id in record_ids]
+        keys = [self._record(kind, owner, record_id) for record_id in record_ids]
         async with self._guard():
-            found = await self._redis.mget(keys)
+            found = await self._call(self._redis.mget(keys))
         return [None if raw is None else orjson.loads(raw) for raw in found]
 
     async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
-        slot = slot_of(owner, record_id)
         async with self._guard():
             deleted = await self._run(
                 self._delete_record,
-                keys=[f"{self._prefix}records:{kind}", self._record_base(kind) + slot],
-                args=[slot],
+                keys=[self._records(kind), self._record(kind, owner, record_id)],
+                args=[slot_of(owner, record_id)],
             )
         return bool(deleted)
 
@@ -877,12 +927,41 @@ class RedisStore:
         async with self._guard():
             keys = [k async for k in self._redis.scan_iter(match=f"{self._prefix}*")]
             if keys:
-                await self._redis.delete(*keys)
+                await self._call(self._redis.delete(*keys))
 
     async def aclose(self) -> None:
         if self._wire is not None:
             self._wire.close()
         await self._redis.aclose()
+
+
+def _admission(
+    totals: list[tuple[int, int]], meta_flat: list[Any], raw_messages: list[Any], raw_records: list[Any]
+) -> Admission:
+    """An Admission from ADMIT's answer after its counters."""
+    found = None
+    if meta_flat:
+        meta = dict(zip(meta_flat[::2], meta_flat[1::2], strict=True))
+        messages = [orjson.loads(m) for m in raw_messages]
+        found = _conversation(meta, messages, len(messages))
+    kept = [None if raw is None else orjson.loads(raw) for raw in raw_records]
+    return Admission(totals, found, kept)
+
+
+def _written(turn: TurnWrite, now: str, result: list[Any]) -> Conversation:
+    """The Conversation a turn's write answers ({length, tokens, replayed, ...})."""
+    length, total, replayed = result[:3]
+    return Conversation(
+        id=turn.conversation_id,
+        created_at=now,
+        updated_at=now,
+        model=turn.model,
+        total_tokens=int(total),
+        messages=turn.messages,
+        message_count=int(length),
+        owner=turn.owner,
+        replayed=bool(replayed),
+    )
 
 
 def _text(raw: Any) -> str:

@@ -24,6 +24,7 @@ import ssl
 from typing import Any, cast
 
 import hiredis
+from redis._parsers.base import BaseParser
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -123,8 +124,7 @@ class WireClient:
         finally:
             timer.cancel()
         if isinstance(answer, hiredis.ReplyError):
-            message = str(answer)
-            raise (NoScriptError if message.startswith("NOSCRIPT") else ResponseError)(message)
+            raise BaseParser.parse_error(str(answer))  # NoScriptError, MovedError... as redis-py's
         return answer
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:

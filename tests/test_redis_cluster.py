@@ -1,16 +1,24 @@
 """Two server processes on a real three-master Redis Cluster (REDIS_CLUSTER=true): a conversation
-continues on the other process and no concurrent message is lost; every key of the store shares one
-hash tag, so each script's keys are in one slot."""
+continues on the other process and no concurrent message is lost; the keys of one owner's
+conversation and index share one slot, while different owners' spread over the cluster's nodes; a
+script declared `#!lua` may reach no key outside its slot; a turn whose accounting broke off is counted
+once it is sent again; a single-node store pointed at a cluster's node says what to set."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from unittest import mock
 
 import httpx
 import pytest
 import redis
 
+from core.errors import StoreUnavailable
+from core.keys import fingerprint
+from stores import Kind
+from stores.redis_cluster import RedisClusterStore
+from stores.redis_store import RedisStore
 from tests.conftest import SECRET, LiveServer, RedisCluster
 from tests.fake_upstream import FakeUpstream
 
@@ -77,15 +85,97 @@ def test_it_continues_a_conversation_and_a_response_on_the_other_process(
     assert httpx.get(f"{one}/v1/responses/{second.json()['id']}").status_code == 200
 
 
-def test_it_keeps_every_key_under_one_hash_tag(
+def test_it_keeps_an_owners_keys_in_one_slot_and_spreads_owners_over_the_nodes(
     two_servers: tuple[str, str], redis_cluster: RedisCluster
 ) -> None:
     one, _ = two_servers
-    httpx.post(f"{one}/chat/message", json={"message": "tagged"})
+    tokens = [f"cluster-owner-{n:02d}-{'x' * 20}" for n in range(12)]
+    for token in tokens:
+        answer = httpx.post(
+            f"{one}/chat/message",
+            json={"message": "tagged", "conversation_id": "spread"},
+            headers={"X-Client-Token": token},
+        )
+        assert answer.status_code == 200
     client = redis.RedisCluster.from_url(redis_cluster.url)
     try:
-        keys = list(client.scan_iter(match="*"))
-        assert keys and all(k.startswith(b"{gw}:") for k in keys)
-        assert len({client.keyslot(k) for k in keys}) == 1
+        slots = set()
+        for token in tokens:
+            owner = f"t-{fingerprint(token)}"
+            base = f"gw:{{o:{owner}}}:"
+            keys = [f"{base}conv:chat:{owner}/spread:{part}" for part in ("meta", "msgs", "costs")]
+            keys.append(f"{base}mine:chat:{owner}")
+            assert all(client.exists(key) for key in keys)
+            assert len({client.keyslot(key) for key in keys}) == 1
+            slots.add(client.keyslot(keys[0]))
+        assert len(slots) == len(tokens)
+        nodes = {client.get_node_from_key(f"gw:{{o:t-{fingerprint(t)}}}:x").name for t in tokens}
+        assert len(nodes) > 1
+        shared = [k for k in client.scan_iter(match="gw:{gw}:*") if b":batch:" not in k]
+        assert {b"gw:{gw}:lru", b"gw:{gw}:index:chat", b"gw:{gw}:bytes"} <= set(shared)
     finally:
         client.close()
+
+
+def test_it_refuses_a_declared_script_reaching_into_another_slot(redis_cluster: RedisCluster) -> None:
+    """What the cluster contract (tests/test_store_contract.py, StrictClusterStore) relies on: a
+    script declared with `#!lua` may touch no key outside its KEYS' slot, even on the same node."""
+    client = redis.RedisCluster.from_url(redis_cluster.url)
+    try:
+        declared = "gw:{o:someone}:x"
+        node = client.get_node_from_key(declared)
+        other = next(
+            f"gw:{{o:{n}}}:x"
+            for n in range(10000)
+            if client.keyslot(f"gw:{{o:{n}}}:x") != client.keyslot(declared)
+            and client.get_node_from_key(f"gw:{{o:{n}}}:x") == node
+        )
+        reach = f"return redis.call('GET', '{other}')"
+        assert client.eval(reach, 1, declared) is None  # an undeclared script may, on its own node
+        with pytest.raises(redis.ResponseError, match="do not hash to the same slot"):
+            client.eval("#!lua\n" + reach, 1, declared)
+    finally:
+        client.close()
+
+
+async def test_it_says_to_set_redis_cluster_when_redis_url_names_a_clusters_node(
+    redis_cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RedisStore(redis_cluster.url, prefix="unset:")  # REDIS_CLUSTER left false
+    try:
+        with pytest.raises(StoreUnavailable):  # some owner's keys are on another node than the URL's
+            for n in range(20):
+                await store.append(
+                    Kind.CHAT, "c", [{"role": "user", "content": "x"}], owner=f"o{n}", model="m", tokens=0
+                )
+    finally:
+        await store.aclose()
+    assert "set REDIS_CLUSTER=true" in caplog.text
+
+
+async def test_it_counts_a_turn_whose_accounting_broke_off_once_it_is_sent_again(
+    redis_cluster: RedisCluster,
+) -> None:
+    store = RedisClusterStore(redis_cluster.url, prefix="heal:")
+    await store.flush()
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    try:
+        with (
+            mock.patch.object(store, "_account", side_effect=StoreUnavailable()),
+            pytest.raises(StoreUnavailable),
+        ):
+            await store.append(
+                Kind.CHAT, "c", turn, owner="t-a", model="m", tokens=1, quota_key="ip:me", turn_id="t1"
+            )
+        assert await store.get(Kind.CHAT, "c", owner="t-a") is not None  # written, not yet counted
+        assert await store.stored_bytes() == 0
+        again = await store.append(
+            Kind.CHAT, "c", turn, owner="t-a", model="m", tokens=1, quota_key="ip:me", turn_id="t1"
+        )
+        assert again.replayed and again.message_count == 2
+        cost = store.conversation_cost(turn)
+        assert await store.stored_bytes() == await store.stored_bytes("ip:me") == cost
+        assert await store.count(Kind.CHAT) == 1
+    finally:
+        await store.flush()
+        await store.aclose()

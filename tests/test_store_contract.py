@@ -17,6 +17,7 @@ import pytest
 from stores import ConversationStore, Kind, reset_store
 from stores.base import CallRecord, Count, RecordWrite, TurnWrite, message_cost, stored_id
 from stores.local import LocalStore
+from stores.redis_cluster import RedisClusterStore
 from stores.redis_store import RedisStore
 from tests.conftest import RedisCluster, RedisServer
 
@@ -31,6 +32,14 @@ def pair(text: str) -> list[dict[str, Any]]:
 OWNER = "t-0123456789abcdef01234567"
 
 
+class StrictClusterStore(RedisClusterStore):
+    """Its scripts declare themselves (`#!lua`): a cluster then refuses any key a script reaches in
+    another slot than its KEYS' (without the line, only keys on another node are refused: tried on
+    Redis 7.0, "Script attempted to access keys that do not hash to the same slot")."""
+
+    script_header = "#!lua\n"
+
+
 @pytest.fixture(params=["local", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConversationStore]:
     if request.param == "local":
@@ -39,7 +48,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConversationSto
         return
     if request.param == "cluster":
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        redis_store = RedisStore(cluster.url, prefix="contract:", cluster=True)
+        redis_store: RedisStore = StrictClusterStore(cluster.url, prefix="contract:")
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         redis_store = RedisStore(server.url, prefix="contract:")
@@ -132,7 +141,7 @@ async def test_it_refreshes_the_ttl_on_each_write(store: ConversationStore, sett
         await store.append(Kind.CHAT, "ttl", pair("x"), owner=OWNER, model="m", tokens=0)
         settings.CONVERSATION_TTL = 5000
         await store.append(Kind.CHAT, "ttl", pair("y"), owner=OWNER, model="m", tokens=0)
-        ttl = await store._redis.ttl(f"{store._prefix}conv:chat:{OWNER}/ttl:meta")
+        ttl = await store._redis.ttl(store._conversation(Kind.CHAT, OWNER, "ttl") + ":meta")
         assert 4000 < ttl <= 5000
     else:
         settings.CONVERSATION_TTL = 100
@@ -482,7 +491,7 @@ async def test_it_expires_records(store: ConversationStore, settings: Any) -> No
     settings.CONVERSATION_TTL = 60
     await store.put_record(Kind.RESPONSE, "old", {"x": 1}, owner=OWNER)
     if isinstance(store, RedisStore):
-        ttl = await store._redis.ttl(f"{store._prefix}record:response:{OWNER}/old")
+        ttl = await store._redis.ttl(store._record(Kind.RESPONSE, OWNER, "old"))
         assert 0 < ttl <= 60
         return
     with mock.patch("stores.local.time.monotonic", return_value=time.monotonic() + 61):
@@ -546,3 +555,84 @@ async def test_it_admits_and_commits_in_one_step_each(store: ConversationStore) 
         call=CallRecord("m3", prompt_tokens=1),
     )
     assert missing is None and "m3" in (await store.usage())["by_model"]
+
+
+THIRD = "t-00000000000000000000000a"
+
+
+def apart(store: ConversationStore, *owners: str) -> None:
+    """On a cluster, these owners' conversations are kept in different slots (so a test across them
+    crosses slots)."""
+    if isinstance(store, RedisClusterStore):
+        slots = {store._redis.keyslot(store._conversation(Kind.CHAT, o, "x") + ":meta") for o in owners}
+        assert len(slots) == len(owners)
+
+
+async def test_it_keeps_the_byte_bound_across_owners(store: ConversationStore, settings: Any) -> None:
+    apart(store, OWNER, OTHER, THIRD)
+    cost = costs(store)
+    settings.STORE_MAX_BYTES = 3 * cost(pair("x"))
+    for name, owner in (("a", OWNER), ("b", OTHER), ("c", THIRD), ("d", OWNER)):
+        await store.append(
+            Kind.CHAT, name, pair("x"), owner=owner, model="m", tokens=0, quota_key="ip:" + name
+        )
+    assert await store.get(Kind.CHAT, "a", owner=OWNER) is None
+    assert await store.stored_bytes() == 3 * cost(pair("x")) and await store.stored_bytes("ip:a") == 0
+    total, page = await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0)
+    assert (total, [c.id for c in page]) == (1, ["d"])
+    assert [await store.get(Kind.CHAT, n, owner=o) is not None for n, o in (("b", OTHER), ("c", THIRD))] == [
+        True,
+        True,
+    ]
+    assert await store.count(Kind.CHAT) == 3 and (await store.usage())["evictions"] == 1
+
+
+async def test_it_keeps_a_clients_quota_across_owners(store: ConversationStore, settings: Any) -> None:
+    apart(store, OWNER, OTHER)
+    cost = costs(store)
+    settings.CLIENT_STORAGE_BYTES = 2 * cost(pair("x"))
+    for name, owner in (("m1", OWNER), ("m2", OTHER), ("m3", OWNER)):
+        await store.append(Kind.CHAT, name, pair("x"), owner=owner, model="m", tokens=0, quota_key="ip:me")
+    assert await store.get(Kind.CHAT, "m1", owner=OWNER) is None
+    assert await store.get(Kind.CHAT, "m2", owner=OTHER) is not None
+    total, page = await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0)
+    assert (total, [c.id for c in page]) == (1, ["m3"])
+    assert await store.stored_bytes("ip:me") == await store.stored_bytes() == 2 * cost(pair("x"))
+    assert await store.count(Kind.CHAT) == 2 and (await store.usage())["evictions"] == 1
+
+
+async def test_it_moves_a_conversation_to_its_latest_writers_quota_and_back(store: ConversationStore) -> None:
+    cost = costs(store)
+    for quota in ("ip:first", "ip:second", "ip:first"):
+        await store.append(Kind.CHAT, "moving", pair("x"), owner=OWNER, model="m", tokens=0, quota_key=quota)
+    size = cost(pair("x") * 3)
+    assert [await store.stored_bytes(q) for q in ("ip:first", "ip:second")] == [size, 0]
+    await store.delete_message(Kind.CHAT, "moving", stored_id(pair("x")[0]), owner=OWNER)
+    smaller = await store.stored_bytes("ip:first")
+    assert smaller < size and await store.stored_bytes() == smaller
+    await store.delete(Kind.CHAT, "moving", owner=OWNER)
+    assert [await store.stored_bytes(q) for q in (None, "ip:first", "ip:second")] == [0, 0, 0]
+
+
+async def test_it_counts_concurrent_appends_to_one_conversation_exactly(store: ConversationStore) -> None:
+    await asyncio.gather(
+        *[
+            store.append(
+                Kind.CHAT, "busy", pair(f"q{n:02d}"), owner=OWNER, model="m", tokens=1, quota_key="ip:me"
+            )
+            for n in range(40)
+        ]
+    )
+    conversation = await store.get(Kind.CHAT, "busy", owner=OWNER)
+    assert conversation is not None and conversation.message_count == 80
+    size = store.conversation_cost(conversation.messages)
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == size
+
+
+async def test_it_counts_a_turn_sent_twice_once(store: ConversationStore) -> None:
+    for _ in range(2):
+        await store.append(
+            Kind.CHAT, "t", pair("x"), owner=OWNER, model="m", tokens=1, quota_key="ip:me", turn_id="t1"
+        )
+    cost = store.conversation_cost(pair("x"))
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == cost

@@ -2,11 +2,11 @@
 
 POST /chat/message on new conversations, one worker each: the lane's own service (local store), a
 service on a redis-server on loopback, one on the same Redis behind bench/delay_proxy.py (0.5 ms each
-way: a Redis 1 ms away, as a managed one is), and WORKERS=2 on the loopback Redis, all running at once
-and measured in turns (ROUNDS short runs each, so drift in the machine's speed hits all alike). Each
-figure is the median p50 at concurrency 1 and the median requests/s at BENCH_CONCURRENCY. With
-BENCH_PROFILE=1, py-spy samples the loopback Redis service under load too
-(bench/results/profile-redis.txt).
+way: a Redis 1 ms away, as a managed one is), WORKERS=2 on the loopback Redis, and one worker on a
+three-master Redis Cluster on loopback (REDIS_CLUSTER=true), all running at once and measured in turns
+(ROUNDS short runs each, so drift in the machine's speed hits all alike). Each figure is the median p50
+at concurrency 1 and the median requests/s at BENCH_CONCURRENCY. With BENCH_PROFILE=1, py-spy samples
+the loopback Redis service under load too (bench/results/profile-redis.txt).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from processes import (
     redis_round_trip_ms,
     start_delay_proxy,
     start_redis,
+    start_redis_cluster,
     start_service,
 )
 
@@ -87,7 +88,7 @@ def _profile(ctx: PhaseContext, svc: Service) -> dict[str, Any]:
 
 def run(ctx: PhaseContext) -> dict[str, Any]:
     print(
-        "10. the shared store: local, Redis on loopback, Redis 1 ms away, WORKERS=2, taking turns ...",
+        "10. the shared store: local, Redis on loopback, 1 ms away, WORKERS=2, a cluster, taking turns ...",
         flush=True,
     )
     results: dict[str, Any] = {}
@@ -101,6 +102,8 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
         proxy, proxy_port = start_delay_proxy(redis.port, DELAY_MS)
         running.callback(PROCS.stop, proxy)
         results["far_rtt_ms"] = redis_round_trip_ms(proxy_port)
+        cluster = start_redis_cluster(Path(workdir))
+        running.callback(cluster.stop)
         services = {"local": ctx.svc}
         for name, svc in (
             ("redis", start_service(ctx.fake, "store-redis", REDIS_URL=redis.url)),
@@ -109,6 +112,10 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
                 start_service(ctx.fake, "store-redis-far", REDIS_URL=f"redis://127.0.0.1:{proxy_port}/0"),
             ),
             ("redis_two_workers", start_service(ctx.fake, "store-redis-2", workers=2, REDIS_URL=redis.url)),
+            (
+                "redis_cluster",
+                start_service(ctx.fake, "store-cluster", REDIS_URL=cluster.url, REDIS_CLUSTER="true"),
+            ),
         ):
             running.callback(PROCS.stop, svc.proc)
             services[name] = svc

@@ -1,0 +1,662 @@
+"""The store on a Redis Cluster (REDIS_CLUSTER=true): the single-node store's operations, with keys
+spread over the cluster by owner and every script's keys in one slot."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from django.conf import settings
+from redis.asyncio.retry import Retry
+
+from core.clock import utc_now_iso
+from stores.base import (
+    CONVERSATION_OVERHEAD,
+    Admission,
+    CallRecord,
+    Conversation,
+    Count,
+    Kind,
+    RecordWrite,
+    TurnWrite,
+    conversation_cap,
+    encoded_cost,
+    fixed_window,
+    slot_of,
+    title_for,
+)
+from stores.redis_store import (
+    RECORD,
+    TALLY,
+    Operation,
+    RedisStore,
+    _admission,
+    _function,
+    _text,
+    _written,
+    batch_script,
+)
+
+# On a cluster (REDIS_CLUSTER) the keys of one owner's conversations and records carry the owner's hash
+# tag, a quota's keys the quota key's, each counter its own key, and the shared accounting (`lru`,
+# `sizes`, `owners`, `bytes`, `stats*`, `index:<kind>`, `records:<kind>`) the tag `{gw}`. Each step
+# below runs on one slot, with every key it touches in its KEYS (scripts that reach into another slot
+# are refused by a cluster): a turn is written on its owner's slot (exactly, as on one node), then the
+# accounting and the quota are brought up to date, then the conversations they evicted are deleted on
+# their owners' slots (RedisStore._settle). Every step is safe to run twice.
+CLUSTER_LIBRARY = (
+    "local KINDS = {"
+    + ", ".join(f"'{kind}'" for kind in Kind)
+    + "}\n"
+    + """
+local function split_member(member)
+  local sep = string.find(member, ':', 1, true)
+  return string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+end
+
+-- the shared accounting's keys: lru, sizes, owners, bytes, stats, versions (of the conversation each size
+-- was counted at), then one index per kind (KINDS)
+local function globals(K)
+  local g = {lru = K[1], sizes = K[2], owners = K[3], bytes = K[4], stats = K[5], versions = K[6], index = {}}
+  for i, kind in ipairs(KINDS) do g.index[kind] = K[6 + i] end
+  return g
+end
+
+-- takes one conversation out of the shared accounting: whether it was there, and its quota key ('')
+local function unaccount(g, member)
+  local bytes = redis.call('HGET', g.sizes, member)
+  local quota = redis.call('HGET', g.owners, member) or ''
+  local existed = redis.call('ZREM', g.lru, member)
+  if bytes then
+    existed = 1
+    redis.call('HDEL', g.sizes, member)
+    redis.call('DECRBY', g.bytes, tonumber(bytes))
+  end
+  redis.call('HDEL', g.owners, member)
+  redis.call('HDEL', g.versions, member)
+  local kind, slot = split_member(member)
+  if g.index[kind] then existed = existed + redis.call('ZREM', g.index[kind], slot) end
+  return existed > 0, quota
+end
+
+local function expire_idle(g, cutoff, keep, victims)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', g.lru, '-inf', '(' .. cutoff)) do
+    if member ~= keep then
+      local _, quota = unaccount(g, member)
+      victims[#victims + 1] = {member, quota}
+    end
+  end
+end
+
+-- a turn replayed (its id seen before): its conversation's size now (false when it is gone), so that the
+-- accounting after it runs again (it may not have, if the first attempt broke off)
+local function sized(prior, meta)
+  if prior then prior[4], prior[5] = redis.call('HGET', meta, 'size'), redis.call('HGET', meta, 'version') end
+  return prior
+end
+
+local function oldest_but(zset, member)
+  local two = redis.call('ZRANGE', zset, 0, 1)
+  if two[1] ~= member then return two[1] end
+  return two[2]
+end
+
+-- K: meta, msgs, costs, the owner's index. A: 1 now (iso), 2 model, 3 tokens, 4 max messages, 5 ttl,
+-- 6 score, 7 the conversation's cap (bytes), 8 owner, 9 id, 10 title, 11 the conversation's own
+-- overhead, 12 n, then n messages (JSON), then their n costs. The conversation's size is kept in its
+-- meta. Answers {length, tokens, 0, size}.
+local function conv_append(K, A)
+  local meta, msgs, costs, mine = K[1], K[2], K[3], K[4]
+  local ttl, score, cap, n = tonumber(A[5]), tonumber(A[6]), tonumber(A[7]), tonumber(A[12])
+  local size
+  if redis.call('EXISTS', meta) == 0 then
+    redis.call('DEL', msgs, costs)
+    redis.call('HSET', meta, 'id', A[9], 'created_at', A[1], 'total_tokens', 0, 'dropped_messages', 0,
+      'owner', A[8], 'title', A[10], 'version', math.floor(tonumber(A[6])) * 1000000)
+    size = tonumber(A[11])
+  else
+    size = tonumber(redis.call('HGET', meta, 'size') or A[11])
+  end
+  redis.call('HSET', meta, 'updated_at', A[1], 'model', A[2])
+  local tokens = redis.call('HINCRBY', meta, 'total_tokens', tonumber(A[3]))
+  for i = 1, n do
+    redis.call('RPUSH', msgs, A[12 + i])
+    redis.call('RPUSH', costs, A[12 + n + i])
+    size = size + tonumber(A[12 + n + i])
+  end
+  local length = redis.call('LLEN', msgs)
+  local excess = length - tonumber(A[4])
+  if excess > 0 and excess % 2 == 1 then excess = excess + 1 end
+  if length > n and (excess > 0 or size > cap) then
+    local candidates = redis.call('LRANGE', costs, 0, length - n - 1)
+    local dropped, freed = 0, 0
+    while dropped + 2 <= #candidates and (dropped < excess or size - freed > cap) do
+      freed = freed + tonumber(candidates[dropped + 1]) + tonumber(candidates[dropped + 2])
+      dropped = dropped + 2
+    end
+    if dropped > 0 then
+      redis.call('LTRIM', msgs, dropped, -1)
+      redis.call('LTRIM', costs, dropped, -1)
+      redis.call('HINCRBY', meta, 'dropped_messages', dropped)
+      length, size = length - dropped, size - freed
+    end
+  end
+  redis.call('HSET', meta, 'size', size)
+  local version = redis.call('HINCRBY', meta, 'version', 1)
+  redis.call('ZADD', mine, score, A[8] .. '/' .. A[9])
+  for _, key in ipairs({meta, msgs, costs, mine}) do redis.call('EXPIRE', key, ttl) end
+  return {length, tokens, 0, size, version}
+end
+
+-- K: meta, msgs, costs, the owner's index. A: 1 slot, 2 now (iso), 3 model, 4 tokens, 5 ttl, 6 score,
+-- 7 title, 8 n, then n messages, then their n costs. REPLACE on the owner's slot: {length, tokens, 0,
+-- size}, or false when there is no such conversation.
+local function conv_replace(K, A)
+  local meta, msgs, costs = K[1], K[2], K[3]
+  if redis.call('EXISTS', meta) == 0 then return false end
+  local n = tonumber(A[8])
+  local tail = redis.call('LRANGE', msgs, -4, -1)
+  local cut, freed = 0, 0
+  for i = #tail, 1, -1 do
+    local message = cjson.decode(tail[i])
+    cut = cut + 1
+    if message.tokens then freed = freed + tonumber(message.tokens) end
+    if message.role == 'user' then break end
+  end
+  if cut > 0 and cjson.decode(tail[#tail - cut + 1]).role ~= 'user' then cut = 0; freed = 0 end
+  local size = tonumber(redis.call('HGET', meta, 'size') or '0')
+  if cut > 0 then
+    for _, cost in ipairs(redis.call('LRANGE', costs, -cut, -1)) do size = size - tonumber(cost) end
+  end
+  for i = 1, cut do redis.call('RPOP', msgs); redis.call('RPOP', costs) end
+  if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', A[7]) end
+  for i = 1, n do
+    redis.call('RPUSH', msgs, A[8 + i])
+    redis.call('RPUSH', costs, A[8 + n + i])
+    size = size + tonumber(A[8 + n + i])
+  end
+  local total = tonumber(redis.call('HGET', meta, 'total_tokens') or '0') - freed + tonumber(A[4])
+  if total < 0 then total = 0 end
+  redis.call('HSET', meta, 'updated_at', A[2], 'model', A[3], 'total_tokens', total, 'size', size)
+  for _, key in ipairs({meta, msgs, costs, K[4]}) do redis.call('EXPIRE', key, tonumber(A[5])) end
+  redis.call('ZADD', K[4], tonumber(A[6]), A[1])
+  return {redis.call('LLEN', msgs), total, 0, size, redis.call('HINCRBY', meta, 'version', 1)}
+end
+
+-- K: meta, msgs, costs. A: the message (its JSON, exactly). {1, the conversation's size} or {0}.
+local function conv_delete_message(K, A)
+  for i, raw in ipairs(redis.call('LRANGE', K[2], 0, -1)) do
+    if raw == A[1] then
+      local cost = tonumber(redis.call('LINDEX', K[3], i - 1)) or 0
+      redis.call('LSET', K[2], i - 1, '\\0gone')
+      redis.call('LREM', K[2], 1, '\\0gone')
+      if redis.call('LLEN', K[3]) >= i then
+        redis.call('LSET', K[3], i - 1, '\\0gone')
+        redis.call('LREM', K[3], 1, '\\0gone')
+      end
+      return {1, redis.call('HINCRBY', K[1], 'size', -cost), redis.call('HINCRBY', K[1], 'version', 1)}
+    end
+  end
+  return {0}
+end
+
+-- K: the owner's index of one kind, then meta, msgs and costs of each conversation. A: their slots.
+-- Deletes them: how many there were.
+local function conv_forget(K, A)
+  local existed = 0
+  for i, slot in ipairs(A) do
+    local n = redis.call('DEL', K[3 * i - 1], K[3 * i], K[3 * i + 1]) + redis.call('ZREM', K[1], slot)
+    if n > 0 then existed = existed + 1 end
+  end
+  return existed
+end
+
+-- whether a conversation's size at `version` is older than the one a hash of versions has counted
+local function stale(versions, member, version)
+  local known = tonumber(redis.call('HGET', versions, member) or '0')
+  if version < known then return true end
+  redis.call('HSET', versions, member, version)
+  return false
+end
+
+-- K: globals. A: 1 member, 2 size, 3 score, 4 quota key ('' none, '=' the one it has), 5 the store's
+-- bound, 6 most conversations of a kind (0: keep no bound), 7 cutoff (idle before it: forgotten),
+-- 8 the conversation's version. Brings the shared accounting up to date with one conversation: {its
+-- quota key before, victims, its quota key now, 0}, each victim {member, its quota key}, taken out of
+-- the accounting here. A version older than the one counted (two writes of one conversation reaching
+-- here out of order) changes nothing of it: {'', victims, its quota key now, 1}.
+local function account(K, A)
+  local g = globals(K)
+  local member, size, score = A[1], tonumber(A[2]), tonumber(A[3])
+  local store_max, most = tonumber(A[5]), tonumber(A[6])
+  local kind, slot = split_member(member)
+  local victims = {}
+  expire_idle(g, tonumber(A[7]), member, victims)
+  local prior = redis.call('HGET', g.owners, member) or ''
+  if stale(g.versions, member, tonumber(A[8])) then return {'', victims, prior, 1} end
+  local old = tonumber(redis.call('HGET', g.sizes, member) or '0')
+  redis.call('HSET', g.sizes, member, size)
+  redis.call('INCRBY', g.bytes, size - old)
+  redis.call('ZADD', g.lru, score, member)
+  redis.call('ZADD', g.index[kind], score, slot)
+  local quota = A[4]
+  if quota == '=' then quota = prior end
+  if quota == '' then
+    redis.call('HDEL', g.owners, member)
+  else
+    redis.call('HSET', g.owners, member, quota)
+  end
+  local evicted = 0
+  if most > 0 then
+    while (tonumber(redis.call('GET', g.bytes)) or 0) > store_max do
+      local victim = oldest_but(g.lru, member)
+      if not victim then break end
+      local _, q = unaccount(g, victim)
+      victims[#victims + 1] = {victim, q}
+      evicted = evicted + 1
+    end
+    while redis.call('ZCARD', g.index[kind]) > most do
+      local victim = oldest_but(g.index[kind], slot)
+      if not victim then break end
+      local _, q = unaccount(g, kind .. ':' .. victim)
+      victims[#victims + 1] = {kind .. ':' .. victim, q}
+      evicted = evicted + 1
+    end
+  end
+  if evicted > 0 then redis.call('HINCRBY', g.stats, 'evictions', evicted) end
+  return {prior, victims, quota, 0}
+end
+
+-- K: globals. A: cutoff. Forgets every conversation idle before it: the victims, as account's.
+local function expire_all(K, A)
+  local victims = {}
+  expire_idle(globals(K), tonumber(A[1]), '', victims)
+  return victims
+end
+
+-- K: globals. A: 1 '1' to count them as evictions, then members. Takes them out of the accounting:
+-- {how many were there, their quota keys ('' none), in order}.
+local function unaccount_all(K, A)
+  local g = globals(K)
+  local existed, quotas = 0, {}
+  for i = 2, #A do
+    local was, quota = unaccount(g, A[i])
+    if was then existed = existed + 1 end
+    quotas[#quotas + 1] = quota
+  end
+  if A[1] == '1' and existed > 0 then redis.call('HINCRBY', g.stats, 'evictions', existed) end
+  return {existed, quotas}
+end
+
+-- K: globals. A: member, its new size, its version. The conversation's quota key ('' none).
+local function resize(K, A)
+  local g = globals(K)
+  local old = redis.call('HGET', g.sizes, A[1])
+  if not old or stale(g.versions, A[1], tonumber(A[3])) then return '' end
+  redis.call('HSET', g.sizes, A[1], A[2])
+  redis.call('INCRBY', g.bytes, tonumber(A[2]) - tonumber(old))
+  return redis.call('HGET', g.owners, A[1]) or ''
+end
+
+-- One quota key's keys: its bytes, lru (members by last write), sizes (member -> size) and versions.
+local function quota_forget(K, member)
+  local bytes = redis.call('HGET', K[3], member)
+  redis.call('ZREM', K[2], member)
+  redis.call('HDEL', K[4], member)
+  if bytes then
+    redis.call('HDEL', K[3], member)
+    if redis.call('DECRBY', K[1], tonumber(bytes)) <= 0 then redis.call('DEL', K[1]) end
+  end
+end
+
+-- K: the quota's keys. A: 1 member, 2 size, 3 score (0: not touched), 4 the quota (0: none), 5 ttl,
+-- 6 the conversation's version. Counts one conversation against a quota: its own oldest others
+-- beyond it go (the members answered, taken out of the quota here).
+local function quota_put(K, A)
+  local member, size = A[1], tonumber(A[2])
+  if stale(K[4], member, tonumber(A[6])) then return {} end
+  local old = tonumber(redis.call('HGET', K[3], member) or '0')
+  redis.call('HSET', K[3], member, size)
+  redis.call('INCRBY', K[1], size - old)
+  if tonumber(A[3]) > 0 then redis.call('ZADD', K[2], tonumber(A[3]), member) end
+  local victims, most = {}, tonumber(A[4])
+  if most > 0 then
+    while (tonumber(redis.call('GET', K[1])) or 0) > most do
+      local victim = oldest_but(K[2], member)
+      if not victim then break end
+      quota_forget(K, victim)
+      victims[#victims + 1] = victim
+    end
+  end
+  for i = 1, 4 do redis.call('EXPIRE', K[i], tonumber(A[5])) end
+  return victims
+end
+
+-- K: the quota's keys. A: members. Takes them out of the quota.
+local function quota_drop(K, A)
+  for _, member in ipairs(A) do quota_forget(K, member) end
+  return #A
+end
+
+-- K: the record. A: the record (JSON), ttl.
+local function record_set(K, A)
+  redis.call('SET', K[1], A[1], 'EX', tonumber(A[2]))
+  return 1
+end
+
+-- K: the kind's record index. A: 1 the record's slot, 2 ttl, 3 score, 4 most records of a kind. The
+-- slots of the records beyond it (their keys are deleted on their owners' slots).
+local function record_index(K, A)
+  local ttl, score = tonumber(A[2]), tonumber(A[3])
+  redis.call('ZREMRANGEBYSCORE', K[1], '-inf', '(' .. (score - ttl))
+  redis.call('ZADD', K[1], score, A[1])
+  local victims = {}
+  local count = redis.call('ZCARD', K[1])
+  if count > tonumber(A[4]) then
+    local popped = redis.call('ZPOPMIN', K[1], count - tonumber(A[4]))
+    for i = 1, #popped, 2 do victims[#victims + 1] = popped[i] end
+  end
+  return victims
+end
+"""
+)
+
+
+CLUSTER_BATCH = batch_script(
+    CLUSTER_LIBRARY + _function("record_call", RECORD) + _function("tally", TALLY),
+    """  conv_append = function(K, A) return sized(seen(K[5]), K[1]) or once(K[5], conv_append(K, A)) end,
+  conv_replace = function(K, A) return sized(seen(K[5]), K[1]) or once(K[5], conv_replace(K, A)) end,
+  conv_delete_message = conv_delete_message,
+  conv_forget = conv_forget,
+  account = account,
+  expire = expire_all,
+  unaccount = unaccount_all,
+  resize = resize,
+  quota_put = quota_put,
+  quota_drop = quota_drop,
+  record_set = record_set,
+  record_index = record_index,
+  record = record_call,
+  tally = tally,""",
+)
+
+
+def hash_tag(kind: str, name: str) -> str:
+    """A hash tag for one owner's or quota key's keys: the name itself, or (a name that could end or
+    open a tag early) its digest. Owner ids and quota keys never hold braces today."""
+    if "{" in name or "}" in name:
+        name = "#" + hashlib.sha256(name.encode()).hexdigest()[:32]
+    return f"{{{kind}:{name}}}"
+
+
+Victim = tuple[str, str]  # a conversation taken out of the shared accounting: "<kind>:<slot>", quota key
+
+
+class RedisClusterStore(RedisStore):
+    """Keys: `gw:{o:<owner>}:...` for an owner's conversations (`conv:<kind>:<owner>/<id>:meta|msgs|
+    costs`), index (`mine:<kind>:<owner>`), records and turn ids; `gw:{q:<quota key>}:quota:<quota
+    key>:bytes|lru|sizes|versions` for a client's storage quota; `gw:{c:<counter>:<window>}` for each
+    rate-limit and budget counter; `gw:{gw}:...` for what every owner shares (`index:<kind>`, `lru`,
+    `sizes`, `owners`, `bytes`, `versions`, `stats*`, `records:<kind>`). A write runs a script per slot
+    it touches, slots apart at once; what crosses slots (the store's bounds, the quotas) follows in a
+    second step, and the conversations it evicts are deleted in a third."""
+
+    batch_source = CLUSTER_BATCH
+
+    def _connect(self, url: str, retry: Retry) -> Any:
+        self._gate = asyncio.Semaphore(settings.REDIS_MAX_CONNECTIONS)
+        return redis.RedisCluster.from_url(
+            url,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            socket_timeout=settings.REDIS_TIMEOUT,
+            socket_connect_timeout=1.0,
+            retry=retry,
+        )
+
+    def _shared(self, name: str) -> str:
+        return f"{self._prefix}{{gw}}:{name}"
+
+    def _owned(self, owner: str, name: str) -> str:
+        return f"{self._prefix}{hash_tag('o', owner)}:{name}"
+
+    def _counter(self, key: str, window: int) -> str:
+        return f"{self._prefix}{hash_tag('c', f'{key}:{window}')}"
+
+    def _quota(self, quota_key: str, part: str) -> str:
+        return f"{self._prefix}{hash_tag('q', quota_key)}:quota:{quota_key}:{part}"
+
+    def _quota_keys(self, quota_key: str) -> list[Any]:
+        return [self._quota(quota_key, part) for part in ("bytes", "lru", "sizes", "versions")]
+
+    def _globals(self) -> list[Any]:
+        names = ["lru", "sizes", "owners", "bytes", "stats", "versions", *(f"index:{kind}" for kind in Kind)]
+        return [self._shared(name) for name in names]
+
+    async def _batch(self, operations: list[Operation]) -> list[Any]:
+        """One BATCH per slot the operations touch, all at once: each is atomic and safe to send twice,
+        on its own slot (a cluster runs a script on one slot only)."""
+        groups: dict[int, list[int]] = defaultdict(list)
+        for n, (_, keys, _) in enumerate(operations):
+            groups[self._redis.keyslot(keys[0])].append(n)
+        batches = []
+        for members in groups.values():
+            first = operations[members[0]][1][0]
+            tag = first[first.index("{") : first.index("}") + 1]
+            batch = [operations[n] for n in members]
+            batches.append(self._batch_on(f"{self._prefix}{tag}:batch:{uuid.uuid4().hex}", batch))
+        results: list[Any] = [None] * len(operations)
+        async with self._guard(writing=True):
+            answers = await asyncio.gather(*batches)
+        for members, answer in zip(groups.values(), answers, strict=True):
+            for n, result in zip(members, answer, strict=True):
+                results[n] = result
+        return results
+
+    def _forget_operations(self, members: list[str]) -> list[Operation]:
+        """Delete these conversations' keys and index entries, one operation per owner and kind."""
+        by_index: dict[tuple[Kind, str], list[str]] = defaultdict(list)
+        for member in members:
+            kind, _, slot = member.partition(":")
+            by_index[(Kind(kind), slot.partition("/")[0])].append(slot)
+        operations: list[Operation] = []
+        for (kind, owner), slots in by_index.items():
+            keys = [self._mine(kind, owner)]
+            for slot in slots:
+                base = self._at(kind, slot)
+                keys += [f"{base}:meta", f"{base}:msgs", f"{base}:costs"]
+            operations.append(("conv_forget", keys, slots))
+        return operations
+
+    async def _settle(
+        self, dropped: list[Victim], evicted: Sequence[str] = (), moved: Victim | None = None
+    ) -> None:
+        """The last step of a write that crossed slots: each conversation `dropped` from the shared
+        accounting leaves its quota, each one `evicted` by a quota leaves the shared accounting, the
+        keys of both go; a conversation `moved` to another quota key leaves its former one."""
+        by_quota: dict[str, list[str]] = defaultdict(list)
+        for member, quota in [*dropped, *([moved] if moved else [])]:
+            if quota:
+                by_quota[quota].append(member)
+        operations: list[Operation] = [
+            ("quota_drop", self._quota_keys(quota), members) for quota, members in by_quota.items()
+        ]
+        if evicted:
+            operations.append(("unaccount", self._globals(), ["1", *evicted]))
+        operations += self._forget_operations([member for member, _ in dropped] + list(evicted))
+        if operations:
+            await self._batch(operations)
+
+    async def _prune(self) -> None:
+        cutoff = repr(time.time() - settings.CONVERSATION_TTL)
+        [victims] = await self._batch([("expire", self._globals(), [cutoff])])
+        await self._settle(_victims(victims))
+
+    async def admit(
+        self,
+        counts: list[Count],
+        *,
+        conversation: tuple[Kind, str, str] | None = None,
+        records: tuple[Kind, list[str], str] | None = None,
+    ) -> Admission:
+        """One ADMIT per slot, all at once: each counter on its own, the conversation and the records on
+        their owner's (records of another owner apart)."""
+        windows = [fixed_window(c.window) for c in counts]
+        calls = [
+            self._run(self._admit, keys=[self._counter(c.key, slot)], args=[1, "0", c.amount, c.window + 1])
+            for c, (slot, _) in zip(counts, windows, strict=True)
+        ]
+        apart = records is not None and conversation is not None and records[2] != conversation[2]
+        reads = [(conversation, None), (None, records)] if apart else [(conversation, records)]
+        for read in reads:
+            keys, args = self._reads(*read)
+            if keys:
+                calls.append(self._run(self._admit, keys=keys, args=args))
+        async with self._guard():
+            answers = await asyncio.gather(*calls)
+        totals = [(int(a[0]), reset) for a, (_, reset) in zip(answers, windows, strict=False)]
+        meta_flat: list[Any] = []
+        raw_messages: list[Any] = []
+        raw_records: list[Any] = []
+        for answer in answers[len(counts) :]:
+            meta_flat, raw_messages = meta_flat or answer[0], raw_messages or answer[1]
+            raw_records += answer[2]
+        return _admission(totals, meta_flat, raw_messages, raw_records)
+
+    async def commit(
+        self,
+        *,
+        turn: TurnWrite | None = None,
+        record: RecordWrite | None = None,
+        call: CallRecord | None = None,
+    ) -> Conversation | None:
+        operations: list[Operation] = []
+        now = utc_now_iso()
+        if turn is not None:
+            operations.append(self._cluster_turn_operation(turn, now))
+        if record is not None:
+            operations += self._record_operations(record)
+        if call is not None:
+            operations += self._call_operations(call)
+        if not operations:
+            return None
+        results = await self._batch(operations)
+        if record is not None:
+            await self._drop_records(record.kind, results[2 if turn is not None else 1])
+        if turn is None or not results[0]:
+            return None
+        if results[0][3] is not None:  # a replayed turn of a conversation since gone: nothing to count
+            await self._account(turn, int(results[0][3]), int(results[0][4]))
+        return _written(turn, now, results[0])
+
+    def _cluster_turn_operation(self, turn: TurnWrite, now: str) -> Operation:
+        base = self._conversation(turn.kind, turn.owner, turn.conversation_id)
+        encoded = [orjson.dumps(m) for m in turn.messages]
+        costs = [encoded_cost(e) for e in encoded]
+        keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._mine(turn.kind, turn.owner)]
+        if turn.turn_id:
+            keys.append(self._turn(turn.owner, turn.turn_id))
+        if turn.replace_last:
+            args: list[Any] = [slot_of(turn.owner, turn.conversation_id), now, turn.model, turn.tokens]
+            args += [settings.CONVERSATION_TTL, repr(time.time()), title_for(turn.messages)]
+            return "conv_replace", keys, [*args, len(encoded), *encoded, *costs]
+        cap = conversation_cap(turn.quota_key, settings.STORE_MAX_BYTES, settings.CLIENT_STORAGE_BYTES)
+        args = [now, turn.model, turn.tokens, settings.CONVERSATION_MAX_MESSAGES, settings.CONVERSATION_TTL]
+        args += [repr(time.time()), cap, turn.owner, turn.conversation_id, title_for(turn.messages)]
+        return "conv_append", keys, [*args, CONVERSATION_OVERHEAD, len(encoded), *encoded, *costs]
+
+    async def _account(self, turn: TurnWrite, size: int, version: int) -> None:
+        """The steps after a turn's write: the shared accounting and the quota (at once), then what they
+        evicted. A replaced turn keeps the conversation's quota key and evicts nothing."""
+        member = f"{turn.kind}:{slot_of(turn.owner, turn.conversation_id)}"
+        score, cutoff = repr(time.time()), repr(time.time() - settings.CONVERSATION_TTL)
+        quota = "=" if turn.replace_last else turn.quota_key or ""
+        most = 0 if turn.replace_last else settings.CONVERSATION_MAX
+        args: list[Any] = [member, size, score, quota, settings.STORE_MAX_BYTES, most, cutoff, version]
+        operations: list[Operation] = [("account", self._globals(), args)]
+        if turn.quota_key and not turn.replace_last:
+            args = [member, size, score, settings.CLIENT_STORAGE_BYTES, settings.CONVERSATION_TTL, version]
+            operations.append(("quota_put", self._quota_keys(turn.quota_key), args))
+        results = await self._batch(operations)
+        prior, victims, now, stale = results[0]
+        prior, now = _text(prior), _text(now)
+        evicted = [_text(m) for m in results[1]] if len(results) > 1 else []
+        if turn.replace_last and now:  # the quota key it has: its new size there
+            args = [member, size, score, 0, settings.CONVERSATION_TTL, version]
+            await self._batch([("quota_put", self._quota_keys(now), args)])
+        # counted against another quota key than before: it leaves the former (or, when a later write
+        # was counted first, the one this write just put it in)
+        left = (turn.quota_key or "") if stale else prior
+        moved = (member, left) if left and left != now else None
+        await self._settle(_victims(victims), evicted, moved)
+
+    def _record_operations(self, record: RecordWrite) -> list[Operation]:
+        key = self._record(record.kind, record.owner, record.record_id)
+        slot = slot_of(record.owner, record.record_id)
+        args: list[Any] = [slot, settings.CONVERSATION_TTL, repr(time.time()), settings.CONVERSATION_MAX]
+        return [
+            ("record_set", [key], [orjson.dumps(record.record), settings.CONVERSATION_TTL]),
+            ("record_index", [self._records(record.kind)], args),
+        ]
+
+    async def _drop_records(self, kind: Kind, victims: list[Any]) -> None:
+        """Delete the records the kind's index let go (each on its owner's slot)."""
+        keys = [self._record(kind, *_text(slot).split("/", 1)) for slot in victims]
+        if keys:
+            async with self._guard(writing=True):
+                await asyncio.gather(*(self._call(self._redis.delete(key)) for key in keys))
+
+    async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
+        member = f"{kind}:{slot_of(owner, conversation_id)}"
+        operations = [*self._forget_operations([member]), ("unaccount", self._globals(), ["0", member])]
+        forgotten, (accounted, quotas) = await self._batch(operations)
+        await self._settle([(member, _text(quotas[0]))] if quotas else [])
+        return bool(forgotten or accounted)
+
+    async def clear(self, kind: Kind, *, owner: str) -> int:
+        async with self._guard():
+            await self._prune()
+            slots = [_text(s) for s in await self._call(self._redis.zrange(self._mine(kind, owner), 0, -1))]
+        if not slots:
+            return 0
+        members = [f"{kind}:{slot}" for slot in slots]
+        forgotten, (_, quotas) = await self._batch(
+            [*self._forget_operations(members), ("unaccount", self._globals(), ["0", *members])]
+        )
+        await self._settle([(m, _text(q)) for m, q in zip(members, quotas, strict=True)])
+        return int(forgotten)
+
+    async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
+        base = self._conversation(kind, owner, conversation_id)
+        async with self._guard():
+            raw = await self._find_message(base, message_id)
+        if raw is None:
+            return False
+        keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs"]
+        [answer] = await self._batch([("conv_delete_message", keys, [raw])])
+        if not answer[0]:
+            return False
+        member, size, version = f"{kind}:{slot_of(owner, conversation_id)}", int(answer[1]), int(answer[2])
+        [quota] = await self._batch([("resize", self._globals(), [member, size, version])])
+        if _text(quota):
+            args = [member, size, 0, 0, settings.CONVERSATION_TTL, version]
+            await self._batch([("quota_put", self._quota_keys(_text(quota)), args)])
+        return True
+
+    async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
+        async with self._guard(writing=True):
+            deleted, _ = await asyncio.gather(
+                self._call(self._redis.delete(self._record(kind, owner, record_id))),
+                self._call(self._redis.zrem(self._records(kind), slot_of(owner, record_id))),
+            )
+        return bool(deleted)
+
+
+def _victims(flat: list[Any]) -> list[Victim]:
+    return [(_text(member), _text(quota)) for member, quota in flat]
