@@ -103,6 +103,8 @@ def flood(server: LiveServer, clients: list[str], turns: int) -> list[int]:
 def test_it_holds_one_client_to_its_rate_and_its_quota(defaults_behind_a_proxy: LiveServer) -> None:
     server = defaults_behind_a_proxy
     start = rss_mib(server.process.pid)
+    if time.time() % 60 > 30:  # the limit's window is the clock's minute: the flood stays in one
+        time.sleep(60.5 - time.time() % 60)
     with Watch(server) as watch:
         statuses = flood(server, ["203.0.113.1"], 90)
     assert statuses.count(200) == 60 and statuses.count(429) == 30
