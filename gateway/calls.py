@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
@@ -98,31 +97,45 @@ async def open_and_record(call: upstream.UpstreamCall) -> upstream.UpstreamStrea
         raise
 
 
-async def relay(stream: upstream.UpstreamStream, *, counted: bool = True) -> AsyncIterator[dict[str, Any]]:
-    """The chunks of an open stream. A failed call is counted when it fails, a finished one when it
-    ends (unless not `counted`: the caller then counts it with call_record, in the write that stores
-    its result); the upstream connection is closed whatever happens: at once if our client goes away,
-    so nobody pays for unread tokens."""
-    metrics.STREAMS_IN_FLIGHT.inc()
-    try:
-        async for chunk in stream.chunks():
-            yield chunk
-    except ServiceError as exc:
-        await record(stream.model, error=exc.code)
-        raise
-    except (asyncio.CancelledError, GeneratorExit):
-        await record(stream.model, error="client_disconnected")
-        logger.info(
-            "client disconnected mid-stream; upstream request closed, nothing stored conversation=%s",
-            telemetry.current().get("conversation_id", "-"),
-        )
-        telemetry.note(disconnected=True)
-        raise
-    finally:
-        metrics.STREAMS_IN_FLIGHT.dec()
-        await stream.aclose()
-    if counted:
-        await record(stream.model, usage=full_usage(stream.usage))
+def relaying(stream: upstream.UpstreamStream, *, counted: bool = True) -> Relay:
+    """`async with calls.relaying(stream): async for chunk in stream.chunks(): ...` (see Relay)."""
+    return Relay(stream, counted=counted)
+
+
+class Relay:
+    """While an open stream's chunks are read (`async for chunk in stream.chunks()` inside it): a failed
+    call is counted when it fails, a finished one when it ends (unless not `counted`: the caller then
+    counts it with call_record, in the write that stores its result), and the upstream connection is
+    closed whatever happens: at once if our client goes away, so nobody pays for unread tokens. A
+    context, not a generator around the chunks: one async generator less for every chunk."""
+
+    __slots__ = ("counted", "stream")
+
+    def __init__(self, stream: upstream.UpstreamStream, *, counted: bool = True) -> None:
+        self.stream = stream
+        self.counted = counted
+
+    async def __aenter__(self) -> upstream.UpstreamStream:
+        metrics.STREAMS_IN_FLIGHT.inc()
+        return self.stream
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        stream = self.stream
+        try:
+            if isinstance(exc, ServiceError):
+                await record(stream.model, error=exc.code)
+            elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+                await record(stream.model, error="client_disconnected")
+                logger.info(
+                    "client disconnected mid-stream; upstream request closed, nothing stored conversation=%s",
+                    telemetry.current().get("conversation_id", "-"),
+                )
+                telemetry.note(disconnected=True)
+        finally:
+            metrics.STREAMS_IN_FLIGHT.dec()
+            await stream.aclose()
+        if exc is None and self.counted:
+            await record(stream.model, usage=full_usage(stream.usage))
 
 
 def full_usage(usage: dict[str, int]) -> dict[str, int]:

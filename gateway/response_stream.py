@@ -49,9 +49,10 @@ async def _frames(
     yield framed({"type": "response.created", "response": started})
     yield framed({"type": "response.in_progress", "response": started})
     try:
-        async for chunk in calls.relay(stream, counted=False):
-            for event in output.take(chunk):
-                yield framed(event)
+        async with calls.relaying(stream, counted=False):
+            async for chunk in stream.chunks():
+                for event in output.take(chunk):
+                    yield framed(event)
         for event in output.finish():
             yield framed(event)
         final = await _finish(prepared, stream, output)

@@ -198,11 +198,12 @@ async def _chat_frames(
 ) -> AsyncIterator[bytes]:
     parts: list[str] = []
     try:
-        async for chunk in calls.relay(stream, counted=False):
-            text = upstream.delta_text(chunk)
-            if text:
-                parts.append(text)
-                yield sse.frame("delta", {"delta": text})
+        async with calls.relaying(stream, counted=False):
+            async for chunk in stream.chunks():
+                text = upstream.delta_text(chunk)
+                if text:
+                    parts.append(text)
+                    yield sse.frame("delta", {"delta": text})
         usage = calls.full_usage(stream.usage)
         call = calls.call_record(stream.model, usage=usage)  # stored with the turn: one write
         stored = await store_turn(prepared, message, "".join(parts), stream.model, usage, call=call)

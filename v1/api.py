@@ -68,8 +68,9 @@ async def chat_completions(
 
 async def _openai_frames(stream: upstream.UpstreamStream) -> AsyncIterator[bytes]:
     try:
-        async for chunk in calls.relay(stream):
-            yield sse.frame(None, dumps(chunk))
+        async with calls.relaying(stream):
+            async for chunk in stream.chunks():
+                yield sse.frame(None, dumps(chunk))
     except ServiceError as exc:
         yield sse.frame(None, openai_error_body(exc.status, exc.code, exc.message))
         return
