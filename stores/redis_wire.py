@@ -66,11 +66,19 @@ class _Connection(asyncio.Protocol):
                 waiter.set_exception(error)
 
     def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        assert self.transport is not None
+        if self.transport is None or self.lost or self.transport.is_closing():
+            raise RedisConnectionError("connection to Redis lost")
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(waiter)
         self.transport.write(hiredis.pack_command(args))
         return waiter
+
+    def abandon(self) -> None:
+        """Drop the connection: a command got no answer in time, so it may be half-open (a failover or a
+        partition sends no reset) and every later command would wait as long. What is still waiting
+        fails with ConnectionError and is sent again on a fresh connection (every script is safe to
+        send twice); the command that timed out is not (see WireClient)."""
+        self._fail(RedisConnectionError("Redis did not answer in time: connection dropped"))
 
     def close(self) -> None:
         self.lost = True
@@ -79,10 +87,24 @@ class _Connection(asyncio.Protocol):
 
 
 def _tls(options: dict[str, Any]) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+    """The TLS context the URL's options ask for, read as redis-py reads them (ssl_cert_reqs,
+    ssl_ca_certs, ssl_ca_path, ssl_certfile, ssl_keyfile, ssl_password, ssl_check_hostname), so the
+    scripts' connection and redis-py's own connect alike."""
+    context = ssl.create_default_context(
+        cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path")
+    )
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(
+            options["ssl_certfile"], options.get("ssl_keyfile"), password=options.get("ssl_password")
+        )
+    wanted = str(options.get("ssl_cert_reqs", "required")).lower().removeprefix("cert_")
+    check_hostname = options.get("ssl_check_hostname")
+    if wanted in ("none", "optional") or check_hostname is False or str(check_hostname).lower() == "false":
         context.check_hostname = False
+    if wanted == "none":
         context.verify_mode = ssl.CERT_NONE
+    elif wanted == "optional":
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
@@ -118,7 +140,7 @@ class WireClient:
         if connection is None or connection.lost or loop is not self._loop:
             connection = await self._connect(loop)
         waiter = connection.send(args)
-        timer = loop.call_at(loop.time() + self._timeout, _expire, waiter)
+        timer = loop.call_at(loop.time() + self._timeout, _expire, waiter, connection)
         try:
             answer = await waiter
         finally:
@@ -131,16 +153,16 @@ class WireClient:
         if loop is not self._loop:  # a connection (and a lock) serves the loop it was made on only
             self._loop, self._connection, self._connecting = loop, None, asyncio.Lock()
         assert self._connecting is not None
-        async with self._connecting:  # one connection at a time, whoever asks first opens it
-            if self._connection is not None and not self._connection.lost:
+        try:
+            # The wait for another caller's attempt counts too: callers never queue up for attempts one
+            # after another while Redis is unreachable; each gives up within connect_timeout.
+            async with asyncio.timeout(self._connect_timeout), self._connecting:
+                if self._connection is not None and not self._connection.lost:
+                    return self._connection
+                self._connection = await self._open()
                 return self._connection
-            try:
-                async with asyncio.timeout(self._connect_timeout):
-                    connection = await self._open()
-            except (OSError, TimeoutError) as exc:
-                raise RedisConnectionError(f"cannot connect to Redis: {type(exc).__name__}") from None
-            self._connection = connection
-            return connection
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {type(exc).__name__}") from None
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -176,6 +198,7 @@ class WireClient:
         self._connection = None
 
 
-def _expire(waiter: asyncio.Future[Any]) -> None:
+def _expire(waiter: asyncio.Future[Any], connection: _Connection) -> None:
     if not waiter.done():
         waiter.set_exception(RedisTimeoutError("Redis did not answer in time"))
+        connection.abandon()
