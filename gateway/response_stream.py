@@ -14,6 +14,7 @@ starts, as OpenAI's own stream does, so the SDK's `responses.stream()` helper ca
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,16 +47,20 @@ async def _frames(
     started = responses.response_object(
         prepared, status="in_progress", output=[], model=prepared.request.model
     )
-    yield framed({"type": "response.created", "response": started})
-    yield framed({"type": "response.in_progress", "response": started})
     try:
+        # From the first event on: a client gone at any yield closes the upstream stream at once.
         async with calls.relaying(stream, counted=False):
+            yield framed({"type": "response.created", "response": started})
+            yield framed({"type": "response.in_progress", "response": started})
             async for chunk in stream.chunks():
                 for event in output.take(chunk):
                     yield framed(event)
-        for event in output.finish():
+        closing = output.finish()
+        # Stored (with the call's statistics and budget charges) before the last events go out, and
+        # to the end even if the client goes away meanwhile: the upstream has been paid.
+        final = await asyncio.shield(_finish(prepared, stream, output))
+        for event in closing:
             yield framed(event)
-        final = await _finish(prepared, stream, output)
     except ServiceError as exc:  # the upstream failed mid-reply, or the store did at the end
         failed = responses.response_object(
             prepared,

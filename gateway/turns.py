@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -206,7 +207,10 @@ async def _chat_frames(
                     yield sse.frame("delta", {"delta": text})
         usage = calls.full_usage(stream.usage)
         call = calls.call_record(stream.model, usage=usage)  # stored with the turn: one write
-        stored = await store_turn(prepared, message, "".join(parts), stream.model, usage, call=call)
+        # to the end even if the client goes away meanwhile: the upstream has been paid
+        stored = await asyncio.shield(
+            store_turn(prepared, message, "".join(parts), stream.model, usage, call=call)
+        )
     except ServiceError as exc:  # the upstream failed mid-reply, or the store did at the end
         yield sse.frame("error", error_body(exc.code, exc.message))
         return
