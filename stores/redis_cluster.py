@@ -73,6 +73,7 @@ end
 local function unaccount(g, member)
   local bytes = redis.call('HGET', g.sizes, member)
   local quota = redis.call('HGET', g.owners, member) or ''
+  local counted = redis.call('HGET', g.versions, member) or ''
   local existed = redis.call('ZREM', g.lru, member)
   if bytes then
     existed = 1
@@ -83,14 +84,14 @@ local function unaccount(g, member)
   redis.call('HDEL', g.versions, member)
   local kind, slot = split_member(member)
   if g.index[kind] then existed = existed + redis.call('ZREM', g.index[kind], slot) end
-  return existed > 0, quota
+  return existed > 0, quota, counted
 end
 
 local function expire_idle(g, cutoff, keep, victims)
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', g.lru, '-inf', '(' .. cutoff)) do
     if member ~= keep then
-      local _, quota = unaccount(g, member)
-      victims[#victims + 1] = {member, quota}
+      local _, quota, counted = unaccount(g, member)
+      victims[#victims + 1] = {member, quota, counted}
     end
   end
 end
@@ -149,7 +150,7 @@ local function conv_append(K, A)
     end
   end
   redis.call('HSET', meta, 'size', size)
-  local version = redis.call('HINCRBY', meta, 'version', 1)
+  local version = string.format('%d', redis.call('HINCRBY', meta, 'version', 1))
   redis.call('ZADD', mine, score, A[8] .. '/' .. A[9])
   for _, key in ipairs({meta, msgs, costs, mine}) do redis.call('EXPIRE', key, ttl) end
   return {length, tokens, 0, size, version}
@@ -187,7 +188,8 @@ local function conv_replace(K, A)
   redis.call('HSET', meta, 'updated_at', A[2], 'model', A[3], 'total_tokens', total, 'size', size)
   for _, key in ipairs({meta, msgs, costs, K[4]}) do redis.call('EXPIRE', key, tonumber(A[5])) end
   redis.call('ZADD', K[4], tonumber(A[6]), A[1])
-  return {redis.call('LLEN', msgs), total, 0, size, redis.call('HINCRBY', meta, 'version', 1)}
+  local version = string.format('%d', redis.call('HINCRBY', meta, 'version', 1))
+  return {redis.call('LLEN', msgs), total, 0, size, version}
 end
 
 -- K: meta, msgs, costs. A: the message (its JSON, exactly). {1, the conversation's size} or {0}.
@@ -201,19 +203,26 @@ local function conv_delete_message(K, A)
         redis.call('LSET', K[3], i - 1, '\\0gone')
         redis.call('LREM', K[3], 1, '\\0gone')
       end
-      return {1, redis.call('HINCRBY', K[1], 'size', -cost), redis.call('HINCRBY', K[1], 'version', 1)}
+      local version = string.format('%d', redis.call('HINCRBY', K[1], 'version', 1))
+      return {1, redis.call('HINCRBY', K[1], 'size', -cost), version}
     end
   end
   return {0}
 end
 
--- K: the owner's index of one kind, then meta, msgs and costs of each conversation. A: their slots.
--- Deletes them: how many there were.
+-- K: the owner's index of one kind, then meta, msgs and costs of each conversation. A: for each, its
+-- slot and the version its eviction counted ('' for a delete, which always goes). Deletes them: how
+-- many there were. A conversation written since the version its eviction counted stays: that write's
+-- own accounting (a step still to come) counts it again.
 local function conv_forget(K, A)
   local existed = 0
-  for i, slot in ipairs(A) do
-    local n = redis.call('DEL', K[3 * i - 1], K[3 * i], K[3 * i + 1]) + redis.call('ZREM', K[1], slot)
-    if n > 0 then existed = existed + 1 end
+  for i = 1, #A / 2 do
+    local slot, counted, meta = A[2 * i - 1], A[2 * i], K[3 * i - 1]
+    local now = redis.call('HGET', meta, 'version')
+    if counted == '' or not now or tonumber(now) <= tonumber(counted) then
+      local n = redis.call('DEL', meta, K[3 * i], K[3 * i + 1]) + redis.call('ZREM', K[1], slot)
+      if n > 0 then existed = existed + 1 end
+    end
   end
   return existed
 end
@@ -258,15 +267,15 @@ local function account(K, A)
     while (tonumber(redis.call('GET', g.bytes)) or 0) > store_max do
       local victim = oldest_but(g.lru, member)
       if not victim then break end
-      local _, q = unaccount(g, victim)
-      victims[#victims + 1] = {victim, q}
+      local _, q, counted = unaccount(g, victim)
+      victims[#victims + 1] = {victim, q, counted}
       evicted = evicted + 1
     end
     while redis.call('ZCARD', g.index[kind]) > most do
       local victim = oldest_but(g.index[kind], slot)
       if not victim then break end
-      local _, q = unaccount(g, kind .. ':' .. victim)
-      victims[#victims + 1] = {kind .. ':' .. victim, q}
+      local _, q, counted = unaccount(g, kind .. ':' .. victim)
+      victims[#victims + 1] = {kind .. ':' .. victim, q, counted}
       evicted = evicted + 1
     end
   end
@@ -308,17 +317,19 @@ end
 -- One quota key's keys: its bytes, lru (members by last write), sizes (member -> size) and versions.
 local function quota_forget(K, member)
   local bytes = redis.call('HGET', K[3], member)
+  local counted = redis.call('HGET', K[4], member) or ''
   redis.call('ZREM', K[2], member)
   redis.call('HDEL', K[4], member)
   if bytes then
     redis.call('HDEL', K[3], member)
     if redis.call('DECRBY', K[1], tonumber(bytes)) <= 0 then redis.call('DEL', K[1]) end
   end
+  return counted
 end
 
 -- K: the quota's keys. A: 1 member, 2 size, 3 score (0: not touched), 4 the quota (0: none), 5 ttl,
 -- 6 the conversation's version. Counts one conversation against a quota: its own oldest others
--- beyond it go (the members answered, taken out of the quota here).
+-- beyond it go (answered as {member, the version the quota had counted}, taken out of the quota here).
 local function quota_put(K, A)
   local member, size = A[1], tonumber(A[2])
   if stale(K[4], member, tonumber(A[6])) then return {} end
@@ -331,8 +342,7 @@ local function quota_put(K, A)
     while (tonumber(redis.call('GET', K[1])) or 0) > most do
       local victim = oldest_but(K[2], member)
       if not victim then break end
-      quota_forget(K, victim)
-      victims[#victims + 1] = victim
+      victims[#victims + 1] = {victim, quota_forget(K, victim)}
     end
   end
   for i = 1, 4 do redis.call('EXPIRE', K[i], tonumber(A[5])) end
@@ -396,7 +406,10 @@ def hash_tag(kind: str, name: str) -> str:
     return f"{{{kind}:{name}}}"
 
 
-Victim = tuple[str, str]  # a conversation taken out of the shared accounting: "<kind>:<slot>", quota key
+# A conversation taken out of the shared accounting: "<kind>:<slot>", its quota key, and the version the
+# accounting had counted ("" when it goes whatever its version: a delete).
+Victim = tuple[str, str, str]
+Forgotten = tuple[str, str]  # "<kind>:<slot>" and the version counted when it was evicted ("": a delete)
 
 
 class RedisClusterStore(RedisStore):
@@ -459,37 +472,45 @@ class RedisClusterStore(RedisStore):
                 results[n] = result
         return results
 
-    def _forget_operations(self, members: list[str]) -> list[Operation]:
-        """Delete these conversations' keys and index entries, one operation per owner and kind."""
-        by_index: dict[tuple[Kind, str], list[str]] = defaultdict(list)
-        for member in members:
+    def _forget_operations(self, members: Sequence[Forgotten]) -> list[Operation]:
+        """Delete these conversations' keys and index entries, one operation per owner and kind; one
+        evicted at a version older than its own (written meanwhile) stays."""
+        by_index: dict[tuple[Kind, str], list[tuple[str, str]]] = defaultdict(list)
+        for member, counted in members:
             kind, _, slot = member.partition(":")
-            by_index[(Kind(kind), slot.partition("/")[0])].append(slot)
+            by_index[(Kind(kind), slot.partition("/")[0])].append((slot, counted))
         operations: list[Operation] = []
         for (kind, owner), slots in by_index.items():
             keys = [self._mine(kind, owner)]
-            for slot in slots:
+            args: list[Any] = []
+            for slot, counted in slots:
                 base = self._at(kind, slot)
                 keys += [f"{base}:meta", f"{base}:msgs", f"{base}:costs"]
-            operations.append(("conv_forget", keys, slots))
+                args += [slot, counted]
+            operations.append(("conv_forget", keys, args))
         return operations
 
     async def _settle(
-        self, dropped: list[Victim], evicted: Sequence[str] = (), moved: Victim | None = None
+        self,
+        dropped: list[Victim],
+        evicted: Sequence[Forgotten] = (),
+        moved: tuple[str, str] | None = None,
     ) -> None:
         """The last step of a write that crossed slots: each conversation `dropped` from the shared
         accounting leaves its quota, each one `evicted` by a quota leaves the shared accounting, the
         keys of both go; a conversation `moved` to another quota key leaves its former one."""
         by_quota: dict[str, list[str]] = defaultdict(list)
-        for member, quota in [*dropped, *([moved] if moved else [])]:
+        for member, quota in [*((m, q) for m, q, _ in dropped), *([moved] if moved else [])]:
             if quota:
                 by_quota[quota].append(member)
         operations: list[Operation] = [
             ("quota_drop", self._quota_keys(quota), members) for quota, members in by_quota.items()
         ]
         if evicted:
-            operations.append(("unaccount", self._globals(), ["1", *evicted]))
-        operations += self._forget_operations([member for member, _ in dropped] + list(evicted))
+            operations.append(("unaccount", self._globals(), ["1", *(member for member, _ in evicted)]))
+        operations += self._forget_operations(
+            [(member, counted) for member, _, counted in dropped] + list(evicted)
+        )
         if operations:
             await self._batch(operations)
 
@@ -586,7 +607,7 @@ class RedisClusterStore(RedisStore):
         results = await self._batch(operations)
         prior, victims, now, stale = results[0]
         prior, now = _text(prior), _text(now)
-        evicted = [_text(m) for m in results[1]] if len(results) > 1 else []
+        evicted = [(_text(m), _text(v)) for m, v in results[1]] if len(results) > 1 else []
         if turn.replace_last and now:  # the quota key it has: its new size there
             args = [member, size, score, 0, settings.CONVERSATION_TTL, version]
             await self._batch([("quota_put", self._quota_keys(now), args)])
@@ -614,9 +635,9 @@ class RedisClusterStore(RedisStore):
 
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
         member = f"{kind}:{slot_of(owner, conversation_id)}"
-        operations = [*self._forget_operations([member]), ("unaccount", self._globals(), ["0", member])]
+        operations = [*self._forget_operations([(member, "")]), ("unaccount", self._globals(), ["0", member])]
         forgotten, (accounted, quotas) = await self._batch(operations)
-        await self._settle([(member, _text(quotas[0]))] if quotas else [])
+        await self._settle([(member, _text(quotas[0]), "")] if quotas else [])
         return bool(forgotten or accounted)
 
     async def clear(self, kind: Kind, *, owner: str) -> int:
@@ -627,9 +648,12 @@ class RedisClusterStore(RedisStore):
             return 0
         members = [f"{kind}:{slot}" for slot in slots]
         forgotten, (_, quotas) = await self._batch(
-            [*self._forget_operations(members), ("unaccount", self._globals(), ["0", *members])]
+            [
+                *self._forget_operations([(m, "") for m in members]),
+                ("unaccount", self._globals(), ["0", *members]),
+            ]
         )
-        await self._settle([(m, _text(q)) for m, q in zip(members, quotas, strict=True)])
+        await self._settle([(m, _text(q), "") for m, q in zip(members, quotas, strict=True)])
         return int(forgotten)
 
     async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
@@ -659,4 +683,4 @@ class RedisClusterStore(RedisStore):
 
 
 def _victims(flat: list[Any]) -> list[Victim]:
-    return [(_text(member), _text(quota)) for member, quota in flat]
+    return [(_text(member), _text(quota), _text(counted)) for member, quota, counted in flat]

@@ -179,3 +179,29 @@ async def test_it_counts_a_turn_whose_accounting_broke_off_once_it_is_sent_again
     finally:
         await store.flush()
         await store.aclose()
+
+
+async def test_an_eviction_spares_a_conversation_written_since_the_accounting_counted_it(
+    redis_cluster: RedisCluster, settings: pytest.FixtureRequest
+) -> None:
+    """A turn is written on its owner's slot before the shared accounting counts it (a step later). A
+    write of another owner that evicts meanwhile picks the oldest counted conversation: if that is one
+    just written again, its new turn stays (its own accounting counts it when it runs)."""
+    settings.STORE_MAX_BYTES = 1  # every write evicts every other conversation
+    settings.CLIENT_STORAGE_BYTES = 0
+    store = RedisClusterStore(redis_cluster.url, prefix="race:")
+    await store.flush()
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    try:
+        await store.append(Kind.CHAT, "a", turn, owner="r-a", model="m", tokens=0)
+        with mock.patch.object(store, "_account", new=mock.AsyncMock()):  # its accounting still to come
+            await store.append(Kind.CHAT, "a", turn, owner="r-a", model="m", tokens=0)
+        await store.append(Kind.CHAT, "b", turn, owner="r-b", model="m", tokens=0)  # evicts "a"
+        kept = await store.get(Kind.CHAT, "a", owner="r-a")
+        assert kept is not None and kept.message_count == 2  # (its own cap keeps only the last turn)
+        # a conversation not written since it was counted goes, as the bound says
+        await store.append(Kind.CHAT, "c", turn, owner="r-c", model="m", tokens=0)
+        assert await store.get(Kind.CHAT, "b", owner="r-b") is None
+    finally:
+        await store.flush()
+        await store.aclose()
