@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
 import httpx
@@ -182,7 +183,7 @@ async def test_it_counts_a_turn_whose_accounting_broke_off_once_it_is_sent_again
 
 
 async def test_an_eviction_spares_a_conversation_written_since_the_accounting_counted_it(
-    redis_cluster: RedisCluster, settings: pytest.FixtureRequest
+    redis_cluster: RedisCluster, settings: Any
 ) -> None:
     """A turn is written on its owner's slot before the shared accounting counts it (a step later). A
     write of another owner that evicts meanwhile picks the oldest counted conversation: if that is one
