@@ -35,6 +35,7 @@ from stores.base import (
 from stores.redis_store import (
     RECORD,
     TALLY,
+    TRIM_TURNS,
     Operation,
     RedisStore,
     _admission,
@@ -52,7 +53,8 @@ from stores.redis_store import (
 # accounting and the quota are brought up to date, then the conversations they evicted are deleted on
 # their owners' slots (RedisStore._settle). Every step is safe to run twice.
 CLUSTER_LIBRARY = (
-    "local KINDS = {"
+    TRIM_TURNS
+    + "local KINDS = {"
     + ", ".join(f"'{kind}'" for kind in Kind)
     + "}\n"
     + """
@@ -132,23 +134,8 @@ local function conv_append(K, A)
     redis.call('RPUSH', costs, A[12 + n + i])
     size = size + tonumber(A[12 + n + i])
   end
-  local length = redis.call('LLEN', msgs)
-  local excess = length - tonumber(A[4])
-  if excess > 0 and excess % 2 == 1 then excess = excess + 1 end
-  if length > n and (excess > 0 or size > cap) then
-    local candidates = redis.call('LRANGE', costs, 0, length - n - 1)
-    local dropped, freed = 0, 0
-    while dropped + 2 <= #candidates and (dropped < excess or size - freed > cap) do
-      freed = freed + tonumber(candidates[dropped + 1]) + tonumber(candidates[dropped + 2])
-      dropped = dropped + 2
-    end
-    if dropped > 0 then
-      redis.call('LTRIM', msgs, dropped, -1)
-      redis.call('LTRIM', costs, dropped, -1)
-      redis.call('HINCRBY', meta, 'dropped_messages', dropped)
-      length, size = length - dropped, size - freed
-    end
-  end
+  local length
+  length, size = trim_turns(meta, msgs, costs, n, tonumber(A[4]), size, cap)
   redis.call('HSET', meta, 'size', size)
   local version = string.format('%d', redis.call('HINCRBY', meta, 'version', 1))
   redis.call('ZADD', mine, score, A[8] .. '/' .. A[9])

@@ -58,7 +58,35 @@ BATCH_ID_TTL = 60  # seconds a batch's own key stays: redis-py retries at once, 
 # `sizes` ("<kind>:<id>" -> what it costs), `owners` ("<kind>:<id>" -> quota key), `bytes` (what all
 # cost), `quota:<key>:bytes` and `quota:<key>:lru` (one quota key's). `sizes` and `owners` outlive an
 # expired conversation's keys, so the totals are always corrected when it is forgotten.
-LIBRARY = """
+# A conversation's own bounds (both stores' append): whole turns go, oldest first, while it holds more
+# than `max_messages` messages or more than `cap` bytes; its `n` newest messages always stay. Answers
+# its length and size after.
+TRIM_TURNS = """
+local function trim_turns(meta, msgs, costs, n, max_messages, size, cap)
+  local length = redis.call('LLEN', msgs)
+  local excess = length - max_messages
+  if excess > 0 and excess % 2 == 1 then excess = excess + 1 end
+  if length > n and (excess > 0 or size > cap) then
+    local candidates = redis.call('LRANGE', costs, 0, length - n - 1)
+    local dropped, freed = 0, 0
+    while dropped + 2 <= #candidates and (dropped < excess or size - freed > cap) do
+      freed = freed + tonumber(candidates[dropped + 1]) + tonumber(candidates[dropped + 2])
+      dropped = dropped + 2
+    end
+    if dropped > 0 then
+      redis.call('LTRIM', msgs, dropped, -1)
+      redis.call('LTRIM', costs, dropped, -1)
+      redis.call('HINCRBY', meta, 'dropped_messages', dropped)
+      length, size = length - dropped, size - freed
+    end
+  end
+  return length, size
+end
+"""
+
+LIBRARY = (
+    TRIM_TURNS
+    + """
 local function detach(prefix, member)
   local bytes = tonumber(redis.call('HGET', prefix .. 'sizes', member)) or 0
   redis.call('HDEL', prefix .. 'sizes', member)
@@ -98,6 +126,7 @@ local function oldest_other(zset, member)
   return two[2]
 end
 """
+)
 
 # KEYS: meta, msgs, costs, index, stats, the owner's index (then the turn id's key, see BATCH).
 # ARGV: 1 slot, 2 now (iso), 3 model, 4 tokens, 5 max messages, 6 ttl, 7 score (epoch seconds),
@@ -134,23 +163,8 @@ end
 -- the conversation's own bounds: whole turns go, oldest first; the new messages always stay
 local cap = store_max
 if owner ~= '' and client_max > 0 and client_max < cap then cap = client_max end
-local length = redis.call('LLEN', msgs)
-local excess = length - max_messages
-if excess > 0 and excess % 2 == 1 then excess = excess + 1 end
-if length > n and (excess > 0 or size > cap) then
-  local candidates = redis.call('LRANGE', costs, 0, length - n - 1)
-  local dropped, freed = 0, 0
-  while dropped + 2 <= #candidates and (dropped < excess or size - freed > cap) do
-    freed = freed + tonumber(candidates[dropped + 1]) + tonumber(candidates[dropped + 2])
-    dropped = dropped + 2
-  end
-  if dropped > 0 then
-    redis.call('LTRIM', msgs, dropped, -1)
-    redis.call('LTRIM', costs, dropped, -1)
-    redis.call('HINCRBY', meta, 'dropped_messages', dropped)
-    length, size = length - dropped, size - freed
-  end
-end
+local length
+length, size = trim_turns(meta, msgs, costs, n, max_messages, size, cap)
 redis.call('EXPIRE', meta, ttl)
 redis.call('EXPIRE', msgs, ttl)
 redis.call('EXPIRE', costs, ttl)

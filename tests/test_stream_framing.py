@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 import upstream
-from gateway import sse
+from gateway import sse, turns
+from stores import Kind, get_store
 from tests.fake_upstream import FakeUpstream, Reply
 
 
@@ -83,7 +84,7 @@ async def test_a_deadline_that_falls_as_data_arrives_leaves_no_cancellation_behi
         loop.call_at(deadline + offset, ready.set_result, b"x")
         loop.call_at(deadline - 0.02, time.sleep, 0.04)  # the loop is late: both fall due together
         try:
-            outcomes.add(await watch.read(aiter(source()).__anext__, deadline))
+            outcomes.add(await watch.read(aiter(source()), deadline))
         except TimeoutError:
             outcomes.add(b"timeout")
         await asyncio.sleep(0.01)  # a cancellation left behind would be raised here
@@ -101,7 +102,7 @@ async def test_a_quiet_read_times_out_and_a_busy_one_does_not() -> None:
     watch = upstream._StreamWatch()
     started = loop.time()
     with pytest.raises(TimeoutError):
-        await watch.read(aiter(slow()).__anext__, started + 0.05)
+        await watch.read(aiter(slow()), started + 0.05)
     assert loop.time() - started < 1.0
 
     async def steady() -> AsyncIterator[bytes]:
@@ -110,7 +111,7 @@ async def test_a_quiet_read_times_out_and_a_busy_one_does_not() -> None:
             yield b"%d" % n
 
     source = aiter(steady())
-    got = [await watch.read(source.__anext__, loop.time() + 0.1) for _ in range(5)]  # each read moves it on
+    got = [await watch.read(source, loop.time() + 0.1) for _ in range(5)]  # each read moves it on
     assert got == [b"0", b"1", b"2", b"3", b"4"]
     watch.close()
 
@@ -177,3 +178,39 @@ async def test_a_stream_asks_for_an_uncompressed_body(fake_upstream: FakeUpstrea
         await upstream.aclose()
     assert "".join(texts).startswith("one two")
     assert fake_upstream.requests[-1].headers["accept-encoding"] == "identity"
+
+
+async def test_a_finished_stream_is_stored_with_its_call_even_if_the_client_goes_away_meanwhile() -> None:
+    """Once the upstream has sent the whole reply (and been paid), its turn and its call's statistics
+    and budget charges are stored to the end, even when the client leaves while that write runs."""
+    response = httpx.Response(
+        200, headers={"Content-Type": "text/event-stream"}, stream=Parts([events(["Hel", "lo"], b"\n")])
+    )
+    stream = upstream.UpstreamStream(response, "m/asked")
+    call = upstream.UpstreamCall(
+        messages=[], model="m/asked", max_tokens=10, temperature=None, api_key="", extra={}
+    )
+    prepared = turns.PreparedTurn(owner="left-early", conversation_id="finished", call=call)
+    store = get_store()
+    requests_before = (await store.usage())["requests"]
+    commit, writing = store.commit, asyncio.Event()
+
+    async def slow_commit(**parts: Any) -> Any:
+        writing.set()
+        await asyncio.sleep(0.1)  # the client leaves while the turn is being written
+        return await commit(**parts)
+
+    frames = turns._chat_frames(prepared, "hi", stream, done_body=lambda stored: {})
+    sent = [await anext(frames), await anext(frames)]  # both deltas
+    assert b"Hel" in sent[0] and b"lo" in sent[1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "commit", slow_commit)
+        last = asyncio.ensure_future(anext(frames))
+        await writing.wait()
+        last.cancel()  # what the server does to the response when its client goes away
+        with pytest.raises(asyncio.CancelledError):
+            await last
+        await asyncio.sleep(0.2)
+    kept = await store.get(Kind.CHAT, "finished", owner="left-early")
+    assert kept is not None and [m["content"] for m in kept.messages] == ["hi", "Hello"]
+    assert (await store.usage())["requests"] == requests_before + 1

@@ -526,9 +526,8 @@ class _StreamWatch:
             self._fired = True
             self._task.cancel()
 
-    async def read(self, source: Callable[[], Awaitable[bytes]], deadline: float) -> bytes:
-        """What `source()` answers (the body's next bytes), by `deadline` (loop time) or by a shutdown's
-        end."""
+    async def read(self, source: AsyncIterator[bytes], deadline: float) -> bytes:
+        """The next piece of `source`, by `deadline` (loop time) or by a shutdown's end."""
         self.deadline = deadline
         if _ending_at is not None:
             deadline = min(deadline, _ending_at)
@@ -538,7 +537,7 @@ class _StreamWatch:
         task = self._task = asyncio.current_task()
         _reading.add(self)
         try:
-            return await source()
+            return await anext(source)
         except asyncio.CancelledError:
             # Ours only if nobody else cancelled the task too (a client gone): as asyncio.timeout.
             # A cancellation always lands where the task waits, so it cannot outlive this read.
@@ -568,9 +567,8 @@ class UpstreamStream:
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
         now = asyncio.get_running_loop().time()
-        self._idle_seconds = settings.LLM_TIMEOUT  # read once: a settings lookup per chunk adds up
         self._ends_at = now + settings.LLM_STREAM_MAX_SECONDS
-        self._idle_until = now + self._idle_seconds
+        self._idle_until = now + settings.LLM_TIMEOUT
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """Each chunk as the upstream sent it; error events, cut and overdue streams raise."""
@@ -581,7 +579,7 @@ class UpstreamStream:
                     for line in lines:
                         if not line.startswith(b"data:"):
                             continue  # ": OPENROUTER PROCESSING" keep-alives, event names, blank lines
-                        self._idle_until = loop.time() + self._idle_seconds
+                        self._idle_until = loop.time() + settings.LLM_TIMEOUT
                         data = line[5:].strip()
                         if data == b"[DONE]":
                             return
@@ -598,19 +596,19 @@ class UpstreamStream:
     async def _lines(self) -> AsyncGenerator[list[bytes], None]:
         """The body's complete lines, read by the network chunk (one deadline per read, not per line);
         CR LF and lone CR end lines too, as in the SSE specification."""
-        read = raw_reader(self._response)
+        raw = self._response.aiter_raw()
         watch = _StreamWatch()
         pending = b""
         try:
             while True:
                 try:
-                    data = await watch.read(read, min(self._idle_until, self._ends_at))
-                except TimeoutError:
-                    raise self._overdue() from None
-                if not data:  # the end of the body
+                    data = await watch.read(raw, min(self._idle_until, self._ends_at))
+                except StopAsyncIteration:
                     if pending:
                         yield [pending]
                     return
+                except TimeoutError:
+                    raise self._overdue() from None
                 pending += data
                 if b"\r" in pending:  # a CR LF split between reads makes one more blank line: harmless
                     pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -671,21 +669,6 @@ class UpstreamStream:
         await self._response.aclose()
 
 
-def raw_reader(response: httpx.Response) -> Callable[[], Awaitable[bytes]]:
-    """A function answering the body's next bytes as they came off the network, b"" at its end.
-    (Reading aiohttp's StreamReader directly, past httpx's four iterators, was tried: no difference
-    measured per chunk, so the public way it is.)"""
-    chunks = response.aiter_raw()
-
-    async def read_raw() -> bytes:
-        try:
-            return await anext(chunks)
-        except StopAsyncIteration:
-            return b""
-
-    return read_raw
-
-
 def delta_text(chunk: dict[str, Any]) -> str:
     choices = chunk.get("choices")
     choice: dict[str, Any] = (
@@ -732,7 +715,8 @@ async def open_stream(call: UpstreamCall) -> UpstreamStream:
             "POST",
             f"{settings.LLM_BASE_URL}/chat/completions",
             content=call.payload(candidate, stream=True),
-            # The stream is read as it comes off the network (raw_reader): never compressed.
+            # The stream is read raw (aiter_raw: as it comes off the network, never decoded): it must
+            # come uncompressed, whatever httpx's default Accept-Encoding offers.
             headers={**_headers(call.api_key), "Accept-Encoding": "identity"},
             # The stream's reads have their own deadlines (UpstreamStream: LLM_TIMEOUT without data,
             # LLM_STREAM_MAX_SECONDS in all): a read timeout too would move a timer per network read.
