@@ -107,11 +107,30 @@ def prepare_django() -> None:
         raise ImproperlyConfigured(
             "Django's ASGIHandler no longer cancels its disconnect listener as config/edge.py expects"
         )
+    send_response = inspect.getsource(django_asgi.ASGIHandler.send_response)
+    head, frames = send_response.find('"http.response.start"'), send_response.find("aiter(response)")
+    if not 0 <= head < frames:
+        raise ImproperlyConfigured(
+            "Django's ASGIHandler no longer sends a streaming answer's head before iterating it, as "
+            "config/edge.py Handler expects"
+        )
     if settings.ASGI_EDGE == "inline":
         django_asgi.sync_to_async = _inline_response_close  # type: ignore[attr-defined]
 
 
-class SubclassedHandler(django_asgi.ASGIHandler):
+class Handler(django_asgi.ASGIHandler):
+    """Django's handler, handing ASGI's `send` to a streaming answer that takes it (`asgi_send`, see
+    gateway/sse.py EventStream): its frames then go straight out, one `send` each, instead of through
+    Django's generators around every part. The head, the final empty body, the close and the cancel on
+    a client's disconnect stay Django's own."""
+
+    async def send_response(self, response: HttpResponseBase, send: Send) -> None:
+        if getattr(response, "streaming", False) and hasattr(response, "asgi_send"):
+            response.asgi_send = send
+        await super().send_response(response, send)  # type: ignore[arg-type]
+
+
+class SubclassedHandler(Handler):
     """The supported alternative to the inline close: no per-request ThreadSensitiveContext, so every
     `sync_to_async` runs on one long-lived thread instead of a new one (still one hop per request)."""
 
@@ -125,7 +144,7 @@ def django_handler() -> ASGIApp:
     """Django's ASGI handler for the chosen edge (ASGI_EDGE)."""
     if settings.ASGI_EDGE == "thread":
         return SubclassedHandler()
-    return django_asgi.ASGIHandler()  # type: ignore[return-value]
+    return Handler()  # type: ignore[return-value]
 
 
 def _header(scope: Scope, name: bytes) -> str:

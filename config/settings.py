@@ -54,6 +54,7 @@ try:
     LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 1000, minimum=1, maximum=LLM_MAX_TOKENS_LIMIT)
     LLM_TIMEOUT = env_float("LLM_TIMEOUT", 60.0, minimum=1.0, maximum=3600.0)
     LLM_STREAM_MAX_SECONDS = env_float("LLM_STREAM_MAX_SECONDS", 600.0, minimum=1.0, maximum=86400.0)
+    SSE_KEEPALIVE_SECONDS = env_float("SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1, maximum=3600.0)
     LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0, maximum=10)
     LLM_RETRY_MAX_WAIT = env_float("LLM_RETRY_MAX_WAIT", 10.0, minimum=0.0, maximum=600.0)
     LLM_FALLBACK_MODELS = env_list("LLM_FALLBACK_MODELS", "")

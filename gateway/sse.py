@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 
 from core.jsonio import dumps
 
-KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = b": keep-alive\n\n"
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def frame(event: str | None, data: Any) -> bytes:
@@ -20,94 +22,79 @@ def frame(event: str | None, data: Any) -> bytes:
     return head + b"data: " + payload + b"\n\n"
 
 
-# The most frames read ahead of a slow client before the upstream is left unread (back-pressure).
-MAX_BUFFERED = 64
+def _body(part: bytes) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": part, "more_body": True}
 
 
-async def with_keepalive(source: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
-    """Forward frames as they come; send a comment line whenever nothing was sent for a while.
+def _succeeded(sending: asyncio.Future[None]) -> bool:
+    return sending.done() and not sending.cancelled() and sending.exception() is None
 
-    One task reads the source for the whole stream and buffers its frames; this generator sends what
-    is buffered, all of it at once when several frames wait (one ASGI send, not several). A single
-    timer, moved only when it fires, wakes it for a keep-alive: nothing is scheduled per frame. When
-    our client goes away (this generator is cancelled or closed) the reading task is cancelled, so
-    the source closes its upstream at once."""
+
+async def pump(source: AsyncIterator[bytes], send: Send) -> None:
+    """Send each frame of `source` to the client as it comes, with a keep-alive comment whenever
+    nothing was sent for SSE_KEEPALIVE_SECONDS; the source is closed whatever happens.
+
+    One task reads and sends, with ASGI's own `send` (the edge hands it to the response): per frame no
+    second task to wake, no queue, and none of Django's per-part generators. A slow client holds the
+    send, so nothing more is read from the upstream meanwhile (back-pressure). A single timer, moved
+    only when it fires, sends a keep-alive on a task of its own while the task waits for the upstream;
+    a frame waits for a keep-alive still being sent, so the two never cross."""
     loop = asyncio.get_running_loop()
-    frames: list[bytes] = []
-    failure: list[BaseException] = []
-    finished = False
-    wake: asyncio.Future[None] | None = None  # set while this generator waits for frames
-    room: asyncio.Future[None] | None = None  # set while the reader waits for the buffer to drain
-    keepalive_due = False
+    every = settings.SSE_KEEPALIVE_SECONDS
     last_sent = loop.time()
+    keepalive: asyncio.Future[None] | None = None
     timer: asyncio.TimerHandle | None = None
 
-    def wake_up() -> None:
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    async def read() -> None:
-        nonlocal finished, room
-        try:
-            async for chunk in source:
-                frames.append(chunk)
-                wake_up()
-                if len(frames) >= MAX_BUFFERED:
-                    room = loop.create_future()
-                    await room
-        except Exception as exc:  # handed to the consumer, which raises it
-            failure.append(exc)
-        finally:
-            finished = True
-            wake_up()
-
     def tick() -> None:
-        nonlocal keepalive_due, timer
-        now, due = loop.time(), last_sent + KEEPALIVE_SECONDS
-        if now >= due:
-            if wake is not None and not wake.done():  # idle, not busy sending: a keep-alive is due
-                keepalive_due = True
-                wake.set_result(None)
-            due = now + KEEPALIVE_SECONDS
-        timer = loop.call_at(due, tick)
+        nonlocal timer, keepalive, last_sent
+        now = loop.time()
+        # A keep-alive that failed is not replaced: the next frame raises its error.
+        if now >= last_sent + every and (keepalive is None or _succeeded(keepalive)):
+            last_sent = now
+            keepalive = asyncio.ensure_future(send(_body(KEEPALIVE)))
+        timer = loop.call_at(max(now, last_sent) + every, tick)
 
-    reader = loop.create_task(read())
-    timer = loop.call_at(last_sent + KEEPALIVE_SECONDS, tick)
+    timer = loop.call_at(last_sent + every, tick)
     try:
-        while True:
-            if frames:
-                batch = frames[0] if len(frames) == 1 else b"".join(frames)
-                frames.clear()
-                if room is not None and not room.done():
-                    room.set_result(None)
-                last_sent = loop.time()
-                yield batch
-            elif finished:
-                if failure:
-                    raise failure[0]
-                return
-            elif keepalive_due:
-                keepalive_due = False
-                last_sent = loop.time()
-                yield KEEPALIVE
-            else:
-                wake = loop.create_future()
-                try:
-                    await wake
-                finally:
-                    wake = None
+        async for part in source:
+            if keepalive is not None:
+                await keepalive  # a frame waits for a keep-alive still going out (its error is raised here)
+                keepalive = None
+            last_sent = loop.time()
+            await send(_body(part))
     finally:
-        if timer is not None:
-            timer.cancel()
-        if not reader.done():
-            reader.cancel()
-            await asyncio.wait({reader})
+        timer.cancel()
+        if keepalive is not None:
+            if not keepalive.done():
+                keepalive.cancel()
+                await asyncio.wait({keepalive})
+            _succeeded(keepalive)  # its error, if any, is taken: the stream is over anyway
         if hasattr(source, "aclose"):
             await source.aclose()
 
 
-def event_stream(source: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(with_keepalive(source), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+class EventStream(StreamingHttpResponse):
+    """A `text/event-stream` answer. Served by the edge (config/edge.py), which sets `asgi_send` once
+    the head is sent, its frames go out through `pump`; anywhere else (Django's test client) they are
+    iterated as any streaming response's, without keep-alives."""
+
+    asgi_send: Send | None = None
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        super().__init__(source, content_type="text/event-stream")
+        self._source = source
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        send = self.asgi_send
+        # not under the edge, or a middleware replaced the frames: Django's own iteration
+        if send is None or getattr(self, "_iterator", None) is not self._source:
+            async for part in super().__aiter__():
+                yield part
+            return
+        await pump(self._source, send)
+
+
+def event_stream(source: AsyncIterator[bytes]) -> EventStream:
+    return EventStream(source)

@@ -1,9 +1,10 @@
 """The streaming path's own parts: the upstream's SSE read by network chunk (any split, any line ending),
-the read deadline's single timer, and frames sent in batches with back-pressure."""
+the read deadline's single timer, and the pump that sends frames with back-pressure and keep-alives."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -116,31 +117,68 @@ async def test_a_quiet_read_times_out_and_a_busy_one_does_not() -> None:
     watch.close()
 
 
-async def test_it_sends_frames_already_waiting_in_one_part() -> None:
-    async def burst() -> AsyncIterator[bytes]:
-        for n in range(5):
-            yield b"f%d\n\n" % n
+class Sent:
+    """ASGI's send as the pump sees it: records each body part (with the loop time it was sent);
+    `hold` makes the next sends wait until released (a slow client)."""
 
-    parts = [part async for part in sse.with_keepalive(burst())]
-    assert b"".join(parts) == b"f0\n\nf1\n\nf2\n\nf3\n\nf4\n\n"
-    assert len(parts) < 5
+    def __init__(self) -> None:
+        self.parts: list[tuple[bytes, float]] = []
+        self.hold: asyncio.Event | None = None
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        assert message["type"] == "http.response.body" and message["more_body"] is True
+        if self.hold is not None:
+            await self.hold.wait()
+        self.parts.append((message["body"], asyncio.get_running_loop().time()))
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [body for body, _ in self.parts]
 
 
-async def test_it_stops_reading_ahead_of_a_slow_client() -> None:
+async def test_it_sends_each_frame_as_it_comes_and_closes_the_source() -> None:
+    closed = False
+
+    async def frames() -> AsyncIterator[bytes]:
+        nonlocal closed
+        try:
+            for n in range(3):
+                await asyncio.sleep(0.01)
+                yield b"f%d\n\n" % n
+        finally:
+            closed = True
+
+    sent = Sent()
+    await sse.pump(frames(), sent)
+    assert sent.bodies == [b"f0\n\n", b"f1\n\n", b"f2\n\n"]
+    assert closed
+
+
+async def test_it_stops_reading_while_a_slow_client_holds_the_send() -> None:
     read = 0
+    closed = False
 
     async def endless() -> AsyncIterator[bytes]:
-        nonlocal read
-        while True:
-            read += 1
-            yield b"x"
+        nonlocal read, closed
+        try:
+            while True:
+                read += 1
+                yield b"x"
+                await asyncio.sleep(0)
+        finally:
+            closed = True
 
-    frames = sse.with_keepalive(endless())
-    first = await anext(frames)
-    await asyncio.sleep(0.05)  # the client is slow: nothing more is taken from it
-    assert len(first) <= sse.MAX_BUFFERED
-    assert read <= 2 * sse.MAX_BUFFERED + 1
-    await frames.aclose()
+    sent = Sent()
+    sent.hold = asyncio.Event()
+    task = asyncio.ensure_future(sse.pump(endless(), sent))
+    await asyncio.sleep(0.05)  # the client takes nothing: nothing more is taken from the upstream
+    assert read == 1 and sent.bodies == []
+    sent.hold.set()
+    await asyncio.sleep(0)
+    task.cancel()  # the client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed and read <= 4
 
 
 async def test_it_passes_on_the_source_failure_after_the_frames_before_it() -> None:
@@ -148,12 +186,69 @@ async def test_it_passes_on_the_source_failure_after_the_frames_before_it() -> N
         yield b"a"
         raise upstream.UpstreamError("gone", code="upstream_unreachable")
 
-    frames = sse.with_keepalive(failing())
-    got = b""
+    sent = Sent()
     with pytest.raises(upstream.UpstreamError):
-        async for part in frames:
-            got += part
-    assert got == b"a"
+        await sse.pump(failing(), sent)
+    assert sent.bodies == [b"a"]
+
+
+async def test_it_sends_keep_alives_only_while_the_source_is_quiet(settings: Any) -> None:
+    settings.SSE_KEEPALIVE_SECONDS = 0.1
+
+    async def quiet() -> AsyncIterator[bytes]:
+        yield b"a"
+        for _ in range(5):  # busy: a frame every 0.03 s, no keep-alive due
+            await asyncio.sleep(0.03)
+            yield b"b"
+        await asyncio.sleep(0.35)  # quiet: about three keep-alives
+        yield b"c"
+
+    sent = Sent()
+    await sse.pump(quiet(), sent)
+    bodies = sent.bodies
+    assert bodies[:6] == [b"a"] + [b"b"] * 5
+    assert bodies[-1] == b"c"
+    assert 2 <= bodies.count(sse.KEEPALIVE) <= 4 and set(bodies[6:-1]) == {sse.KEEPALIVE}
+    quiet_times = [at for _, at in sent.parts][5:-1]  # the last "b", then the keep-alives
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(quiet_times))
+
+
+async def test_a_frame_waits_for_a_keep_alive_still_being_sent(settings: Any) -> None:
+    settings.SSE_KEEPALIVE_SECONDS = 0.05
+    order: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        body = message["body"]
+        order.append(f"start {body!r}")
+        if body == sse.KEEPALIVE:
+            await asyncio.sleep(0.1)  # a keep-alive stuck behind a slow client
+        order.append(f"end {body!r}")
+
+    async def late() -> AsyncIterator[bytes]:
+        await asyncio.sleep(0.07)  # the keep-alive starts at 0.05 and ends at 0.15
+        yield b"x"
+
+    await sse.pump(late(), send)
+    keepalive = repr(sse.KEEPALIVE)
+    assert order[:4] == [f"start {keepalive}", f"end {keepalive}", "start b'x'", "end b'x'"]
+
+
+async def test_a_keep_alive_that_fails_is_raised_by_the_next_frame(settings: Any) -> None:
+    settings.SSE_KEEPALIVE_SECONDS = 0.03
+    sends: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sends.append(message["body"])
+        if message["body"] == sse.KEEPALIVE:
+            raise OSError("the client's connection broke")
+
+    async def late() -> AsyncIterator[bytes]:
+        await asyncio.sleep(0.15)  # quiet: the first keep-alive fails, and no other is tried
+        yield b"x"
+
+    with pytest.raises(OSError, match="broke"):
+        await sse.pump(late(), send)
+    assert sends == [sse.KEEPALIVE]
 
 
 async def test_a_stream_asks_for_an_uncompressed_body(fake_upstream: FakeUpstream, settings: Any) -> None:

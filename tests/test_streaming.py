@@ -15,6 +15,7 @@ import orjson
 import pytest
 from django.http import StreamingHttpResponse
 
+from tests.conftest import SECRET, LiveServer
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
 
@@ -127,23 +128,36 @@ def test_it_closes_the_upstream_when_the_client_goes_away(
     )  # the public log names no conversation
 
 
-async def test_it_sends_keep_alive_comments_while_the_upstream_is_quiet(
-    fake_upstream: FakeUpstream, monkeypatch: Any
-) -> None:
+def test_it_sends_keep_alive_comments_while_the_upstream_is_quiet(fake_upstream: FakeUpstream) -> None:
+    server = LiveServer(
+        {"LLM_BASE_URL": fake_upstream.url, "LLM_API_KEY": SECRET, "SSE_KEEPALIVE_SECONDS": "0.2"}
+    )
+    try:
+        fake_upstream.queue(Reply(chunks=["a", "b"], chunk_delay=0.7))
+        with (
+            httpx.Client(base_url=server.url, timeout=10) as http,
+            stream_chat(http, {"message": "q"}) as response,
+        ):
+            parts = list(response.iter_raw())
+    finally:
+        server.stop()
+    body = b"".join(parts)
+    assert body.index(b"event: delta") < body.index(b": keep-alive\n\n") < body.rindex(b"event: delta")
+    assert 2 <= body.count(b": keep-alive\n\n") <= 4  # 0.7 s quiet, one every 0.2 s
+    assert body.rstrip().split(b"\n\n")[-1].startswith(b"event: done")
+
+
+async def test_django_s_own_client_gets_the_frames_without_the_edge(fake_upstream: FakeUpstream) -> None:
+    """Outside the edge (Django's test client) an event stream is an ordinary streaming answer."""
     from django.test import AsyncClient
 
-    from gateway import sse
-
-    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.2)
-    fake_upstream.queue(Reply(chunks=["a", "b"], chunk_delay=0.7))
+    fake_upstream.queue(Reply(chunks=["a", "b"]))
     response = await AsyncClient().post(
         "/chat/message", {"message": "q", "stream": True}, content_type="application/json"
     )
     assert isinstance(response, StreamingHttpResponse)
-    parts = [part async for part in response]
-    body = b"".join(parts)
-    assert sse.KEEPALIVE in parts
-    assert body.index(b"event: delta") < body.index(sse.KEEPALIVE) < body.rindex(b"event: delta")
+    body = b"".join([part async for part in response])
+    assert body.startswith(b'event: delta\ndata: {"delta":"a"}\n\nevent: delta\ndata: {"delta":"b"}\n\n')
     assert body.rstrip().split(b"\n\n")[-1].startswith(b"event: done")
 
 

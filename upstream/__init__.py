@@ -34,6 +34,9 @@ MAX_ERROR_BODY = 64 * 1024  # bytes of an upstream error body read, at most
 # Each open stream holds an upstream connection for its whole length: a lower cap (it was 200) made
 # the 201st simultaneous stream wait for another to end. The service's own connections bound it.
 UPSTREAM_MAX_CONNECTIONS = 10_000
+# How long an idle upstream connection is kept for the next call (httpx's default is 5 s): a new one
+# costs a TCP (and, to OpenRouter, a TLS) handshake, which a busy minute's calls should not pay again.
+UPSTREAM_KEEPALIVE_SECONDS = 60.0
 MAX_SSE_LINE = 16 * 2**20  # bytes of one unfinished upstream event line held, at most
 MAX_ERROR_MESSAGE = 2000  # characters of the provider's own error message passed on under /v1/
 CONTEXT_LENGTH = re.compile(
@@ -80,7 +83,9 @@ def _client_for_loop() -> httpx.AsyncClient:
     if _client is None or _client_loop is not loop or _client.is_closed:
         _client = httpx.AsyncClient(
             transport=AiohttpTransport(
-                limits=httpx.Limits(max_connections=UPSTREAM_MAX_CONNECTIONS, max_keepalive_connections=50)
+                limits=httpx.Limits(
+                    max_connections=UPSTREAM_MAX_CONNECTIONS, keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS
+                )
             ),
             timeout=httpx.Timeout(settings.LLM_TIMEOUT, connect=min(10.0, settings.LLM_TIMEOUT)),
         )
