@@ -5,6 +5,12 @@
 POST /stream answers `text/event-stream`: FLOOR_CHUNKS (40) `delta` frames FLOOR_DELAY_MS (50) apart,
 then one `done` frame, produced here with no upstream, no store and no middleware. What the gateway
 spends per chunk and per open stream beyond this is the cost of its own streaming path.
+
+POST /relay is the least a relay built on the gateway's libraries spends: the request body goes to
+FLOOR_UPSTREAM (an OpenAI-compatible base URL) with aiohttp (the library under the gateway's httpx
+transport; connections pooled and kept 60 s, as the gateway keeps them), and the upstream's bytes come
+back through the same StreamingHttpResponse as they arrive, unparsed: no SSE parsing, no JSON, no
+framing, no store, no checks.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
+import aiohttp
 import django
 from django.conf import settings
 from django.core.asgi import get_asgi_application
@@ -49,9 +56,30 @@ async def stream(request: HttpRequest) -> StreamingHttpResponse:
     return response
 
 
+UPSTREAM = os.environ.get("FLOOR_UPSTREAM", "")
+_session: aiohttp.ClientSession | None = None
+
+
+async def relayed(body: bytes) -> AsyncIterator[bytes]:
+    global _session
+    if _session is None:
+        _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
+    async with _session.post(
+        f"{UPSTREAM}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    ) as upstream:
+        async for data in upstream.content.iter_any():
+            yield data
+
+
+async def relay(request: HttpRequest) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(relayed(request.body), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
 async def health(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(iter([b"ok"]))
 
 
-urlpatterns = [path("stream", stream), path("health", health)]
+urlpatterns = [path("stream", stream), path("relay", relay), path("health", health)]
 application = get_asgi_application()

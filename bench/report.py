@@ -282,12 +282,17 @@ def _stream_figures(run: dict[str, Any]) -> str:
 
 def open_streams_rows(os_: dict[str, Any], cfg: Config) -> list[Row]:
     n, chunks, delay, floor = os_["streams"], os_["chunks"], os_["delay_ms"], os_["floor"]
+    relay = os_["relay"]
     rows = [
         Row(
             f"6. {n} open streams x {chunks} chunks / {delay} ms: client reading the fake directly",
             _stream_figures(os_["direct"]),
         ),
         Row("6. ... bare Django StreamingHttpResponse (the floor)", _stream_figures(os_["floor"])),
+        Row(
+            "6. ... the same relaying the upstream with aiohttp, unparsed (relay floor)",
+            _stream_figures(relay),
+        ),
     ]
     for key, label in (("chat", "POST /chat/message"), ("v1", "POST /v1/chat/completions")):
         run = os_[key]
@@ -307,6 +312,13 @@ def open_streams_rows(os_: dict[str, Any], cfg: Config) -> list[Row]:
                 f"{floor['cpu_us_per_chunk']:.0f} us)",
                 f"<= {TARGET_STREAM_CPU_RATIO:g}x, all complete",
                 run["cpu_ratio"] <= TARGET_STREAM_CPU_RATIO and whole,
+            )
+        )
+        rows.append(
+            Row(
+                f"6. ... {label}: CPU per chunk / relay floor's",
+                f"{run['cpu_ratio_relay']:.2f}x  ({run['cpu_us_per_chunk']:.0f} / "
+                f"{relay['cpu_us_per_chunk']:.0f} us)",
             )
         )
         rows.append(

@@ -7,12 +7,11 @@ into an UpstreamError with the status this service answers with.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -572,49 +571,33 @@ class UpstreamStream:
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
         now = asyncio.get_running_loop().time()
+        self._idle_seconds = settings.LLM_TIMEOUT
         self._ends_at = now + settings.LLM_STREAM_MAX_SECONDS
-        self._idle_until = now + settings.LLM_TIMEOUT
+        self._idle_until = now + self._idle_seconds
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Each chunk as the upstream sent it; error events, cut and overdue streams raise."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with contextlib.aclosing(self._lines()) as batches:
-                async for lines in batches:
-                    for line in lines:
-                        if not line.startswith(b"data:"):
-                            continue  # ": OPENROUTER PROCESSING" keep-alives, event names, blank lines
-                        self._idle_until = loop.time() + settings.LLM_TIMEOUT
-                        data = line[5:].strip()
-                        if data == b"[DONE]":
-                            return
-                        chunk = self._parse(data)
-                        if chunk is not None:
-                            yield chunk
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
-        if self.finish_reason is None:
-            raise _stream_failed(
-                "upstream_stream_cut", "The model provider's reply was cut off before it finished."
-            )
+        """Each chunk as the upstream sent it; error events, cut and overdue streams raise.
 
-    async def _lines(self) -> AsyncGenerator[list[bytes], None]:
-        """The body's complete lines, read by the network chunk (one deadline per read, not per line);
-        CR LF and lone CR end lines too, as in the SSE specification."""
+        The body is read by the network chunk (one deadline per read, not per line) and split into
+        lines here, in the one generator every chunk passes through; CR LF and lone CR end lines too,
+        as in the SSE specification."""
+        loop = asyncio.get_running_loop()
+        idle = self._idle_seconds
         raw = self._response.aiter_raw()
         watch = _StreamWatch()
         pending = b""
+        ended = False
         try:
-            while True:
+            while not ended:
                 try:
                     data = await watch.read(raw, min(self._idle_until, self._ends_at))
                 except StopAsyncIteration:
-                    if pending:
-                        yield [pending]
-                    return
+                    if not pending:
+                        break
+                    data, ended = b"\n", True  # a last line without its line end
                 except TimeoutError:
                     raise self._overdue() from None
-                pending += data
+                pending = pending + data if pending else data
                 if b"\r" in pending:  # a CR LF split between reads makes one more blank line: harmless
                     pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                 lines = pending.split(b"\n")
@@ -624,10 +607,24 @@ class UpstreamStream:
                         "upstream_invalid_response",
                         "The model provider sent a reply this service cannot use.",
                     )
-                if lines:
-                    yield lines
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue  # ": OPENROUTER PROCESSING" keep-alives, event names, blank lines
+                    self._idle_until = loop.time() + idle
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    chunk = self._parse(data)
+                    if chunk is not None:
+                        yield chunk
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
         finally:
             watch.close()
+        if self.finish_reason is None:
+            raise _stream_failed(
+                "upstream_stream_cut", "The model provider's reply was cut off before it finished."
+            )
 
     def _parse(self, data: bytes) -> dict[str, Any] | None:
         try:

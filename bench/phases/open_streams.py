@@ -5,9 +5,11 @@ chunks BENCH_CHUNK_DELAY_MS (50) apart, from bench/stream_client.py (its own pro
 1. direct: the client reads the fake upstream itself (what the client and the fake can do at all);
 2. floor: bench/floor_app.py, a bare Django StreamingHttpResponse under uvicorn that yields the same
    chunks and forwards nothing;
-3. POST /chat/message with stream=true, then 4. POST /v1/chat/completions with stream=true, each on
+3. relay: the same app (its own process) relaying the fake upstream's bytes with aiohttp, unparsed:
+   the least a relay on the gateway's libraries spends;
+4. POST /chat/message with stream=true, then 5. POST /v1/chat/completions with stream=true, each on
    a fresh single-worker service with the local store.
-All four run at once. Each target gets a small warm-up and a cold round, then WARM_ROUNDS warm rounds,
+All five run at once. Each target gets a small warm-up and a cold round, then WARM_ROUNDS warm rounds,
 the targets taking turns. Memory: the server's peak VmRSS while the cold round's streams are open,
 over its VmRSS just before, divided by the streams. CPU: the server's own CPU time (utime + stime from
 /proc/<pid>/stat) over a warm round, divided by the chunks it sent (a busy service's steady state:
@@ -196,11 +198,14 @@ def measure(targets: list[Target], *, streams: int, frames: int) -> dict[str, di
     return {t.name: _figures(streams, frames, colds[t.name], warm[t.name]) for t in targets}
 
 
-def start_floor(cfg_chunks: int, delay_ms: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_floor(
+    cfg_chunks: int, delay_ms: int, *, upstream: str = "", name: str = "floor"
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    log = RESULTS / "floor.log"
+    log = RESULTS / f"{name}.log"
     log.write_text("")
     env = {**os.environ, "FLOOR_CHUNKS": str(cfg_chunks), "FLOOR_DELAY_MS": str(delay_ms)}
+    env["FLOOR_UPSTREAM"] = upstream
     uvicorn = str(Path(sys.executable).parent / "uvicorn")
     proc = PROCS.spawn(
         [
@@ -270,6 +275,7 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
         {"message": "open stream {n}", "stream": True, "model": model, "conversation_id": f"os-{tag}-{{n}}"}
     )
     floor, floor_port = start_floor(chunks, delay)
+    relay, relay_port = start_floor(chunks, delay, upstream=fake.base, name="relay-floor")
     try:
         v1 = start_service(fake, "open-streams-v1")
         try:
@@ -284,6 +290,7 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
                     [],
                 ),
                 Target("floor", floor.pid, floor_port, "/stream", "{}", "event: done", []),
+                Target("relay", relay.pid, relay_port, "/relay", upstream_body, "[DONE]", []),
                 Target(
                     "chat",
                     svc.pid,
@@ -300,6 +307,7 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
             PROCS.stop(v1.proc)
     finally:
         PROCS.stop(floor)
+        PROCS.stop(relay)
     stored = [check_stored(svc, token, f"os-{tag}-c", streams, chunks, prefix_of_message="c")]
     stored += [
         check_stored(svc, token, f"os-{tag}-r{n}", streams, chunks, prefix_of_message=f"r{n}")
@@ -309,5 +317,6 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
     floor_cpu, floor_kib = out["floor"]["cpu_us_per_chunk"], out["floor"]["kib_per_stream"]
     for key in ("chat", "v1"):
         out[key]["cpu_ratio"] = out[key]["cpu_us_per_chunk"] / floor_cpu
+        out[key]["cpu_ratio_relay"] = out[key]["cpu_us_per_chunk"] / out["relay"]["cpu_us_per_chunk"]
         out[key]["memory_ratio"] = out[key]["kib_per_stream"] / floor_kib if floor_kib > 0 else float("inf")
     return out
