@@ -4,6 +4,7 @@ the read deadline's single timer, and the pump that sends frames with back-press
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import pytest
 import upstream
 from gateway import sse, turns
 from stores import Kind, get_store
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.fake_upstream import FakeUpstream, Reply, completion_body
 
 
 class Parts(httpx.AsyncByteStream):
@@ -273,6 +274,37 @@ async def test_a_stream_asks_for_an_uncompressed_body(fake_upstream: FakeUpstrea
         await upstream.aclose()
     assert "".join(texts).startswith("one two")
     assert fake_upstream.requests[-1].headers["accept-encoding"] == "identity"
+
+
+async def test_a_whole_completion_may_come_compressed(fake_upstream: FakeUpstream, settings: Any) -> None:
+    """Completions go out on the transport without httpx's client around it: the request still says
+    which encodings it takes, and a gzip body is decoded."""
+    settings.LLM_BASE_URL = fake_upstream.url
+    body = completion_body("fake/gzip", "packed reply")
+    fake_upstream.queue(
+        Reply(
+            body=gzip.compress(orjson.dumps(body)),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+    )
+    try:
+        completion = await upstream.complete(
+            upstream.UpstreamCall(
+                messages=[{"role": "user", "content": "hi"}],
+                model="openai/gpt-4o-mini",
+                max_tokens=10,
+                temperature=None,
+                api_key="sk-test",
+                extra={},
+            )
+        )
+    finally:
+        await upstream.aclose()
+    assert completion.content == "packed reply" and completion.model == "fake/gzip"
+    received = fake_upstream.requests[-1]
+    assert received.headers["accept-encoding"] == "gzip, deflate"
+    assert received.headers["authorization"] == "Bearer sk-test"
+    assert received.headers["host"] == fake_upstream.url.split("//")[1].split("/")[0]
 
 
 async def test_a_finished_stream_is_stored_with_its_call_even_if_the_client_goes_away_meanwhile() -> None:
