@@ -97,3 +97,22 @@ def test_it_refuses_a_django_whose_handler_changed() -> None:
     with mock.patch.object(edge.inspect, "getsource", return_value="async def handle(): ..."):
         with pytest.raises(ImproperlyConfigured, match="no longer closes responses"):
             edge.prepare_django()
+
+
+def test_it_remembers_the_match_of_a_path_without_parameters_only() -> None:
+    from django.test import RequestFactory
+    from django.urls import get_resolver
+
+    handler = edge.Handler()
+    factory = RequestFactory()
+    remembered = get_resolver().__dict__.setdefault("gateway_static", {})
+    remembered.clear()
+    first = handler.resolve_request(factory.post("/v1/chat/completions"))
+    again = factory.post("/v1/chat/completions")
+    assert handler.resolve_request(again) is first and again.resolver_match is first
+    one = handler.resolve_request(factory.get("/chat/conversations/one"))
+    two = handler.resolve_request(factory.get("/chat/conversations/two"))
+    assert (one.kwargs, two.kwargs) == ({"conversation_id": "one"}, {"conversation_id": "two"})
+    for probe in ("/no/such/path", "/no/such/path", "/v1/chat/completions/"):
+        assert handler.resolve_request(factory.get(probe)).route == "^.*$"  # the catch-all: a 404
+    assert set(remembered) == {"/v1/chat/completions"}
