@@ -252,21 +252,23 @@ async def test_a_keep_alive_that_fails_is_raised_by_the_next_frame(settings: Any
     assert sends == [sse.KEEPALIVE]
 
 
+def hello() -> upstream.UpstreamCall:
+    return upstream.UpstreamCall(
+        messages=[{"role": "user", "content": "hi"}],
+        model="openai/gpt-4o-mini",
+        max_tokens=10,
+        temperature=None,
+        api_key="sk-test",
+        extra={},
+    )
+
+
 async def test_a_stream_asks_for_an_uncompressed_body(fake_upstream: FakeUpstream, settings: Any) -> None:
     """A stream is read as it comes off the network (raw, never decoded): it asks the upstream for an
     uncompressed body, or a provider that compresses event streams would send bytes nobody decodes."""
     settings.LLM_BASE_URL = fake_upstream.url
     fake_upstream.queue(Reply(chunks=["one ", "two"]))
-    stream = await upstream.open_stream(
-        upstream.UpstreamCall(
-            messages=[{"role": "user", "content": "hi"}],
-            model="openai/gpt-4o-mini",
-            max_tokens=10,
-            temperature=None,
-            api_key="sk-test",
-            extra={},
-        )
-    )
+    stream = await upstream.open_stream(hello())
     try:
         texts = [upstream.delta_text(chunk) async for chunk in stream.chunks()]
     finally:
@@ -288,16 +290,7 @@ async def test_a_whole_completion_may_come_compressed(fake_upstream: FakeUpstrea
         )
     )
     try:
-        completion = await upstream.complete(
-            upstream.UpstreamCall(
-                messages=[{"role": "user", "content": "hi"}],
-                model="openai/gpt-4o-mini",
-                max_tokens=10,
-                temperature=None,
-                api_key="sk-test",
-                extra={},
-            )
-        )
+        completion = await upstream.complete(hello())
     finally:
         await upstream.aclose()
     assert completion.content == "packed reply" and completion.model == "fake/gzip"
