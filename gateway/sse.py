@@ -44,12 +44,13 @@ async def pump(source: AsyncIterator[bytes], send: Send) -> None:
     last_sent = loop.time()
     keepalive: asyncio.Future[None] | None = None
     timer: asyncio.TimerHandle | None = None
+    sending = False  # a frame is on its way (a slow client may hold it): no keep-alive is due
 
     def tick() -> None:
         nonlocal timer, keepalive, last_sent
         now = loop.time()
         # A keep-alive that failed is not replaced: the next frame raises its error.
-        if now >= last_sent + every and (keepalive is None or _succeeded(keepalive)):
+        if now >= last_sent + every and not sending and (keepalive is None or _succeeded(keepalive)):
             last_sent = now
             keepalive = asyncio.ensure_future(send(_body(KEEPALIVE)))
         timer = loop.call_at(max(now, last_sent) + every, tick)
@@ -60,8 +61,9 @@ async def pump(source: AsyncIterator[bytes], send: Send) -> None:
             if keepalive is not None:
                 await keepalive  # a frame waits for a keep-alive still going out (its error is raised here)
                 keepalive = None
-            last_sent = loop.time()
+            sending = True
             await send(_body(part))
+            sending, last_sent = False, loop.time()
     finally:
         timer.cancel()
         if keepalive is not None:

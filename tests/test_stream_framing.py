@@ -234,6 +234,22 @@ async def test_a_frame_waits_for_a_keep_alive_still_being_sent(settings: Any) ->
     assert order[:4] == [f"start {keepalive}", f"end {keepalive}", "start b'x'", "end b'x'"]
 
 
+async def test_no_keep_alive_goes_out_while_a_slow_client_holds_a_frame(settings: Any) -> None:
+    settings.SSE_KEEPALIVE_SECONDS = 0.05
+    sends: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sends.append(message["body"])
+        if message["body"] == b"x":
+            await asyncio.sleep(0.25)  # the client reads nothing for five keep-alive periods
+
+    async def one() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    await sse.pump(one(), send)
+    assert sends == [b"x"]
+
+
 async def test_a_keep_alive_that_fails_is_raised_by_the_next_frame(settings: Any) -> None:
     settings.SSE_KEEPALIVE_SECONDS = 0.03
     sends: list[bytes] = []
@@ -298,6 +314,31 @@ async def test_a_whole_completion_may_come_compressed(fake_upstream: FakeUpstrea
     assert received.headers["accept-encoding"] == "gzip, deflate"
     assert received.headers["authorization"] == "Bearer sk-test"
     assert received.headers["host"] == fake_upstream.url.split("//")[1].split("/")[0]
+    assert received.headers["user-agent"].startswith("python-httpx/")
+
+
+async def test_a_malformed_answer_is_an_unreachable_provider_not_our_error(settings: Any) -> None:
+    """What httpx_aiohttp does not map (here a broken status line) is a failed upstream call: 502."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 two hundred OK\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings.LLM_BASE_URL = f"http://127.0.0.1:{port}/api/v1"
+    settings.LLM_MAX_RETRIES = 0
+    try:
+        for attempt in (upstream.complete, upstream.open_stream):
+            with pytest.raises(upstream.UpstreamError) as failed:
+                await attempt(hello())
+            assert (failed.value.status, failed.value.code) == (502, "upstream_unreachable")
+    finally:
+        await upstream.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_finished_stream_is_stored_with_its_call_even_if_the_client_goes_away_meanwhile() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import aiohttp
 import httpx
 import orjson
 from django.conf import settings
@@ -37,6 +38,7 @@ UPSTREAM_MAX_CONNECTIONS = 10_000
 # How long an idle upstream connection is kept for the next call (httpx's default is 5 s): a new one
 # costs a TCP (and, to OpenRouter, a TLS) handshake, which a busy minute's calls should not pay again.
 UPSTREAM_KEEPALIVE_SECONDS = 60.0
+USER_AGENT = f"python-httpx/{httpx.__version__}"  # what httpx's client sends (completions go without it)
 MAX_SSE_LINE = 16 * 2**20  # bytes of one unfinished upstream event line held, at most
 MAX_ERROR_MESSAGE = 2000  # characters of the provider's own error message passed on under /v1/
 CONTEXT_LENGTH = re.compile(
@@ -129,7 +131,12 @@ async def _post_completion(body: bytes, headers: dict[str, str], *, stream: bool
             }
         },
     )
-    return await _transport_for_loop().handle_async_request(request)
+    try:
+        return await _transport_for_loop().handle_async_request(request)
+    except aiohttp.ClientError as exc:
+        # What httpx_aiohttp does not map (a malformed status line or header block): a failed
+        # connection to the provider like any other, not an error of ours.
+        raise httpx.RemoteProtocolError(type(exc).__name__) from None
 
 
 async def aclose() -> None:
@@ -142,6 +149,7 @@ async def aclose() -> None:
 def _headers(api_key: str) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
         "HTTP-Referer": settings.LLM_HTTP_REFERER,
         "X-Title": settings.LLM_APP_TITLE,
         "X-OpenRouter-Title": settings.LLM_APP_TITLE,
