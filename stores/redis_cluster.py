@@ -16,12 +16,9 @@ import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 
-from core.clock import utc_now_iso
 from stores.base import (
     CONVERSATION_OVERHEAD,
     Admission,
-    CallRecord,
-    Conversation,
     Count,
     Kind,
     RecordWrite,
@@ -34,6 +31,7 @@ from stores.base import (
 )
 from stores.redis_store import (
     RECORD,
+    SWAP_LAST_TURN,
     TALLY,
     TRIM_TURNS,
     Operation,
@@ -41,7 +39,6 @@ from stores.redis_store import (
     _admission,
     _function,
     _text,
-    _written,
     batch_script,
 )
 
@@ -54,6 +51,7 @@ from stores.redis_store import (
 # their owners' slots (RedisStore._settle). Every step is safe to run twice.
 CLUSTER_LIBRARY = (
     TRIM_TURNS
+    + SWAP_LAST_TURN
     + "local KINDS = {"
     + ", ".join(f"'{kind}'" for kind in Kind)
     + "}\n"
@@ -149,29 +147,8 @@ end
 local function conv_replace(K, A)
   local meta, msgs, costs = K[1], K[2], K[3]
   if redis.call('EXISTS', meta) == 0 then return false end
-  local n = tonumber(A[8])
-  local tail = redis.call('LRANGE', msgs, -4, -1)
-  local cut, freed = 0, 0
-  for i = #tail, 1, -1 do
-    local message = cjson.decode(tail[i])
-    cut = cut + 1
-    if message.tokens then freed = freed + tonumber(message.tokens) end
-    if message.role == 'user' then break end
-  end
-  if cut > 0 and cjson.decode(tail[#tail - cut + 1]).role ~= 'user' then cut = 0; freed = 0 end
-  local size = tonumber(redis.call('HGET', meta, 'size') or '0')
-  if cut > 0 then
-    for _, cost in ipairs(redis.call('LRANGE', costs, -cut, -1)) do size = size - tonumber(cost) end
-  end
-  for i = 1, cut do redis.call('RPOP', msgs); redis.call('RPOP', costs) end
-  if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', A[7]) end
-  for i = 1, n do
-    redis.call('RPUSH', msgs, A[8 + i])
-    redis.call('RPUSH', costs, A[8 + n + i])
-    size = size + tonumber(A[8 + n + i])
-  end
-  local total = tonumber(redis.call('HGET', meta, 'total_tokens') or '0') - freed + tonumber(A[4])
-  if total < 0 then total = 0 end
+  local size, total = swap_last_turn(
+    meta, msgs, costs, tonumber(redis.call('HGET', meta, 'size') or '0'), A[7], A, 8, tonumber(A[4]))
   redis.call('HSET', meta, 'updated_at', A[2], 'model', A[3], 'total_tokens', total, 'size', size)
   for _, key in ipairs({meta, msgs, costs, K[4]}) do redis.call('EXPIRE', key, tonumber(A[5])) end
   redis.call('ZADD', K[4], tonumber(A[6]), A[1])
@@ -537,33 +514,18 @@ class RedisClusterStore(RedisStore):
             raw_records += answer[2]
         return _admission(totals, meta_flat, raw_messages, raw_records)
 
-    async def commit(
-        self,
-        *,
-        turn: TurnWrite | None = None,
-        record: RecordWrite | None = None,
-        call: CallRecord | None = None,
-    ) -> Conversation | None:
-        operations: list[Operation] = []
-        now = utc_now_iso()
-        if turn is not None:
-            operations.append(self._cluster_turn_operation(turn, now))
-        if record is not None:
-            operations += self._record_operations(record)
-        if call is not None:
-            operations += self._call_operations(call)
-        if not operations:
-            return None
-        results = await self._batch(operations)
+    async def _after_commit(
+        self, turn: TurnWrite | None, record: RecordWrite | None, results: list[Any]
+    ) -> None:
+        """The steps after the owner's slot: the records an index let go are deleted, and a turn written
+        is brought into the shared accounting and its quota."""
         if record is not None:
             await self._drop_records(record.kind, results[2 if turn is not None else 1])
-        if turn is None or not results[0]:
-            return None
-        if results[0][3] is not None:  # a replayed turn of a conversation since gone: nothing to count
+        # a replayed turn of a conversation since gone (no size) has nothing to count
+        if turn is not None and results[0] and results[0][3] is not None:
             await self._account(turn, int(results[0][3]), int(results[0][4]))
-        return _written(turn, now, results[0])
 
-    def _cluster_turn_operation(self, turn: TurnWrite, now: str) -> Operation:
+    def _turn_operation(self, turn: TurnWrite, now: str) -> Operation:
         base = self._conversation(turn.kind, turn.owner, turn.conversation_id)
         encoded = [orjson.dumps(m) for m in turn.messages]
         costs = [encoded_cost(e) for e in encoded]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -84,8 +85,41 @@ local function trim_turns(meta, msgs, costs, n, max_messages, size, cap)
 end
 """
 
+# The last turn (from its user message on) swapped for the n messages at args[at + 1 ...] and their n
+# costs after them (both stores' replace): the dropped replies' tokens leave the total and `tokens`
+# join it, the dropped costs leave `size` and the new ones join it; an emptied conversation takes
+# `title`. Answers the size and the token total after.
+SWAP_LAST_TURN = """
+local function swap_last_turn(meta, msgs, costs, size, title, args, at, tokens)
+  local n = tonumber(args[at])
+  local tail = redis.call('LRANGE', msgs, -4, -1)
+  local cut, freed = 0, 0
+  for i = #tail, 1, -1 do
+    local message = cjson.decode(tail[i])
+    cut = cut + 1
+    if message.tokens then freed = freed + tonumber(message.tokens) end
+    if message.role == 'user' then break end
+  end
+  if cut > 0 and cjson.decode(tail[#tail - cut + 1]).role ~= 'user' then cut = 0; freed = 0 end
+  if cut > 0 then
+    for _, cost in ipairs(redis.call('LRANGE', costs, -cut, -1)) do size = size - tonumber(cost) end
+  end
+  for i = 1, cut do redis.call('RPOP', msgs); redis.call('RPOP', costs) end
+  if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', title) end
+  for i = 1, n do
+    redis.call('RPUSH', msgs, args[at + i])
+    redis.call('RPUSH', costs, args[at + n + i])
+    size = size + tonumber(args[at + n + i])
+  end
+  local total = tonumber(redis.call('HGET', meta, 'total_tokens') or '0') - freed + tokens
+  if total < 0 then total = 0 end
+  return size, total
+end
+"""
+
 LIBRARY = (
     TRIM_TURNS
+    + SWAP_LAST_TURN
     + """
 local function detach(prefix, member)
   local bytes = tonumber(redis.call('HGET', prefix .. 'sizes', member)) or 0
@@ -215,31 +249,11 @@ return {length, tokens}
 REPLACE = """
 local meta, msgs, costs = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return false end
-local prefix, member, n = ARGV[1], ARGV[2], tonumber(ARGV[9])
+local prefix, member = ARGV[1], ARGV[2]
 local ttl, score = tonumber(ARGV[6]), tonumber(ARGV[7])
-local tail = redis.call('LRANGE', msgs, -4, -1)
-local cut, freed = 0, 0
-for i = #tail, 1, -1 do
-  local message = cjson.decode(tail[i])
-  cut = cut + 1
-  if message.tokens then freed = freed + tonumber(message.tokens) end
-  if message.role == 'user' then break end
-end
-if cut > 0 and cjson.decode(tail[#tail - cut + 1]).role ~= 'user' then cut = 0; freed = 0 end
 local quota = redis.call('HGET', prefix .. 'owners', member)
-local size = detach(prefix, member)
-if cut > 0 then
-  for _, cost in ipairs(redis.call('LRANGE', costs, -cut, -1)) do size = size - tonumber(cost) end
-end
-for i = 1, cut do redis.call('RPOP', msgs); redis.call('RPOP', costs) end
-if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', ARGV[8]) end
-for i = 1, n do
-  redis.call('RPUSH', msgs, ARGV[9 + i])
-  redis.call('RPUSH', costs, ARGV[9 + n + i])
-  size = size + tonumber(ARGV[9 + n + i])
-end
-local total = tonumber(redis.call('HGET', meta, 'total_tokens') or '0') - freed + tonumber(ARGV[5])
-if total < 0 then total = 0 end
+local size, total = swap_last_turn(
+  meta, msgs, costs, detach(prefix, member), ARGV[8], ARGV, 9, tonumber(ARGV[5]))
 redis.call('HSET', meta, 'updated_at', ARGV[3], 'model', ARGV[4], 'total_tokens', total)
 for _, key in ipairs({meta, msgs, costs, KEYS[5]}) do redis.call('EXPIRE', key, ttl) end
 local slot = string.sub(member, string.find(member, ':', 1, true) + 1)
@@ -395,7 +409,8 @@ return total
 
 def _function(name: str, body: str) -> str:
     """A script body above as a Lua function of its own keys and arguments (K, A)."""
-    return f"local function {name}(K, A)\n{body.replace('KEYS[', 'K[').replace('ARGV[', 'A[')}\nend\n"
+    body = re.sub(r"\bARGV\b", "A", re.sub(r"\bKEYS\b", "K", body))
+    return f"local function {name}(K, A)\n{body}\nend\n"
 
 
 # Several writes in one script: one round trip, all or nothing. KEYS[1] is the batch's own key: a batch
@@ -721,15 +736,21 @@ class RedisStore:
         if turn is not None:
             operations.append(self._turn_operation(turn, now))
         if record is not None:
-            operations.append(self._record_operation(record))
+            operations += self._record_operations(record)
         if call is not None:
             operations += self._call_operations(call)
         if not operations:
             return None
         results = await self._batch(operations)
+        await self._after_commit(turn, record, results)
         if turn is None or not results[0]:
             return None
         return _written(turn, now, results[0])
+
+    async def _after_commit(
+        self, turn: TurnWrite | None, record: RecordWrite | None, results: list[Any]
+    ) -> None:
+        """What a commit's batch leaves to do (nothing on one Redis: its scripts did it all)."""
 
     def _turn_operation(self, turn: TurnWrite, now: str) -> Operation:
         slot = slot_of(turn.owner, turn.conversation_id)
@@ -767,12 +788,12 @@ class RedisStore:
         ]
         return "append", keys, [*args, *encoded, *costs]
 
-    def _record_operation(self, record: RecordWrite) -> Operation:
+    def _record_operations(self, record: RecordWrite) -> list[Operation]:
         slot = slot_of(record.owner, record.record_id)
         keys = [self._record(record.kind, record.owner, record.record_id), self._records(record.kind)]
         args: list[Any] = [orjson.dumps(record.record), settings.CONVERSATION_TTL, repr(time.time())]
         base = self._owned(record.owner, f"record:{record.kind}:")
-        return "put_record", keys, [*args, settings.CONVERSATION_MAX, base, slot]
+        return [("put_record", keys, [*args, settings.CONVERSATION_MAX, base, slot])]
 
     def _call_operations(self, call: CallRecord) -> list[Operation]:
         keys = [self._stats_key(), self._stats_key(":models"), self._stats_key(":errors")]
