@@ -35,7 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import ResolverMatch, get_resolver
 
-from core import metrics, redact, telemetry
+from core import lifetime, metrics, redact, telemetry
 
 DJANGO_WRITTEN_FOR = (5, 2)
 # request_finished receivers that may run inline on the event loop: they do no I/O.
@@ -246,6 +246,8 @@ class Edge:
             "client": (scope.get("client") or ("-", 0))[0],
         }
         token = telemetry.request_context.set(context)
+        left_open: list[lifetime.Closer] = []
+        opened_token = lifetime.opened.set(left_open)
         started = time.perf_counter()
         status = 0
         logged = False
@@ -287,6 +289,9 @@ class Edge:
         try:
             await self.django_app(scope, receive_until_answered, send_with_id)
         finally:
+            if left_open:
+                await lifetime.close_all(left_open)
+            lifetime.opened.reset(opened_token)
             if not logged:
                 finished(scope, context, status, time.perf_counter() - started)
             telemetry.request_context.reset(token)

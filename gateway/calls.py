@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 
 import upstream
-from core import metrics, telemetry
+from core import lifetime, metrics, telemetry
 from core.errors import ServiceError
 from gateway import guards
 from stores import get_store
@@ -89,12 +89,22 @@ async def complete(call: upstream.UpstreamCall) -> tuple[upstream.Completion, di
 
 
 async def open_and_record(call: upstream.UpstreamCall) -> upstream.UpstreamStream:
-    """Open a streaming upstream call; a failure to open is counted."""
+    """Open a streaming upstream call; a failure to open is counted. A stream nobody ever relays (its
+    client gone before the answer's first byte) is closed and counted when the request ends."""
     try:
-        return await upstream.open_stream(call)
+        stream = await upstream.open_stream(call)
     except ServiceError as exc:
         await record(call.model, error=exc.code)
         raise
+
+    async def close_unrelayed() -> None:
+        if not stream.closed:  # a relayed stream is closed by its Relay, whatever happened
+            await stream.aclose()
+            await record(stream.model, error="client_disconnected")
+            logger.info("client left before the stream's first byte; upstream request closed")
+
+    lifetime.close_at_end(close_unrelayed)
+    return stream
 
 
 def relaying(stream: upstream.UpstreamStream, *, counted: bool = True) -> Relay:

@@ -12,13 +12,17 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from unittest import mock
 from urllib.parse import urlparse
 
+import orjson
 import pytest
 
+import upstream
 from gateway import sse
+from stores import get_store
 from tests.conftest import SECRET, LiveServer
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Reply
 
 REQUEST = (
     b"POST /chat/message HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -94,3 +98,64 @@ async def test_it_retrieves_the_last_step_of_a_source_when_its_client_leaves() -
         loop.set_exception_handler(previous)
     assert reported == []
     assert closed == started >= 7  # every source that started was closed (not one cancelled before it ran)
+
+
+async def test_a_client_gone_before_the_first_byte_closes_the_upstream_stream(
+    fake_upstream: FakeUpstream,
+) -> None:
+    """The client leaves while the answer's head is on its way (its socket never drains): nothing ever
+    iterates the frames, so no Relay closes the upstream stream. It is closed, and counted, when the
+    request ends, even while something still holds it (before, only the garbage collector closed it,
+    and the provider kept generating meanwhile)."""
+    from config.asgi import application
+
+    fake_upstream.queue(Reply(endless=True, chunk_delay=0.05))
+    opened: list[upstream.UpstreamStream] = []
+    real_open = upstream.open_stream
+
+    async def open_and_keep(call: upstream.UpstreamCall) -> upstream.UpstreamStream:
+        opened.append(await real_open(call))
+        return opened[-1]
+
+    body = orjson.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True})
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    head_sent, leave = asyncio.Event(), asyncio.Event()
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop()
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200
+            head_sent.set()
+            await asyncio.Future()  # writes paused: the head never leaves
+
+    before = (await get_store().usage())["errors_by_kind"].get("client_disconnected", 0)
+    with mock.patch.object(upstream, "open_stream", open_and_keep):
+        served = asyncio.create_task(application(scope, receive, send))
+        await asyncio.wait_for(head_sent.wait(), 10)
+        leave.set()
+        await asyncio.wait_for(served, 10)
+    assert len(opened) == 1 and opened[0].closed
+    assert (await get_store().usage())["errors_by_kind"].get("client_disconnected", 0) == before + 1
+    for _ in range(100):  # the fake's writer thread finds out at its next write
+        if fake_upstream.disconnects:
+            break
+        await asyncio.sleep(0.05)
+    assert fake_upstream.disconnects == 1  # the provider saw the connection go

@@ -715,6 +715,10 @@ class UpstreamStream:
                     raise _stream_failed("upstream_error", "The model provider reported an error mid-reply.")
                 self.finish_reason = choice["finish_reason"]
 
+    @property
+    def closed(self) -> bool:
+        return self._response.is_closed
+
     async def aclose(self) -> None:
         """Close the upstream connection (at once, if the reply is unfinished)."""
         await self._response.aclose()
