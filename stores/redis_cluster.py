@@ -116,24 +116,22 @@ end
 local function conv_append(K, A)
   local meta, msgs, costs, mine = K[1], K[2], K[3], K[4]
   local ttl, score, cap, n = tonumber(A[5]), tonumber(A[6]), tonumber(A[7]), tonumber(A[12])
-  local size
+  local size, tokens = 0, tonumber(A[3])
   if redis.call('EXISTS', meta) == 0 then
     redis.call('DEL', msgs, costs)
-    redis.call('HSET', meta, 'id', A[9], 'created_at', A[1], 'total_tokens', 0, 'dropped_messages', 0,
-      'owner', A[8], 'title', A[10], 'version', math.floor(tonumber(A[6])) * 1000000)
+    redis.call('HSET', meta, 'id', A[9], 'created_at', A[1], 'total_tokens', tokens, 'dropped_messages', 0,
+      'owner', A[8], 'title', A[10], 'version', math.floor(tonumber(A[6])) * 1000000,
+      'updated_at', A[1], 'model', A[2])
     size = tonumber(A[11])
   else
     size = tonumber(redis.call('HGET', meta, 'size') or A[11])
+    redis.call('HSET', meta, 'updated_at', A[1], 'model', A[2])
+    tokens = redis.call('HINCRBY', meta, 'total_tokens', tokens)
   end
-  redis.call('HSET', meta, 'updated_at', A[1], 'model', A[2])
-  local tokens = redis.call('HINCRBY', meta, 'total_tokens', tonumber(A[3]))
-  for i = 1, n do
-    redis.call('RPUSH', msgs, A[12 + i])
-    redis.call('RPUSH', costs, A[12 + n + i])
-    size = size + tonumber(A[12 + n + i])
-  end
-  local length
-  length, size = trim_turns(meta, msgs, costs, n, tonumber(A[4]), size, cap)
+  local length = push_all(msgs, A, 12, n)
+  push_all(costs, A, 12 + n, n)
+  for i = 1, n do size = size + tonumber(A[12 + n + i]) end
+  length, size = trim_turns(meta, msgs, costs, n, length, tonumber(A[4]), size, cap)
   redis.call('HSET', meta, 'size', size)
   local version = string.format('%d', redis.call('HINCRBY', meta, 'version', 1))
   redis.call('ZADD', mine, score, A[8] .. '/' .. A[9])

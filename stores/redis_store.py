@@ -59,12 +59,22 @@ BATCH_ID_TTL = 60  # seconds a batch's own key stays: redis-py retries at once, 
 # `sizes` ("<kind>:<id>" -> what it costs), `owners` ("<kind>:<id>" -> quota key), `bytes` (what all
 # cost), `quota:<key>:bytes` and `quota:<key>:lru` (one quota key's). `sizes` and `owners` outlive an
 # expired conversation's keys, so the totals are always corrected when it is forgotten.
+# The n values at args[at + 1 ...] pushed onto `list` (both stores' append and replace): a command per
+# thousand, not one each (a command costs a script more than its work). Answers the list's length after.
 # A conversation's own bounds (both stores' append): whole turns go, oldest first, while it holds more
-# than `max_messages` messages or more than `cap` bytes; its `n` newest messages always stay. Answers
-# its length and size after.
+# than `max_messages` messages (`length`, as push_all answered) or more than `cap` bytes; its `n`
+# newest messages always stay. Answers its length and size after.
 TRIM_TURNS = """
-local function trim_turns(meta, msgs, costs, n, max_messages, size, cap)
-  local length = redis.call('LLEN', msgs)
+local function push_all(list, args, at, n)
+  if n == 0 then return redis.call('LLEN', list) end
+  local length
+  for first = at + 1, at + n, 1000 do
+    length = redis.call('RPUSH', list, unpack(args, first, math.min(first + 999, at + n)))
+  end
+  return length
+end
+
+local function trim_turns(meta, msgs, costs, n, length, max_messages, size, cap)
   local excess = length - max_messages
   if excess > 0 and excess % 2 == 1 then excess = excess + 1 end
   if length > n and (excess > 0 or size > cap) then
@@ -106,11 +116,9 @@ local function swap_last_turn(meta, msgs, costs, size, title, args, at, tokens)
   end
   for i = 1, cut do redis.call('RPOP', msgs); redis.call('RPOP', costs) end
   if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', title) end
-  for i = 1, n do
-    redis.call('RPUSH', msgs, args[at + i])
-    redis.call('RPUSH', costs, args[at + n + i])
-    size = size + tonumber(args[at + n + i])
-  end
+  push_all(msgs, args, at, n)
+  push_all(costs, args, at + n, n)
+  for i = 1, n do size = size + tonumber(args[at + n + i]) end
   local total = tonumber(redis.call('HGET', meta, 'total_tokens') or '0') - freed + tokens
   if total < 0 then total = 0 end
   return size, total
@@ -144,8 +152,7 @@ local function forget(prefix, member)
   local slash = string.find(id, '/', 1, true)
   if slash then redis.call('ZREM', prefix .. 'mine:' .. kind .. ':' .. string.sub(id, 1, slash - 1), id) end
   redis.call('ZREM', prefix .. 'lru', member)
-  detach(prefix, member)
-  return existed > 0
+  return existed > 0, detach(prefix, member)
 end
 
 local function expire(prefix, cutoff)
@@ -177,28 +184,25 @@ local client_max, store_max, n = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumbe
 local member = kind .. ':' .. id
 local lru, total = prefix .. 'lru', prefix .. 'bytes'
 expire(prefix, score - ttl)
-local size = 0
+local size, tokens = 0, tonumber(ARGV[4])
 if redis.call('EXISTS', meta) == 0 then
   -- what an expired conversation of this id left behind (its figures are kept until it is forgotten)
   if redis.call('HEXISTS', prefix .. 'sizes', member) == 1 then forget(prefix, member) end
-  redis.call('HSET', meta, 'id', ARGV[17], 'created_at', now, 'total_tokens', 0, 'dropped_messages', 0,
-    'owner', ARGV[16], 'title', ARGV[18])
+  redis.call('HSET', meta, 'id', ARGV[17], 'created_at', now, 'total_tokens', tokens, 'dropped_messages', 0,
+    'owner', ARGV[16], 'title', ARGV[18], 'updated_at', now, 'model', model)
 else
   size = detach(prefix, member)
+  redis.call('HSET', meta, 'updated_at', now, 'model', model)
+  tokens = redis.call('HINCRBY', meta, 'total_tokens', tokens)
 end
 if size == 0 then size = tonumber(ARGV[14]) end
-redis.call('HSET', meta, 'updated_at', now, 'model', model)
-local tokens = redis.call('HINCRBY', meta, 'total_tokens', tonumber(ARGV[4]))
-for i = 1, n do
-  redis.call('RPUSH', msgs, ARGV[18 + i])
-  redis.call('RPUSH', costs, ARGV[18 + n + i])
-  size = size + tonumber(ARGV[18 + n + i])
-end
+local length = push_all(msgs, ARGV, 18, n)
+push_all(costs, ARGV, 18 + n, n)
+for i = 1, n do size = size + tonumber(ARGV[18 + n + i]) end
 -- the conversation's own bounds: whole turns go, oldest first; the new messages always stay
 local cap = store_max
 if owner ~= '' and client_max > 0 and client_max < cap then cap = client_max end
-local length
-length, size = trim_turns(meta, msgs, costs, n, max_messages, size, cap)
+length, size = trim_turns(meta, msgs, costs, n, length, max_messages, size, cap)
 redis.call('EXPIRE', meta, ttl)
 redis.call('EXPIRE', msgs, ttl)
 redis.call('EXPIRE', costs, ttl)
@@ -207,28 +211,31 @@ redis.call('ZADD', mine, score, id)
 redis.call('EXPIRE', mine, ttl)
 redis.call('ZADD', lru, score, member)
 redis.call('HSET', prefix .. 'sizes', member, size)
-redis.call('INCRBY', total, size)
+local stored, used = redis.call('INCRBY', total, size), 0
 if owner ~= '' then
   local quota = prefix .. 'quota:' .. owner
   redis.call('HSET', prefix .. 'owners', member, owner)
   redis.call('ZADD', quota .. ':lru', score, member)
-  redis.call('INCRBY', quota .. ':bytes', size)
+  used = redis.call('INCRBY', quota .. ':bytes', size)
 end
 -- the shared bounds: the client's quota (its own oldest go), the store's bytes, the count per kind
+-- (a victim's bytes leave both totals, as forget takes them off: no command to read them again)
 local evicted = 0
 if owner ~= '' and client_max > 0 then
   local quota = prefix .. 'quota:' .. owner
-  while (tonumber(redis.call('GET', quota .. ':bytes')) or 0) > client_max do
+  while used > client_max do
     local victim = oldest_other(quota .. ':lru', member)
     if not victim then break end
-    forget(prefix, victim)
+    local _, freed = forget(prefix, victim)
+    used, stored = used - freed, stored - freed
     evicted = evicted + 1
   end
 end
-while (tonumber(redis.call('GET', total)) or 0) > store_max do
+while stored > store_max do
   local victim = oldest_other(lru, member)
   if not victim then break end
-  forget(prefix, victim)
+  local _, freed = forget(prefix, victim)
+  stored = stored - freed
   evicted = evicted + 1
 end
 while redis.call('ZCARD', index) > max_conversations do
@@ -338,10 +345,10 @@ return redis.call('DEL', KEYS[2])
 # the rest are counted under.
 RECORD = """
 local model, per_model = ARGV[1], KEYS[4]
-if redis.call('SISMEMBER', KEYS[2], model) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[5]) then
-  model, per_model = ARGV[6], KEYS[5]
+if redis.call('SISMEMBER', KEYS[2], model) == 0 then
+  if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[5]) then model, per_model = ARGV[6], KEYS[5] end
+  redis.call('SADD', KEYS[2], model)
 end
-redis.call('SADD', KEYS[2], model)
 redis.call('HINCRBY', KEYS[1], 'requests', 1)
 redis.call('HINCRBY', per_model, 'requests', 1)
 redis.call('HINCRBY', per_model, 'prompt_tokens', tonumber(ARGV[2]))
