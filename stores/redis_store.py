@@ -388,7 +388,8 @@ for i = 1, n do
   local amount = tonumber(ARGV[1 + 2 * i])
   if amount > 0 then
     out[i] = redis.call('INCRBY', KEYS[i], amount)
-    redis.call('EXPIRE', KEYS[i], ARGV[2 + 2 * i])
+    -- a window's counter is a key of its own: it needs its lifetime once, when this made it
+    if out[i] == amount then redis.call('EXPIRE', KEYS[i], ARGV[2 + 2 * i]) end
   else
     out[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
   end
@@ -408,8 +409,9 @@ return out
 
 # KEYS: the counter. ARGV: the amount, its lifetime (seconds). Adds to a fixed-window counter.
 TALLY = """
-local total = redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+local amount = tonumber(ARGV[1])
+local total = redis.call('INCRBY', KEYS[1], amount)
+if total == amount then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
 return total
 """
 

@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 
 from stores import ConversationStore, Kind, reset_store
-from stores.base import CallRecord, Count, RecordWrite, TurnWrite, message_cost, stored_id
+from stores.base import CallRecord, Count, RecordWrite, TurnWrite, fixed_window, message_cost, stored_id
 from stores.local import LocalStore
 from stores.redis_cluster import RedisClusterStore
 from stores.redis_store import RedisStore
@@ -432,6 +432,21 @@ async def test_it_tallies_amounts_in_fixed_windows(store: ConversationStore) -> 
     assert (await store.tally("budget:other", 5, 3600))[0] == 5
     with mock.patch("time.time", return_value=time.time() + 3600):
         assert (await store.tally("budget:t", 0, 3600))[0] == 0
+
+
+async def test_a_window_counter_lives_no_longer_than_its_window(store: ConversationStore) -> None:
+    """A counter's window ends it: on Redis, its lifetime is set when the window's first count makes
+    it (later counts leave it), by the rate limit's hit and by a tally alike."""
+    for _ in range(2):
+        await store.hit("rate:t", 60)
+        await store.tally("budget:t", 7, 60)
+    if isinstance(store, RedisStore):
+        for key in ("rate:t", "budget:t"):
+            ttl = await store._redis.ttl(store._counter(key, fixed_window(60)[0]))
+            assert 0 < ttl <= 61, (key, ttl)
+    with mock.patch("time.time", return_value=time.time() + 60):
+        assert (await store.hit("rate:t", 60))[0] == 1
+        assert (await store.tally("budget:t", 0, 60))[0] == 0
 
 
 async def test_it_deletes_one_message_by_its_id(store: ConversationStore) -> None:
