@@ -67,7 +67,9 @@ class PreparedResponse:
     ancestors: list[str]  # the chain before this response, newest first
     call: upstream.UpstreamCall
     turn_id: str | None = None  # its turn in a conversation (see turns.turn_id_for)
-    quota_key: str | None = None  # whose storage quota a turn appended to a conversation counts against
+    quota_key: str | None = (
+        None  # whose storage quota its turn in a conversation and its record count against
+    )
 
 
 def reads(request: ResponseRequest, owner: str) -> dict[str, Any]:
@@ -353,6 +355,7 @@ async def keep(
                 "ancestors": prepared.ancestors,
             },
             owner=prepared.owner,
+            quota_key=prepared.quota_key,
         )
         if request.store
         else None,

@@ -107,6 +107,7 @@ class RecordWrite:
     record_id: str
     record: dict[str, Any]
     owner: str
+    quota_key: str | None = None  # whose CLIENT_STORAGE_BYTES its bytes count against (None: nobody's)
 
 
 @dataclass(frozen=True)
@@ -242,10 +243,14 @@ class ConversationStore(Protocol):
         """Remove one message (by `stored_id()`) from a conversation; False when there was none."""
         ...
 
-    async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
-        """Keep a small JSON document (a stored response, a conversation's metadata) for the owner, on
-        the conversations' terms: CONVERSATION_TTL seconds, at most CONVERSATION_MAX of a kind (the
-        least recently written go first)."""
+    async def put_record(
+        self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str, quota_key: str | None = None
+    ) -> None:
+        """Keep a JSON document (a stored response, a conversation's metadata) for the owner, on the
+        conversations' terms: CONVERSATION_TTL seconds, at most CONVERSATION_MAX of a kind, and its
+        kind's bytes within what the conversations and the other kinds' records leave of STORE_MAX_BYTES
+        (the least recently written of its kind go first). With a `quota_key`, that key's records of a
+        kind cost at most CLIENT_STORAGE_BYTES: beyond it its own oldest go, nobody else's."""
         ...
 
     async def get_records(

@@ -298,7 +298,9 @@ class LocalStore:
                 turn_id=turn.turn_id,
             )
         if record is not None:
-            await self.put_record(record.kind, record.record_id, record.record, owner=record.owner)
+            await self.put_record(
+                record.kind, record.record_id, record.record, owner=record.owner, quota_key=record.quota_key
+            )
         if call is not None:
             await self.record_call(
                 call.model,
@@ -384,12 +386,18 @@ class LocalStore:
         self.changes += 1
         return True
 
-    async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
-        records = self._records[kind]
-        others = self._record_bytes() - records.bytes
-        room = settings.STORE_MAX_BYTES - self._bytes - others
-        self._stats.evictions += records.put(slot_of(owner, record_id), orjson.dumps(record), room=room)
+    async def put_record(
+        self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str, quota_key: str | None = None
+    ) -> None:
+        slot, raw = slot_of(owner, record_id), orjson.dumps(record)
+        self._stats.evictions += self._records[kind].put(
+            slot, raw, room=self._room(kind), quota_key=quota_key
+        )
         self.changes += 1
+
+    def _room(self, kind: Kind) -> int:
+        """What the conversations and the other kinds' records leave of STORE_MAX_BYTES to a kind's."""
+        return settings.STORE_MAX_BYTES - self._bytes - (self._record_bytes() - self._records[kind].bytes)
 
     def _record_bytes(self) -> int:
         return sum(records.bytes for records in self._records.values())
@@ -453,12 +461,14 @@ class LocalStore:
         """One record's JSON, as kept; safe from the snapshot's thread."""
         return self._records[kind].read(slot)
 
-    def restore_record(self, kind: Kind, slot: str, raw: bytes, expires_in: float) -> int:
+    def restore_record(
+        self, kind: Kind, slot: str, raw: bytes, expires_in: float, quota_key: str | None = None
+    ) -> int:
         """Put back one saved record (start-up), least recently written first; over the bounds the
         oldest go. How many went."""
-        records = self._records[kind]
-        room = settings.STORE_MAX_BYTES - self._bytes - (self._record_bytes() - records.bytes)
-        return records.put(slot, raw, expires_in=expires_in, room=room)
+        return self._records[kind].put(
+            slot, raw, expires_in=expires_in, room=self._room(kind), quota_key=quota_key
+        )
 
     def restore_usage(self, usage: dict[str, Any]) -> None:
         """Put back saved usage figures (the shape `contents` gives)."""
@@ -524,7 +534,8 @@ class LocalContents:
     wall_minus_monotonic: float  # add to a monotonic expiry for wall-clock seconds
     index: dict[Kind, list[tuple[str, float]]]  # (slot, monotonic expiry), least recently active first
     usage: dict[str, Any]
-    records: dict[Kind, list[tuple[str, float]]] = field(default_factory=dict)  # the same, for records
+    # (slot, monotonic expiry, quota key) of each record, least recently written first
+    records: dict[Kind, list[tuple[str, float, str | None]]] = field(default_factory=dict)
 
 
 def _ends(conversation: Conversation) -> Conversation:
@@ -555,21 +566,38 @@ def _trim(entry: _Entry, *, keep: int, cap: int) -> None:
     conversation.message_count = len(messages)
 
 
+@dataclass(eq=False)
+class _RecordQuota:
+    """One quota key's records of a kind: their slots, least recently written first, and their cost."""
+
+    bytes: int = 0
+    slots: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+
 class _Records:
-    """One kind's records: JSON bytes by slot, oldest write first, each with its expiry (monotonic).
-    Kept as bytes, so a caller's later change to a record it put or got never reaches the store. Bounded
-    like conversations: CONVERSATION_TTL, at most CONVERSATION_MAX of them, and their bytes at most the
-    `room` STORE_MAX_BYTES leaves beside the conversations and other records (the least recently written
-    go first; the one just written always stays)."""
+    """One kind's records: JSON bytes by slot, oldest write first, each with its expiry (monotonic) and
+    the quota key it counts against. Kept as bytes, so a caller's later change to a record it put or got
+    never reaches the store. Bounded like conversations: CONVERSATION_TTL, at most CONVERSATION_MAX of
+    them, a quota key's at most CLIENT_STORAGE_BYTES (its own oldest go first), and their bytes at most
+    the `room` STORE_MAX_BYTES leaves beside the conversations and other records (the least recently
+    written go first); the one just written always stays."""
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, bytes, str | None]] = OrderedDict()
+        self._quotas: dict[str, _RecordQuota] = {}
         self.bytes = 0
 
-    def _pop(self, slot: str) -> tuple[float, bytes] | None:
+    def _pop(self, slot: str) -> tuple[float, bytes, str | None] | None:
         entry = self._entries.pop(slot, None)
         if entry is not None:
-            self.bytes -= _record_cost(entry[1])
+            cost = _record_cost(entry[1])
+            self.bytes -= cost
+            if entry[2] is not None:
+                quota = self._quotas[entry[2]]
+                quota.bytes -= cost
+                del quota.slots[slot]
+                if not quota.slots:
+                    del self._quotas[entry[2]]
         return entry
 
     def _prune(self) -> None:
@@ -577,14 +605,31 @@ class _Records:
         while self._entries and (oldest := next(iter(self._entries.items())))[1][0] <= now:
             self._pop(oldest[0])
 
-    def put(self, slot: str, raw: bytes, *, room: int, expires_in: float | None = None) -> int:
+    def put(
+        self,
+        slot: str,
+        raw: bytes,
+        *,
+        room: int,
+        quota_key: str | None = None,
+        expires_in: float | None = None,
+    ) -> int:
         """Keep a record (replacing the slot's); how many older ones went to keep the bounds."""
         self._prune()
         self._pop(slot)
         ttl = settings.CONVERSATION_TTL if expires_in is None else expires_in
-        self._entries[slot] = (time.monotonic() + ttl, raw)
-        self.bytes += _record_cost(raw)
+        self._entries[slot] = (time.monotonic() + ttl, raw, quota_key)
+        cost = _record_cost(raw)
+        self.bytes += cost
         evicted = 0
+        if quota_key is not None:
+            quota = self._quotas.setdefault(quota_key, _RecordQuota())
+            quota.slots[slot] = None
+            quota.bytes += cost
+            client_max = settings.CLIENT_STORAGE_BYTES
+            while client_max and quota.bytes > client_max and (oldest := next(iter(quota.slots))) != slot:
+                self._pop(oldest)
+                evicted += 1
         while len(self._entries) > 1 and (
             len(self._entries) > settings.CONVERSATION_MAX or self.bytes > room
         ):
@@ -607,10 +652,10 @@ class _Records:
         entry = self._pop(slot)
         return entry is not None and entry[0] > time.monotonic()
 
-    def index(self) -> list[tuple[str, float]]:
-        """(slot, monotonic expiry) of every record, least recently written first."""
+    def index(self) -> list[tuple[str, float, str | None]]:
+        """(slot, monotonic expiry, quota key) of every record, least recently written first."""
         self._prune()
-        return [(slot, expires) for slot, (expires, _) in self._entries.items()]
+        return [(slot, expires, quota_key) for slot, (expires, _, quota_key) in self._entries.items()]
 
 
 def _record_cost(raw: bytes) -> int:

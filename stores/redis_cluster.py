@@ -31,6 +31,7 @@ from stores.base import (
 )
 from stores.redis_store import (
     RECORD,
+    RECORDS,
     SWAP_LAST_TURN,
     TALLY,
     TRIM_TURNS,
@@ -323,21 +324,8 @@ local function record_set(K, A)
   return 1
 end
 
--- K: the kind's record index. A: 1 the record's slot, 2 ttl, 3 score, 4 most records of a kind. The
--- slots of the records beyond it (their keys are deleted on their owners' slots).
-local function record_index(K, A)
-  local ttl, score = tonumber(A[2]), tonumber(A[3])
-  redis.call('ZREMRANGEBYSCORE', K[1], '-inf', '(' .. (score - ttl))
-  redis.call('ZADD', K[1], score, A[1])
-  local victims = {}
-  local count = redis.call('ZCARD', K[1])
-  if count > tonumber(A[4]) then
-    local popped = redis.call('ZPOPMIN', K[1], count - tonumber(A[4]))
-    for i = 1, #popped, 2 do victims[#victims + 1] = popped[i] end
-  end
-  return victims
-end
 """
+    + RECORDS
 )
 
 
@@ -354,7 +342,8 @@ CLUSTER_BATCH = batch_script(
   quota_put = quota_put,
   quota_drop = quota_drop,
   record_set = record_set,
-  record_index = record_index,
+  index_record = index_record,
+  unindex_record = function(K, A) return (unindex_record(K, A[1])) end,
   record = record_call,
   tally = tally,""",
 )
@@ -566,11 +555,10 @@ class RedisClusterStore(RedisStore):
 
     def _record_operations(self, record: RecordWrite) -> list[Operation]:
         key = self._record(record.kind, record.owner, record.record_id)
-        slot = slot_of(record.owner, record.record_id)
-        args: list[Any] = [slot, settings.CONVERSATION_TTL, repr(time.time()), settings.CONVERSATION_MAX]
+        raw = orjson.dumps(record.record)
         return [
-            ("record_set", [key], [orjson.dumps(record.record), settings.CONVERSATION_TTL]),
-            ("record_index", [self._records(record.kind)], args),
+            ("record_set", [key], [raw, settings.CONVERSATION_TTL]),
+            ("index_record", self._record_counts(record.kind), self._record_count_args(record, raw)),
         ]
 
     async def _drop_records(self, kind: Kind, victims: list[Any]) -> None:
@@ -624,7 +612,7 @@ class RedisClusterStore(RedisStore):
         async with self._guard(writing=True):
             deleted, _ = await asyncio.gather(
                 self._call(self._redis.delete(self._record(kind, owner, record_id))),
-                self._call(self._redis.zrem(self._records(kind), slot_of(owner, record_id))),
+                self._batch([("unindex_record", self._record_counts(kind), [slot_of(owner, record_id)])]),
             )
         return bool(deleted)
 

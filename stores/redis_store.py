@@ -334,11 +334,86 @@ return #ids
 )
 
 
-# KEYS: the kind's record index, the record. ARGV: the record's slot. 1 if there was one.
-DELETE_RECORD = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-return redis.call('DEL', KEYS[2])
+# A kind's records, counted (both stores; on a cluster every key here is one of the shared accounting's,
+# on its slot, and the records themselves are deleted on their owners' slots after). K: 1 the index
+# (slot -> last write, epoch seconds), 2 sizes (slot -> bytes), 3 quotas (slot -> its by-quota member),
+# 4 by-quota (score 0, members "<quota key>\0<last write>\0<slot>": a quota key's records, oldest
+# first, in one key), 5 quota bytes (quota key -> bytes), 6 the kind's bytes, then the byte counts
+# sharing STORE_MAX_BYTES with it (the conversations', the other kinds' records').
+RECORDS = """
+local function unindex_record(K, slot)
+  local bytes = tonumber(redis.call('HGET', K[2], slot) or '0')
+  local member = redis.call('HGET', K[3], slot)
+  local existed = redis.call('ZREM', K[1], slot)
+  if bytes > 0 then
+    redis.call('HDEL', K[2], slot)
+    redis.call('DECRBY', K[6], bytes)
+  end
+  if member then
+    redis.call('HDEL', K[3], slot)
+    redis.call('ZREM', K[4], member)
+    local quota = string.sub(member, 1, string.find(member, '\0', 1, true) - 1)
+    if redis.call('HINCRBY', K[5], quota, -bytes) <= 0 then redis.call('HDEL', K[5], quota) end
+  end
+  return existed, bytes
+end
+
+-- A: 1 slot, 2 bytes, 3 score (epoch seconds), 4 ttl, 5 quota key ('' none), 6 the client's quota (0:
+-- off), 7 the store's bound, 8 most records of the kind. Counts one record written (expired ones leave
+-- the counts): beyond its quota key's quota its own oldest go, beyond the room the others leave or the
+-- count anyone's oldest of the kind; never the one written. Answers the slots of those that went.
+local function index_record(K, A)
+  local slot, size, score, ttl = A[1], tonumber(A[2]), tonumber(A[3]), tonumber(A[4])
+  local quota, client_max, store_max, most = A[5], tonumber(A[6]), tonumber(A[7]), tonumber(A[8])
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', K[1], '-inf', '(' .. (score - ttl))) do
+    unindex_record(K, old)
+  end
+  unindex_record(K, slot)
+  redis.call('ZADD', K[1], score, slot)
+  redis.call('HSET', K[2], slot, size)
+  local total = redis.call('INCRBY', K[6], size)
+  local victims = {}
+  local function evict(victim)
+    local _, freed = unindex_record(K, victim)
+    total = total - freed
+    victims[#victims + 1] = victim
+    return freed
+  end
+  if quota ~= '' then
+    local member = quota .. '\0' .. string.format('%020.6f', score) .. '\0' .. slot
+    redis.call('HSET', K[3], slot, member)
+    redis.call('ZADD', K[4], 0, member)
+    local used = redis.call('HINCRBY', K[5], quota, size)
+    local first, last = '[' .. quota .. '\0', '(' .. quota .. '\1'
+    while client_max > 0 and used > client_max do
+      local oldest = redis.call('ZRANGEBYLEX', K[4], first, last, 'LIMIT', 0, 1)[1]
+      if not oldest or oldest == member then break end
+      used = used - evict(string.sub(oldest, string.find(oldest, '\0', #quota + 2, true) + 1))
+    end
+  end
+  local room = store_max
+  for i = 7, #K do room = room - (tonumber(redis.call('GET', K[i])) or 0) end
+  while total > room or redis.call('ZCARD', K[1]) > most do
+    local two = redis.call('ZRANGE', K[1], 0, 1)
+    local victim = two[1]
+    if victim == slot then victim = two[2] end
+    if not victim then break end
+    evict(victim)
+  end
+  return victims
+end
 """
+
+# KEYS: the record, then RECORDS' keys. ARGV: the record's slot. 1 if there was one.
+DELETE_RECORD = (
+    RECORDS
+    + """
+local counts = {}
+for i = 2, #KEYS do counts[i - 1] = KEYS[i] end
+unindex_record(counts, ARGV[1])
+return redis.call('DEL', KEYS[1])
+"""
+)
 
 # KEYS: totals hash, model set, errors hash, the model's own hash, the hash the rest are counted in.
 # ARGV: model, prompt tokens, completion tokens, error kind ("" for none), most models tracked, the name
@@ -361,19 +436,16 @@ end
 return 1
 """
 
-# KEYS: the record, the kind's record index. ARGV: the record (JSON), ttl, score (epoch seconds), most
-# records of a kind, key base of the kind's records, the record's slot ("owner/id").
+# KEYS: the record, then RECORDS' keys. ARGV: the record (JSON), the key base of the kind's records,
+# then index_record's arguments. Keeps the record and counts it: the records that go for it are deleted.
 PUT_RECORD = """
-local ttl, score = tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (score - ttl))
-redis.call('ZADD', KEYS[2], score, ARGV[6])
-local count = redis.call('ZCARD', KEYS[2])
-if count > tonumber(ARGV[4]) then
-  local victims = redis.call('ZPOPMIN', KEYS[2], count - tonumber(ARGV[4]))
-  for i = 1, #victims, 2 do redis.call('DEL', ARGV[5] .. victims[i]) end
-end
-return count
+local counts, args = {}, {}
+for i = 2, #KEYS do counts[i - 1] = KEYS[i] end
+for i = 3, #ARGV do args[i - 2] = ARGV[i] end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(args[4]))
+local victims = index_record(counts, args)
+for _, slot in ipairs(victims) do redis.call('DEL', ARGV[2] .. slot) end
+return #victims
 """
 
 
@@ -472,6 +544,7 @@ return results
 
 BATCH = batch_script(
     LIBRARY
+    + RECORDS
     + _function("append_turn", APPEND)
     + _function("replace_turn", REPLACE)
     + _function("record_call", RECORD)
@@ -485,6 +558,7 @@ BATCH = batch_script(
 )
 
 Operation = tuple[str, list[Any], list[Any]]  # a BATCH operation: its name, keys and arguments
+RECORD_COUNT_PARTS = ("sizes", "quotas", "by-quota", "quota-bytes", "bytes")  # RECORDS' keys 2-6
 
 
 class HiredisPacking:
@@ -639,8 +713,8 @@ class RedisStore:
     def _record(self, kind: Kind, owner: str, record_id: str) -> str:
         return self._owned(owner, f"record:{kind}:{slot_of(owner, record_id)}")
 
-    def _records(self, kind: Kind) -> str:
-        return self._shared(f"records:{kind}")
+    def _records(self, kind: Kind, part: str = "") -> str:
+        return self._shared(f"records:{kind}:{part}" if part else f"records:{kind}")
 
     def _stats_key(self, suffix: str = "") -> str:
         return self._shared(f"stats{suffix}")
@@ -798,11 +872,24 @@ class RedisStore:
         return "append", keys, [*args, *encoded, *costs]
 
     def _record_operations(self, record: RecordWrite) -> list[Operation]:
-        slot = slot_of(record.owner, record.record_id)
-        keys = [self._record(record.kind, record.owner, record.record_id), self._records(record.kind)]
-        args: list[Any] = [orjson.dumps(record.record), settings.CONVERSATION_TTL, repr(time.time())]
+        raw = orjson.dumps(record.record)
+        keys = [self._record(record.kind, record.owner, record.record_id), *self._record_counts(record.kind)]
         base = self._owned(record.owner, f"record:{record.kind}:")
-        return [("put_record", keys, [*args, settings.CONVERSATION_MAX, base, slot])]
+        return [("put_record", keys, [raw, base, *self._record_count_args(record, raw)])]
+
+    def _record_counts(self, kind: Kind) -> list[str]:
+        """RECORDS' keys for a record of `kind`."""
+        own = [self._records(kind), *(self._records(kind, part) for part in RECORD_COUNT_PARTS)]
+        others = [self._records(other, "bytes") for other in Kind if other != kind]
+        return [*own, self._shared("bytes"), *others]
+
+    @staticmethod
+    def _record_count_args(record: RecordWrite, raw: bytes) -> list[Any]:
+        """index_record's arguments for `record` (`raw`: its JSON)."""
+        slot = slot_of(record.owner, record.record_id)
+        args: list[Any] = [slot, encoded_cost(raw), repr(time.time()), settings.CONVERSATION_TTL]
+        args += [record.quota_key or "", settings.CLIENT_STORAGE_BYTES, settings.STORE_MAX_BYTES]
+        return [*args, settings.CONVERSATION_MAX]
 
     def _call_operations(self, call: CallRecord) -> list[Operation]:
         keys = [self._stats_key(), self._stats_key(":models"), self._stats_key(":errors")]
@@ -944,8 +1031,10 @@ class RedisStore:
             )
         return bool(removed)
 
-    async def put_record(self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str) -> None:
-        await self.commit(record=RecordWrite(kind, record_id, record, owner))
+    async def put_record(
+        self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str, quota_key: str | None = None
+    ) -> None:
+        await self.commit(record=RecordWrite(kind, record_id, record, owner, quota_key))
 
     async def get_records(
         self, kind: Kind, record_ids: list[str], *, owner: str
@@ -961,7 +1050,7 @@ class RedisStore:
         async with self._guard():
             deleted = await self._run(
                 self._delete_record,
-                keys=[self._records(kind), self._record(kind, owner, record_id)],
+                keys=[self._record(kind, owner, record_id), *self._record_counts(kind)],
                 args=[slot_of(owner, record_id)],
             )
         return bool(deleted)

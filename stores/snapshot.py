@@ -5,7 +5,8 @@ shutdown; loaded at start-up, before serving).
 
 The file: a header line (format, version, usage figures), one JSON line per conversation (its kind,
 expiry as wall-clock time, and every field), least recently active first, then one JSON line per record
-(its kind, slot, expiry and the record itself), least recently written first, and an end line counting
+(its kind, slot, expiry, the record itself, and the quota key it counts against if any), least recently
+written first, and an end line counting
 them; it is written and read a line at a time, so neither needs much memory. Version 1 files (before
 records were kept) are read as they are.
 
@@ -115,7 +116,7 @@ def _encode(store: LocalStore, contents: LocalContents, out: BinaryIO) -> None:
             written += 1
     records = 0
     for kind, slots in contents.records.items():
-        for count, (slot, expires) in enumerate(slots, 1):
+        for count, (slot, expires, quota_key) in enumerate(slots, 1):
             if count % YIELD_EVERY == 0:
                 time.sleep(0)
             raw = store.read_record(kind, slot)
@@ -126,6 +127,7 @@ def _encode(store: LocalStore, contents: LocalContents, out: BinaryIO) -> None:
                 "slot": slot,
                 "expires_at": round(expires + contents.wall_minus_monotonic, 3),
                 "record": orjson.Fragment(raw),
+                **({"quota": quota_key} if quota_key is not None else {}),
             }
             out.write(orjson.dumps(line) + b"\n")
             records += 1
@@ -159,6 +161,7 @@ class SavedRecord:
     slot: str
     raw: bytes
     expires_at: float
+    quota_key: str | None = None  # whose CLIENT_STORAGE_BYTES it counts against (older snapshots: none)
 
 
 def load_snapshot(store: LocalStore, path: Path, now: float) -> Restored | None:
@@ -179,7 +182,9 @@ def load_snapshot(store: LocalStore, path: Path, now: float) -> Restored | None:
                 if isinstance(saved, SavedRecord):
                     if saved.expires_at > now:
                         ttl = min(saved.expires_at - now, settings.CONVERSATION_TTL)
-                        records += 1 - store.restore_record(saved.kind, saved.slot, saved.raw, ttl)
+                        records += 1 - store.restore_record(
+                            saved.kind, saved.slot, saved.raw, ttl, saved.quota_key
+                        )
                     continue
                 kind, conversation, expires = saved
                 if expires <= now:
@@ -242,14 +247,16 @@ def read_conversations(file: BinaryIO) -> Iterator[tuple[Kind, Conversation, flo
 
 def _saved_record(item: dict[str, Any], number: int) -> SavedRecord:
     where = f"line {number}"
-    if set(item) != {"kind", "slot", "expires_at", "record"} or item["kind"] not in _KINDS:
+    if set(item) - {"quota"} != {"kind", "slot", "expires_at", "record"} or item["kind"] not in _KINDS:
         raise UnreadableSnapshot(f"holds a malformed record ({where})")
-    expires, slot, record = item["expires_at"], item["slot"], item["record"]
+    expires, slot, record, quota_key = item["expires_at"], item["slot"], item["record"], item.get("quota")
     if not isinstance(expires, int | float) or isinstance(expires, bool):
         raise UnreadableSnapshot(f"holds a record whose expires_at is not a number ({where})")
     if not isinstance(slot, str) or "/" not in slot or not isinstance(record, dict):
         raise UnreadableSnapshot(f"holds a malformed record ({where})")
-    return SavedRecord(_KINDS[item["kind"]], slot, orjson.dumps(record), float(expires))
+    if quota_key is not None and not isinstance(quota_key, str):
+        raise UnreadableSnapshot(f"holds a record whose quota is not a string ({where})")
+    return SavedRecord(_KINDS[item["kind"]], slot, orjson.dumps(record), float(expires), quota_key)
 
 
 def _parse(line: bytes, number: int) -> Any:

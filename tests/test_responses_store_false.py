@@ -69,3 +69,21 @@ async def test_it_stores_nothing_when_the_upstream_fails(
         assert answer.status_code == 502
     assert await footprint() == before
     assert (await get_store().get(Kind.CHAT, conversation_id, owner="anonymous")) is not None
+
+
+async def test_a_clients_stored_responses_keep_within_its_storage_quota(
+    client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
+) -> None:
+    """Stored responses count against CLIENT_STORAGE_BYTES like conversations: one client storing more
+    loses its own oldest, and the store stays within its bound."""
+    settings.CLIENT_STORAGE_BYTES = 64 * 1024
+    ids = []
+    for n in range(4):
+        answer = await client.post(
+            "/v1/responses", {"input": f"{n} " + "x" * 20_000}, content_type="application/json"
+        )
+        assert answer.status_code == 200
+        ids.append(answer.json()["id"])
+    found = [(await client.get(f"/v1/responses/{rid}")).status_code for rid in ids]
+    assert found[-1] == 200 and 404 in found and found == sorted(found, reverse=True), found
+    assert (await client.get(f"/v1/responses/{ids[0]}")).json()["error"]["code"] == "response_not_found"

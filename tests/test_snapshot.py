@@ -78,6 +78,24 @@ async def test_it_brings_back_every_conversation_field_order_and_figure(tmp_path
     assert [c.id for c in before["conversations"][Kind.CHAT]] == ["c1", "c2"]
 
 
+async def test_a_stored_response_comes_back_counted_against_its_quota(tmp_path: Path, settings: Any) -> None:
+    settings.CLIENT_STORAGE_BYTES = 64 * 1024
+    store = fresh_store()
+    big = {"text": "x" * 24_000}
+    await store.put_record(Kind.RESPONSE, "a1", big, owner="owner-a", quota_key="ip:a")
+    await store.put_record(Kind.RESPONSE, "b1", big, owner="owner-b")  # counted against nobody's quota
+    path = tmp_path / "s"
+    save(store, path)
+    assert [line.get("quota") for line in lines_of(path) if "record" in line] == ["ip:a", None]
+    restored = fresh_store()
+    snapshot.load_snapshot(restored, path, time.time())
+    for name in ("a2", "a3"):
+        await restored.put_record(Kind.RESPONSE, name, big, owner="owner-a", quota_key="ip:a")
+    found = await restored.get_records(Kind.RESPONSE, ["a1", "a2", "a3"], owner="owner-a")
+    assert [record is not None for record in found] == [False, True, True]
+    assert await restored.get_records(Kind.RESPONSE, ["b1"], owner="owner-b") == [big]
+
+
 async def test_it_brings_back_stored_responses_and_conversation_metadata(
     tmp_path: Path, settings: Any
 ) -> None:
@@ -126,7 +144,9 @@ async def test_it_leaves_out_expired_records_and_keeps_their_caps(tmp_path: Path
     assert result == snapshot.Restored(conversations=0, expired=0, over_cap=0, records=2)
     found = await restored.get_records(Kind.RESPONSE, ["r0", "r1", "r2", "r3"], owner="anonymous")
     assert found == [None, None, {"n": 2}, {"n": 3}]
-    assert all(expiry - time.monotonic() <= 100 for _, expiry in restored.contents().records[Kind.RESPONSE])
+    assert all(
+        expiry - time.monotonic() <= 100 for _, expiry, _ in restored.contents().records[Kind.RESPONSE]
+    )
 
 
 async def test_it_reads_a_version_1_file(tmp_path: Path) -> None:
@@ -226,6 +246,8 @@ def bad_files() -> dict[str, bytes]:
         ),
         "bad record": lines(header, record, saved_record | {"slot": 7}, end | {"records": 1}),
         "record not an object": lines(header, saved_record | {"record": [1]}, {**end, "records": 1}),
+        "record's quota not a string": lines(header, saved_record | {"quota": 7}, {**end, "records": 1}),
+        "record with an unknown field": lines(header, saved_record | {"owner": "x"}, {**end, "records": 1}),
         "conversation after records": lines(header, saved_record, record, end | {"records": 1}),
         "records miscounted": lines(header, record, saved_record, end | {"records": 2}),
     }

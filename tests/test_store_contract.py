@@ -651,3 +651,67 @@ async def test_it_counts_a_turn_sent_twice_once(store: ConversationStore) -> Non
         )
     cost = store.conversation_cost(pair("x"))
     assert await store.stored_bytes() == await store.stored_bytes("ip:me") == cost
+
+
+def record_of(n: int) -> dict[str, Any]:
+    """A record whose cost is between a third and a half of 64 KiB on every store (its JSON is 24 kB:
+    the local store counts that, Redis a quarter more for its allocator, both plus an overhead)."""
+    return {"n": n, "text": "x" * (24_000 - 20)}
+
+
+async def kept(store: ConversationStore, owner: str, names: list[str]) -> list[str]:
+    found = await store.get_records(Kind.RESPONSE, names, owner=owner)
+    return [name for name, record in zip(names, found, strict=True) if record is not None]
+
+
+async def test_a_clients_records_beyond_its_quota_go_its_own_oldest_first(
+    store: ConversationStore, settings: Any
+) -> None:
+    settings.CLIENT_STORAGE_BYTES = 64 * 1024
+    for name in ("a1", "a2", "a3"):
+        await store.put_record(Kind.RESPONSE, name, record_of(1), owner=OWNER, quota_key="ip:a")
+    await store.put_record(Kind.RESPONSE, "b1", record_of(2), owner="t-other", quota_key="ip:b")
+    assert await kept(store, OWNER, ["a1", "a2", "a3"]) == ["a2", "a3"]
+    await store.put_record(Kind.RESPONSE, "a4", record_of(4), owner=OWNER, quota_key="ip:a")
+    assert await kept(store, OWNER, ["a2", "a3", "a4"]) == ["a3", "a4"]
+    assert await kept(store, "t-other", ["b1"]) == ["b1"]  # another client's record stays
+    # a deleted record gives its bytes back: the next one pushes nothing out
+    assert await store.delete_record(Kind.RESPONSE, "a3", owner=OWNER)
+    await store.put_record(Kind.RESPONSE, "a5", record_of(5), owner=OWNER, quota_key="ip:a")
+    assert await kept(store, OWNER, ["a4", "a5"]) == ["a4", "a5"]
+    # rewriting a record counts it once, and makes it the newest
+    await store.put_record(Kind.RESPONSE, "a4", record_of(6), owner=OWNER, quota_key="ip:a")
+    await store.put_record(Kind.RESPONSE, "a6", record_of(7), owner=OWNER, quota_key="ip:a")
+    assert await kept(store, OWNER, ["a4", "a5", "a6"]) == ["a4", "a6"]
+
+
+async def test_expired_records_no_longer_count_against_a_quota(
+    store: ConversationStore, settings: Any
+) -> None:
+    settings.CLIENT_STORAGE_BYTES = 64 * 1024
+    settings.CONVERSATION_TTL = 60
+    for name in ("a1", "a2"):
+        await store.put_record(Kind.RESPONSE, name, record_of(1), owner=OWNER, quota_key="ip:a")
+    later = time.time() + 120
+    with mock.patch("time.time", return_value=later), mock.patch("time.monotonic", return_value=later):
+        for name in ("a3", "a4"):
+            await store.put_record(Kind.RESPONSE, name, record_of(2), owner=OWNER, quota_key="ip:a")
+        if isinstance(store, RedisStore):  # what Redis has let expire by now, as the clock says
+            await store._redis.delete(*(store._record(Kind.RESPONSE, OWNER, n) for n in ("a1", "a2")))
+        assert await kept(store, OWNER, ["a1", "a2", "a3", "a4"]) == ["a3", "a4"]
+
+
+async def test_records_keep_to_the_room_the_conversations_leave(
+    store: ConversationStore, settings: Any
+) -> None:
+    """Records and conversations share STORE_MAX_BYTES: a record written when they fill it pushes out the
+    oldest records of its kind (anyone's), never a conversation, never itself."""
+    settings.STORE_MAX_BYTES = 1024 * 1024
+    big = [{"role": "user", "content": "y" * 600_000, "timestamp": "t"}]
+    await store.append(Kind.CHAT, "big", big, owner=OWNER, model="m", tokens=0)
+    names = [f"r{n}" for n in range(8)]
+    for n, name in enumerate(names):
+        await store.put_record(Kind.RESPONSE, name, {"text": "z" * 100_000, "n": n}, owner=OWNER)
+    left = await kept(store, OWNER, names)
+    assert 1 <= len(left) < 5 and left == names[-len(left) :], left  # the newest, in order
+    assert await store.get(Kind.CHAT, "big", owner=OWNER) is not None
