@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -68,8 +69,12 @@ def test_it_forwards_a_stream_request_as_sent(http: httpx.Client, fake_upstream:
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with http.stream("POST", V1, json=body) as response:
         assert response.status_code == 200
-        response.read()
+        text = response.read().decode()
     assert fake_upstream.completions()[0].body == body
+    # each chunk goes out as the upstream wrote it (the fake writes json.dumps's spacing), not re-encoded
+    data = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]" and len(data) > 2
+    assert all(line == json.dumps(json.loads(line)) and '", "' in line for line in data[:-1])
 
 
 SPENDING = [

@@ -619,6 +619,7 @@ class UpstreamStream:
         self.model = requested_model
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
+        self.raw = b""  # the JSON of the chunk chunks() yielded last, as the upstream sent it
         now = asyncio.get_running_loop().time()
         self._idle_seconds = settings.LLM_TIMEOUT
         self._ends_at = now + settings.LLM_STREAM_MAX_SECONDS
@@ -665,6 +666,7 @@ class UpstreamStream:
                         return
                     chunk = self._parse(data)
                     if chunk is not None:
+                        self.raw = data
                         yield chunk
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from None

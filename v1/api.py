@@ -17,7 +17,6 @@ from ninja.responses import Status
 
 import upstream
 from core.errors import OPENAI_ERRORS, NotFound, OpenAIErrorOut, ServiceError, openai_error_body
-from core.jsonio import dumps
 from gateway import calls, catalog, guards, sse
 from v1.schemas import ChatCompletionOut, CompletionsIn, ModelCard, ModelList
 
@@ -69,8 +68,8 @@ async def chat_completions(
 async def _openai_frames(stream: upstream.UpstreamStream) -> AsyncIterator[bytes]:
     try:
         async with calls.relaying(stream):
-            async for chunk in stream.chunks():
-                yield sse.frame(None, dumps(chunk))
+            async for _ in stream.chunks():
+                yield sse.frame(None, stream.raw)  # as the upstream sent it (checked): no re-encoding
     except ServiceError as exc:
         yield sse.frame(None, openai_error_body(exc.status, exc.code, exc.message))
         return
