@@ -289,12 +289,14 @@ class Edge:
         try:
             await self.django_app(scope, receive_until_answered, send_with_id)
         finally:
-            if left_open:
-                await lifetime.close_all(left_open)
-            lifetime.opened.reset(opened_token)
-            if not logged:
-                finished(scope, context, status, time.perf_counter() - started)
-            telemetry.request_context.reset(token)
+            try:
+                if left_open:
+                    await lifetime.close_all(left_open)
+            finally:
+                lifetime.opened.reset(opened_token)
+                if not logged:
+                    finished(scope, context, status, time.perf_counter() - started)
+                telemetry.request_context.reset(token)
 
     @staticmethod
     def bounded(scope: Scope, receive: Receive) -> Receive:

@@ -98,10 +98,13 @@ async def open_and_record(call: upstream.UpstreamCall) -> upstream.UpstreamStrea
         raise
 
     async def close_unrelayed() -> None:
-        if not stream.closed:  # a relayed stream is closed by its Relay, whatever happened
-            await stream.aclose()
-            await record(stream.model, error="client_disconnected")
-            logger.info("client left before the stream's first byte; upstream request closed")
+        if stream.relayed:  # its Relay counts it and closes it, whatever happened
+            if not stream.closed:  # (its frames finished in another task: closed there)
+                await stream.aclose()
+            return
+        await stream.aclose()
+        await record(stream.model, error="client_disconnected")
+        logger.info("client left before the stream's first byte; upstream request closed")
 
     lifetime.close_at_end(close_unrelayed)
     return stream
@@ -127,6 +130,7 @@ class Relay:
 
     async def __aenter__(self) -> upstream.UpstreamStream:
         metrics.STREAMS_IN_FLIGHT.inc()
+        self.stream.relayed = True
         return self.stream
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:

@@ -386,8 +386,11 @@ local function index_record(K, A)
     local used = redis.call('HINCRBY', K[5], quota, size)
     local first, last = '[' .. quota .. '\0', '(' .. quota .. '\1'
     while client_max > 0 and used > client_max do
-      local oldest = redis.call('ZRANGEBYLEX', K[4], first, last, 'LIMIT', 0, 1)[1]
-      if not oldest or oldest == member then break end
+      -- the oldest other: a writer whose clock is behind may have made this one the oldest
+      local two = redis.call('ZRANGEBYLEX', K[4], first, last, 'LIMIT', 0, 2)
+      local oldest = two[1]
+      if oldest == member then oldest = two[2] end
+      if not oldest then break end
       used = used - evict(string.sub(oldest, string.find(oldest, '\0', #quota + 2, true) + 1))
     end
   end

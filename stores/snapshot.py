@@ -7,8 +7,8 @@ The file: a header line (format, version, usage figures), one JSON line per conv
 expiry as wall-clock time, and every field), least recently active first, then one JSON line per record
 (its kind, slot, expiry, the record itself, and the quota key it counts against if any), least recently
 written first, and an end line counting
-them; it is written and read a line at a time, so neither needs much memory. Version 1 files (before
-records were kept) are read as they are.
+them; it is written and read a line at a time, so neither needs much memory. Files of versions 1
+(before records were kept) and 2 (before a record named its quota key) are read as they are.
 
 Saving never holds the event loop for long. The loop takes the store's index and figures in one cheap
 step (`LocalStore.contents`); a thread reads each conversation whole from the cache, serialises it and
@@ -50,7 +50,7 @@ from stores.local import LocalContents, LocalStore
 logger = logging.getLogger(__name__)
 
 FORMAT = "llm-chat-gateway/store-snapshot"
-VERSION = 2
+VERSION = 3  # 2: records kept (stored responses, conversations' metadata); 3: a record names its quota key
 LOCK_WAIT_SECONDS = 10.0  # a process being replaced may still be saving its last snapshot
 YIELD_EVERY = 32  # conversations serialised between two chances for the event loop to take the GIL
 

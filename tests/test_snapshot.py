@@ -96,6 +96,20 @@ async def test_a_stored_response_comes_back_counted_against_its_quota(tmp_path: 
     assert await restored.get_records(Kind.RESPONSE, ["b1"], owner="owner-b") == [big]
 
 
+async def test_it_reads_a_version_2_file_whose_records_name_no_quota(tmp_path: Path) -> None:
+    store = fresh_store()
+    await store.put_record(Kind.RESPONSE, "r1", {"n": 1}, owner="owner-a", quota_key="ip:a")
+    path = tmp_path / "s"
+    save(store, path)
+    header, *rest = lines_of(path)
+    write_lines(
+        path, [{**header, "version": 2}, *({k: v for k, v in x.items() if k != "quota"} for x in rest)]
+    )
+    restored = fresh_store()
+    assert snapshot.load_snapshot(restored, path, time.time()) == snapshot.Restored(0, 0, 0, records=1)
+    assert await restored.get_records(Kind.RESPONSE, ["r1"], owner="owner-a") == [{"n": 1}]
+
+
 async def test_it_brings_back_stored_responses_and_conversation_metadata(
     tmp_path: Path, settings: Any
 ) -> None:

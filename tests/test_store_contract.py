@@ -685,6 +685,21 @@ async def test_a_clients_records_beyond_its_quota_go_its_own_oldest_first(
     assert await kept(store, OWNER, ["a4", "a5", "a6"]) == ["a4", "a6"]
 
 
+async def test_a_record_from_a_writer_whose_clock_is_behind_still_keeps_its_quota(
+    store: ConversationStore, settings: Any
+) -> None:
+    """Two processes' clocks disagree: a record written with an earlier time than the client's others
+    still makes its own oldest others go (it is never its own victim)."""
+    settings.CLIENT_STORAGE_BYTES = 64 * 1024
+    now = time.time()
+    for name in ("a1", "a2"):
+        await store.put_record(Kind.RESPONSE, name, record_of(1), owner=OWNER, quota_key="ip:a")
+    with mock.patch("time.time", return_value=now - 10):
+        await store.put_record(Kind.RESPONSE, "a3", record_of(3), owner=OWNER, quota_key="ip:a")
+    left = await kept(store, OWNER, ["a1", "a2", "a3"])
+    assert len(left) == 2 and "a3" in left, left
+
+
 async def test_expired_records_no_longer_count_against_a_quota(
     store: ConversationStore, settings: Any
 ) -> None:

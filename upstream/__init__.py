@@ -620,6 +620,7 @@ class UpstreamStream:
         self.usage: dict[str, int] = {}
         self.finish_reason: str | None = None
         self.raw = b""  # the JSON of the chunk chunks() yielded last, as the upstream sent it
+        self.relayed = False  # set by whoever relays it (gateway.calls.Relay)
         now = asyncio.get_running_loop().time()
         self._idle_seconds = settings.LLM_TIMEOUT
         self._ends_at = now + settings.LLM_STREAM_MAX_SECONDS
