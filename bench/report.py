@@ -210,6 +210,14 @@ def store_rows(st: dict[str, Any], cfg: Config) -> list[Row]:
                 (share >= TARGET_REDIS_RPS_SHARE and not run["cn"]["errors"]) if target else None,
             )
         )
+    if st["local"].get("cpu_us_c1") and st.get("redis", {}).get("cpu_us_c1"):
+        rows.append(
+            Row(
+                "10. CPU per turn at c=1: the worker, local / Redis on loopback; the redis-server",
+                f"{st['local']['cpu_us_c1']:,.0f} / {st['redis']['cpu_us_c1']:,.0f} µs; "
+                f"{st.get('redis_server_cpu_us_c1', 0):,.0f} µs",
+            )
+        )
     one, two = st.get("redis"), st.get("redis_two_workers")
     if one and two and one["rps"]:
         rows.append(

@@ -63,10 +63,11 @@ local function split_member(member)
 end
 
 -- the shared accounting's keys: lru, sizes, owners, bytes, stats, versions (of the conversation each size
--- was counted at), then one index per kind (KINDS)
+-- was counted at), then one index per kind (KINDS), then every kind's records' bytes
 local function globals(K)
   local g = {lru = K[1], sizes = K[2], owners = K[3], bytes = K[4], stats = K[5], versions = K[6], index = {}}
   for i, kind in ipairs(KINDS) do g.index[kind] = K[6 + i] end
+  g.records = K[7 + #KINDS]  -- every kind's records' bytes (RECORDS)
   return g
 end
 
@@ -227,7 +228,9 @@ local function account(K, A)
   end
   local evicted = 0
   if most > 0 then
-    while (tonumber(redis.call('GET', g.bytes)) or 0) > store_max do
+    -- the room the records kept leave (they give way only to records: see RECORDS)
+    local room = store_max - (tonumber(redis.call('GET', g.records)) or 0)
+    while (tonumber(redis.call('GET', g.bytes)) or 0) > room do
       local victim = oldest_but(g.lru, member)
       if not victim then break end
       local _, q, counted = unaccount(g, victim)
@@ -342,7 +345,11 @@ CLUSTER_BATCH = batch_script(
   quota_put = quota_put,
   quota_drop = quota_drop,
   record_set = record_set,
-  index_record = index_record,
+  index_record = function(K, A)  -- K: RECORDS' keys, then the statistics
+    local victims = index_record(K, A)
+    if #victims > 0 then redis.call('HINCRBY', K[9], 'evictions', #victims) end
+    return victims
+  end,
   unindex_record = function(K, A) return (unindex_record(K, A[1])) end,
   record = record_call,
   tally = tally,""",
@@ -401,6 +408,7 @@ class RedisClusterStore(RedisStore):
 
     def _globals(self) -> list[Any]:
         names = ["lru", "sizes", "owners", "bytes", "stats", "versions", *(f"index:{kind}" for kind in Kind)]
+        names.append("records:bytes")
         return [self._shared(name) for name in names]
 
     async def _batch(self, operations: list[Operation]) -> list[Any]:
@@ -558,7 +566,11 @@ class RedisClusterStore(RedisStore):
         raw = orjson.dumps(record.record)
         return [
             ("record_set", [key], [raw, settings.CONVERSATION_TTL]),
-            ("index_record", self._record_counts(record.kind), self._record_count_args(record, raw)),
+            (
+                "index_record",
+                [*self._record_counts(record.kind), self._stats_key()],
+                self._record_count_args(record, raw),
+            ),
         ]
 
     async def _drop_records(self, kind: Kind, victims: list[Any]) -> None:

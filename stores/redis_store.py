@@ -231,7 +231,9 @@ if owner ~= '' and client_max > 0 then
     evicted = evicted + 1
   end
 end
-while stored > store_max do
+-- the room the records kept leave (they give way only to records: see RECORDS)
+local room = store_max - (tonumber(redis.call('GET', prefix .. 'records:bytes')) or 0)
+while stored > room do
   local victim = oldest_other(lru, member)
   if not victim then break end
   local _, freed = forget(prefix, victim)
@@ -338,8 +340,9 @@ return #ids
 # on its slot, and the records themselves are deleted on their owners' slots after). K: 1 the index
 # (slot -> last write, epoch seconds), 2 sizes (slot -> bytes), 3 quotas (slot -> its by-quota member),
 # 4 by-quota (score 0, members "<quota key>\0<last write>\0<slot>": a quota key's records, oldest
-# first, in one key), 5 quota bytes (quota key -> bytes), 6 the kind's bytes, then the byte counts
-# sharing STORE_MAX_BYTES with it (the conversations', the other kinds' records').
+# first, in one key), 5 quota bytes (quota key -> bytes), 6 the kind's bytes, 7 every kind's records'
+# bytes, 8 the conversations' bytes (all three share STORE_MAX_BYTES; a conversation's write makes room
+# for the records kept, a record's gets the room the rest leave).
 RECORDS = """
 local function unindex_record(K, slot)
   local bytes = tonumber(redis.call('HGET', K[2], slot) or '0')
@@ -348,6 +351,7 @@ local function unindex_record(K, slot)
   if bytes > 0 then
     redis.call('HDEL', K[2], slot)
     redis.call('DECRBY', K[6], bytes)
+    redis.call('DECRBY', K[7], bytes)
   end
   if member then
     redis.call('HDEL', K[3], slot)
@@ -372,6 +376,7 @@ local function index_record(K, A)
   redis.call('ZADD', K[1], score, slot)
   redis.call('HSET', K[2], slot, size)
   local total = redis.call('INCRBY', K[6], size)
+  redis.call('INCRBY', K[7], size)
   local victims = {}
   local function evict(victim)
     local _, freed = unindex_record(K, victim)
@@ -394,8 +399,9 @@ local function index_record(K, A)
       used = used - evict(string.sub(oldest, string.find(oldest, '\0', #quota + 2, true) + 1))
     end
   end
-  local room = store_max
-  for i = 7, #K do room = room - (tonumber(redis.call('GET', K[i])) or 0) end
+  -- what the conversations and the other kinds' records leave (evicting from this kind changes neither)
+  local others = tonumber(redis.call('GET', K[7]) or '0') - total
+  local room = store_max - (tonumber(redis.call('GET', K[8])) or 0) - others
   while total > room or redis.call('ZCARD', K[1]) > most do
     local two = redis.call('ZRANGE', K[1], 0, 1)
     local victim = two[1]
@@ -439,15 +445,17 @@ end
 return 1
 """
 
-# KEYS: the record, then RECORDS' keys. ARGV: the record (JSON), the key base of the kind's records,
-# then index_record's arguments. Keeps the record and counts it: the records that go for it are deleted.
+# KEYS: the record, then RECORDS' keys, then the statistics. ARGV: the record (JSON), the key base of
+# the kind's records, then index_record's arguments. Keeps the record and counts it: the records that go
+# for it are deleted (and counted as evictions).
 PUT_RECORD = """
 local counts, args = {}, {}
-for i = 2, #KEYS do counts[i - 1] = KEYS[i] end
+for i = 2, #KEYS - 1 do counts[i - 1] = KEYS[i] end
 for i = 3, #ARGV do args[i - 2] = ARGV[i] end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(args[4]))
 local victims = index_record(counts, args)
 for _, slot in ipairs(victims) do redis.call('DEL', ARGV[2] .. slot) end
+if #victims > 0 then redis.call('HINCRBY', KEYS[#KEYS], 'evictions', #victims) end
 return #victims
 """
 
@@ -877,14 +885,14 @@ class RedisStore:
     def _record_operations(self, record: RecordWrite) -> list[Operation]:
         raw = orjson.dumps(record.record)
         keys = [self._record(record.kind, record.owner, record.record_id), *self._record_counts(record.kind)]
+        keys.append(self._stats_key())
         base = self._owned(record.owner, f"record:{record.kind}:")
         return [("put_record", keys, [raw, base, *self._record_count_args(record, raw)])]
 
     def _record_counts(self, kind: Kind) -> list[str]:
         """RECORDS' keys for a record of `kind`."""
         own = [self._records(kind), *(self._records(kind, part) for part in RECORD_COUNT_PARTS)]
-        others = [self._records(other, "bytes") for other in Kind if other != kind]
-        return [*own, self._shared("bytes"), *others]
+        return [*own, self._shared("records:bytes"), self._shared("bytes")]
 
     @staticmethod
     def _record_count_args(record: RecordWrite, raw: bytes) -> list[Any]:

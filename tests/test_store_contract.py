@@ -672,6 +672,7 @@ async def test_a_clients_records_beyond_its_quota_go_its_own_oldest_first(
         await store.put_record(Kind.RESPONSE, name, record_of(1), owner=OWNER, quota_key="ip:a")
     await store.put_record(Kind.RESPONSE, "b1", record_of(2), owner="t-other", quota_key="ip:b")
     assert await kept(store, OWNER, ["a1", "a2", "a3"]) == ["a2", "a3"]
+    assert (await store.usage())["evictions"] == 1  # counted as a conversation's eviction is
     await store.put_record(Kind.RESPONSE, "a4", record_of(4), owner=OWNER, quota_key="ip:a")
     assert await kept(store, OWNER, ["a2", "a3", "a4"]) == ["a3", "a4"]
     assert await kept(store, "t-other", ["b1"]) == ["b1"]  # another client's record stays
@@ -730,3 +731,21 @@ async def test_records_keep_to_the_room_the_conversations_leave(
     left = await kept(store, OWNER, names)
     assert 1 <= len(left) < 5 and left == names[-len(left) :], left  # the newest, in order
     assert await store.get(Kind.CHAT, "big", owner=OWNER) is not None
+
+
+async def test_a_conversation_written_makes_room_for_the_records_kept(
+    store: ConversationStore, settings: Any
+) -> None:
+    """Records give way only to records: when they and the conversations fill STORE_MAX_BYTES, a
+    conversation's write pushes out the oldest conversations, and every record stays."""
+    settings.STORE_MAX_BYTES = 1024 * 1024
+    records = [f"r{n}" for n in range(3)]
+    for name in records:
+        await store.put_record(Kind.RESPONSE, name, {"text": "z" * 200_000}, owner=OWNER)
+    names = [f"c{n}" for n in range(3)]
+    for name in names:
+        turn = [{"role": "user", "content": "y" * 200_000, "timestamp": "t"}]
+        await store.append(Kind.CHAT, name, turn, owner=OWNER, model="m", tokens=0)
+    left = [n for n in names if await store.get(Kind.CHAT, n, owner=OWNER) is not None]
+    assert 1 <= len(left) < 3 and left == names[-len(left) :], left
+    assert await kept(store, OWNER, records) == records

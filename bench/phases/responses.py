@@ -4,10 +4,11 @@ upstream called directly, and requests per second at BENCH_CONCURRENCY.
 
 Every measured request continues the same three-turn chain (stored: `store` is left at its default),
 so each one reads the chain's three stored responses, sends seven messages upstream and writes a
-response of its own. The lane's service keeps up to CHAIN_STORE responses in up to CHAIN_BYTES, so
-the chain is never evicted by the responses the run itself writes (with the default CONVERSATION_MAX
-it would be, after 1,000 of them, and with the default STORE_MAX_BYTES, which stored responses share
-with conversations in the local store, after some 15,000).
+response of its own. The lane's service keeps up to CHAIN_STORE responses in up to CHAIN_BYTES, a
+client's too, so the chain is never evicted by the responses the run itself writes (with the default
+CONVERSATION_MAX it would be, after 1,000 of them; with the default STORE_MAX_BYTES, which stored
+responses share with conversations, after some 15,000; and with the default CLIENT_STORAGE_BYTES, the
+quota of the one client the load comes from, after some 2,000).
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ CHAIN_BYTES = "2GiB"
 
 
 def service_settings(cfg: Config) -> dict[str, str]:
-    return {"CONVERSATION_MAX": CHAIN_STORE, "STORE_MAX_BYTES": CHAIN_BYTES}
+    return {
+        "CONVERSATION_MAX": CHAIN_STORE,
+        "STORE_MAX_BYTES": CHAIN_BYTES,
+        "CLIENT_STORAGE_BYTES": CHAIN_BYTES,
+    }
 
 
 def build_chain(url: str) -> str:

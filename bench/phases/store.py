@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from phases import PhaseContext
+from phases.open_streams import cpu_seconds
 from phases.profile import profile_chat_under_load
 from processes import (
     PROCS,
@@ -36,13 +37,16 @@ DELAY_MS = 0.5  # each way
 ROUNDS = 3  # each service's runs, taking turns: the figures are the medians
 
 
-def _turns(ctx: PhaseContext, services: dict[str, Service]) -> dict[str, Any]:
+def _turns(ctx: PhaseContext, services: dict[str, Service], redis_pid: int) -> dict[str, Any]:
     """Short runs on every service in turn, ROUNDS times (concurrency 1, then BENCH_CONCURRENCY): on a
-    machine whose speed drifts from one minute to the next, only figures taken side by side compare."""
+    machine whose speed drifts from one minute to the next, only figures taken side by side compare.
+    At concurrency 1 the worker's own CPU time per request is taken too, and for the loopback Redis
+    the redis-server's (nothing else uses that Redis meanwhile: the other services take turns)."""
     wrk, cfg, token = ctx.wrk, ctx.cfg, ctx.token
     body = wrk.body("store-new", {"message": "hi", "conversation_id": "{id}"})
     seconds = max(2, cfg.seconds // 2)
     runs: dict[str, dict[str, list[Any]]] = {name: {"c1": [], "cn": []} for name in services}
+    cpu: dict[str, list[float]] = {name: [] for name in (*services, "redis_server")}
     for name, svc in services.items():  # warm-up, discarded
         wrk.run(
             f"{svc.url}/chat/message",
@@ -55,6 +59,7 @@ def _turns(ctx: PhaseContext, services: dict[str, Service]) -> dict[str, Any]:
     for n in range(ROUNDS):
         for connections, lane in ((1, "c1"), (cfg.concurrency, "cn")):
             for name, svc in services.items():
+                before = (svc.cpu_seconds(), cpu_seconds(redis_pid))
                 run = wrk.run(
                     f"{svc.url}/chat/message",
                     body,
@@ -64,6 +69,10 @@ def _turns(ctx: PhaseContext, services: dict[str, Service]) -> dict[str, Any]:
                     prefix=f"s{lane}{n}{name}{token}",
                 )
                 runs[name][lane].append(run)
+                if connections == 1 and run.requests:
+                    cpu[name].append((svc.cpu_seconds() - before[0]) / run.requests * 1e6)
+                    if name == "redis":
+                        cpu["redis_server"].append((cpu_seconds(redis_pid) - before[1]) / run.requests * 1e6)
     results: dict[str, Any] = {}
     for name, lanes in runs.items():
         errors: dict[str, int] = {}
@@ -72,6 +81,7 @@ def _turns(ctx: PhaseContext, services: dict[str, Service]) -> dict[str, Any]:
                 errors[kind] = errors.get(kind, 0) + count
         results[name] = {
             "p50_ms": statistics.median(r.raw_p50_ms or r.p50_ms for r in lanes["c1"]),
+            "cpu_us_c1": statistics.median(cpu[name]) if cpu[name] else None,
             "rps": statistics.median(r.rps for r in lanes["cn"]),
             "c1": {
                 "errors": {k: v for k, v in errors.items() if k},
@@ -79,6 +89,8 @@ def _turns(ctx: PhaseContext, services: dict[str, Service]) -> dict[str, Any]:
             },
             "cn": {"errors": {}, "runs": [asdict(r) | {"rps": r.rps} for r in lanes["cn"]]},
         }
+    if cpu["redis_server"]:
+        results["redis_server_cpu_us_c1"] = statistics.median(cpu["redis_server"])
     return results
 
 
@@ -119,7 +131,7 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
         ):
             running.callback(PROCS.stop, svc.proc)
             services[name] = svc
-        results |= _turns(ctx, services)
+        results |= _turns(ctx, services, redis.proc.pid)
         if ctx.cfg.profile:
             results["profile"] = _profile(ctx, services["redis"])
     return results
