@@ -1,5 +1,5 @@
-"""One contract, two stores (local memory and Redis: a real redis-server, and a real three-master Redis
-Cluster) that behave the same: turns kept in
+"""One contract, two stores (local memory and Redis: a real redis-server, a real three-master Redis
+Cluster, and the same two of Valkey 9.1) that behave the same: turns kept in
 order, kinds apart, no concurrent append lost, newest-first paging, delete and clear, least recently
 written evicted, oldest messages dropped, idle conversations expired (each write refreshing the TTL),
 usage counted and values cached."""
@@ -40,17 +40,25 @@ class StrictClusterStore(RedisClusterStore):
     script_header = "#!lua\n"
 
 
-@pytest.fixture(params=["local", "redis", "cluster"])
+# the servers each Redis store runs on: Redis 7, and Valkey 9.1 (Redis's fork), alone and as a cluster
+SERVERS = {
+    "redis": "redis_server",
+    "cluster": "redis_cluster",
+    "valkey": "valkey_server",
+    "valkey-cluster": "valkey_cluster",
+}
+
+
+@pytest.fixture(params=["local", *SERVERS])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ConversationStore]:
     if request.param == "local":
         reset_store()
         yield LocalStore()
         return
-    if request.param == "cluster":
-        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        redis_store: RedisStore = StrictClusterStore(cluster.url, prefix="contract:")
+    server: RedisServer | RedisCluster = request.getfixturevalue(SERVERS[request.param])
+    if isinstance(server, RedisCluster):
+        redis_store: RedisStore = StrictClusterStore(server.url, prefix="contract:")
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
         redis_store = RedisStore(server.url, prefix="contract:")
     await redis_store.flush()
     yield redis_store
