@@ -8,6 +8,7 @@ the garbage collector, and the provider keeps generating tokens the owner pays f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -30,11 +31,17 @@ def close_at_end(closer: Closer) -> None:
 
 
 async def close_all(pending: list[Closer]) -> None:
-    """Every closer, each one even if another fails (a failure is logged by its kind only: what it
-    says may name the provider's URL)."""
+    """Every closer, each one even if another fails or the task is cancelled meanwhile (a failure is
+    logged by its kind only: what it says may name the provider's URL; a cancellation is raised once
+    all have run)."""
+    cancelled: asyncio.CancelledError | None = None
     for closer in pending:
         try:
             await closer()
+        except asyncio.CancelledError as exc:
+            cancelled = exc
         except Exception as exc:
             logger.warning("closing what a request left open failed: %s", type(exc).__name__)
     pending.clear()
+    if cancelled is not None:
+        raise cancelled

@@ -321,6 +321,8 @@ class LocalStore:
             while quota.bytes > client_max and (victim := _oldest_other(quota.entries, current)):
                 self._forget(victim)
                 evicted += 1
+        for records in self._records.values():  # expired records leave no less room than none
+            records.prune()
         room = settings.STORE_MAX_BYTES - self._record_bytes()
         while self._bytes > room and (victim := _oldest_other(self._recent, current)):
             self._forget(victim)
@@ -600,7 +602,8 @@ class _Records:
                     del self._quotas[entry[2]]
         return entry
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
+        """Forget the records past their expiry."""
         now = time.monotonic()
         while self._entries and (oldest := next(iter(self._entries.items())))[1][0] <= now:
             self._pop(oldest[0])
@@ -615,7 +618,7 @@ class _Records:
         expires_in: float | None = None,
     ) -> int:
         """Keep a record (replacing the slot's); how many older ones went to keep the bounds."""
-        self._prune()
+        self.prune()
         self._pop(slot)
         ttl = settings.CONVERSATION_TTL if expires_in is None else expires_in
         self._entries[slot] = (time.monotonic() + ttl, raw, quota_key)
@@ -654,7 +657,7 @@ class _Records:
 
     def index(self) -> list[tuple[str, float, str | None]]:
         """(slot, monotonic expiry, quota key) of every record, least recently written first."""
-        self._prune()
+        self.prune()
         return [(slot, expires, quota_key) for slot, (expires, _, quota_key) in self._entries.items()]
 
 

@@ -31,6 +31,7 @@ from stores.base import (
 )
 from stores.redis_store import (
     RECORD,
+    RECORD_COUNT_PARTS,
     RECORDS,
     SWAP_LAST_TURN,
     TALLY,
@@ -53,6 +54,7 @@ from stores.redis_store import (
 CLUSTER_LIBRARY = (
     TRIM_TURNS
     + SWAP_LAST_TURN
+    + RECORDS
     + "local KINDS = {"
     + ", ".join(f"'{kind}'" for kind in Kind)
     + "}\n"
@@ -228,8 +230,20 @@ local function account(K, A)
   end
   local evicted = 0
   if most > 0 then
-    -- the room the records kept leave (they give way only to records: see RECORDS)
-    local room = store_max - (tonumber(redis.call('GET', g.records)) or 0)
+    -- the room the records kept leave (they give way only to records: see RECORDS); when that is too
+    -- little, the expired ones leave the counts first (only a record's write sweeps them otherwise).
+    -- K after the globals: each kind's RECORDS keys 1-6, in RECORD_KINDS' order.
+    local records = tonumber(redis.call('GET', g.records)) or 0
+    if records > 0 and (tonumber(redis.call('GET', g.bytes)) or 0) > store_max - records then
+      local per_kind = {}
+      for i = 1, #RECORD_KINDS do
+        local at = 7 + #KINDS + 6 * (i - 1)
+        per_kind[i] = {K[at + 1], K[at + 2], K[at + 3], K[at + 4], K[at + 5], K[at + 6], g.records, g.bytes}
+      end
+      sweep_records(per_kind, tonumber(A[7]))
+      records = tonumber(redis.call('GET', g.records)) or 0
+    end
+    local room = store_max - records
     while (tonumber(redis.call('GET', g.bytes)) or 0) > room do
       local victim = oldest_but(g.lru, member)
       if not victim then break end
@@ -328,7 +342,6 @@ local function record_set(K, A)
 end
 
 """
-    + RECORDS
 )
 
 
@@ -544,7 +557,13 @@ class RedisClusterStore(RedisStore):
         quota = "=" if turn.replace_last else turn.quota_key or ""
         most = 0 if turn.replace_last else settings.CONVERSATION_MAX
         args: list[Any] = [member, size, score, quota, settings.STORE_MAX_BYTES, most, cutoff, version]
-        operations: list[Operation] = [("account", self._globals(), args)]
+        kinds = [
+            [self._records(kind), *(self._records(kind, part) for part in RECORD_COUNT_PARTS)]
+            for kind in Kind
+        ]
+        operations: list[Operation] = [
+            ("account", [*self._globals(), *(k for keys in kinds for k in keys)], args)
+        ]
         if turn.quota_key and not turn.replace_last:
             args = [member, size, score, settings.CLIENT_STORAGE_BYTES, settings.CONVERSATION_TTL, version]
             operations.append(("quota_put", self._quota_keys(turn.quota_key), args))

@@ -231,8 +231,22 @@ if owner ~= '' and client_max > 0 then
     evicted = evicted + 1
   end
 end
--- the room the records kept leave (they give way only to records: see RECORDS)
-local room = store_max - (tonumber(redis.call('GET', prefix .. 'records:bytes')) or 0)
+-- the room the records kept leave (they give way only to records: see RECORDS); when that is too
+-- little, the expired ones leave the counts first (only a record's write sweeps them otherwise)
+local records = tonumber(redis.call('GET', prefix .. 'records:bytes')) or 0
+if records > 0 and stored > store_max - records then
+  local per_kind = {}
+  for _, kind in ipairs(RECORD_KINDS) do
+    local base = prefix .. 'records:' .. kind
+    local keys = {base}
+    for _, part in ipairs(RECORD_PARTS) do keys[#keys + 1] = base .. ':' .. part end
+    keys[7], keys[8] = prefix .. 'records:bytes', total
+    per_kind[#per_kind + 1] = keys
+  end
+  sweep_records(per_kind, score - ttl)
+  records = tonumber(redis.call('GET', prefix .. 'records:bytes')) or 0
+end
+local room = store_max - records
 while stored > room do
   local victim = oldest_other(lru, member)
   if not victim then break end
@@ -343,7 +357,14 @@ return #ids
 # first, in one key), 5 quota bytes (quota key -> bytes), 6 the kind's bytes, 7 every kind's records'
 # bytes, 8 the conversations' bytes (all three share STORE_MAX_BYTES; a conversation's write makes room
 # for the records kept, a record's gets the room the rest leave).
-RECORDS = """
+RECORD_COUNT_PARTS = ("sizes", "quotas", "by-quota", "quota-bytes", "bytes")  # RECORDS' keys 2-6, by name
+RECORDS = (
+    "local RECORD_KINDS = {"
+    + ", ".join(f"'{kind}'" for kind in Kind)
+    + "}\nlocal RECORD_PARTS = {"
+    + ", ".join(f"'{part}'" for part in RECORD_COUNT_PARTS)
+    + "}\n"
+    + """
 local function unindex_record(K, slot)
   local bytes = tonumber(redis.call('HGET', K[2], slot) or '0')
   local member = redis.call('HGET', K[3], slot)
@@ -362,6 +383,16 @@ local function unindex_record(K, slot)
   return existed, bytes
 end
 
+-- the records written before `cutoff` (expired: Redis has let their keys go) out of the counts, for
+-- each kind's keys in `per_kind`
+local function sweep_records(per_kind, cutoff)
+  for _, K in ipairs(per_kind) do
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', K[1], '-inf', '(' .. cutoff)) do
+      unindex_record(K, old)
+    end
+  end
+end
+
 -- A: 1 slot, 2 bytes, 3 score (epoch seconds), 4 ttl, 5 quota key ('' none), 6 the client's quota (0:
 -- off), 7 the store's bound, 8 most records of the kind. Counts one record written (expired ones leave
 -- the counts): beyond its quota key's quota its own oldest go, beyond the room the others leave or the
@@ -369,9 +400,7 @@ end
 local function index_record(K, A)
   local slot, size, score, ttl = A[1], tonumber(A[2]), tonumber(A[3]), tonumber(A[4])
   local quota, client_max, store_max, most = A[5], tonumber(A[6]), tonumber(A[7]), tonumber(A[8])
-  for _, old in ipairs(redis.call('ZRANGEBYSCORE', K[1], '-inf', '(' .. (score - ttl))) do
-    unindex_record(K, old)
-  end
+  sweep_records({K}, score - ttl)
   unindex_record(K, slot)
   redis.call('ZADD', K[1], score, slot)
   redis.call('HSET', K[2], slot, size)
@@ -412,6 +441,7 @@ local function index_record(K, A)
   return victims
 end
 """
+)
 
 # KEYS: the record, then RECORDS' keys. ARGV: the record's slot. 1 if there was one.
 DELETE_RECORD = (
@@ -569,7 +599,6 @@ BATCH = batch_script(
 )
 
 Operation = tuple[str, list[Any], list[Any]]  # a BATCH operation: its name, keys and arguments
-RECORD_COUNT_PARTS = ("sizes", "quotas", "by-quota", "quota-bytes", "bytes")  # RECORDS' keys 2-6
 
 
 class HiredisPacking:

@@ -757,3 +757,19 @@ async def test_a_conversation_written_makes_room_for_the_records_kept(
     left = [n for n in names if await store.get(Kind.CHAT, n, owner=OWNER) is not None]
     assert 1 <= len(left) < 3 and left == names[-len(left) :], left
     assert await kept(store, OWNER, records) == records
+
+
+async def test_expired_records_leave_the_conversations_their_room(
+    store: ConversationStore, settings: Any
+) -> None:
+    settings.STORE_MAX_BYTES = 1024 * 1024
+    settings.CONVERSATION_TTL = 60
+    for n in range(3):
+        await store.put_record(Kind.RESPONSE, f"r{n}", {"text": "z" * 200_000}, owner=OWNER)
+    later = time.time() + 120
+    names = [f"c{n}" for n in range(3)]
+    with mock.patch("time.time", return_value=later), mock.patch("time.monotonic", return_value=later):
+        for name in names:
+            turn = [{"role": "user", "content": "y" * 200_000, "timestamp": "t"}]
+            await store.append(Kind.CHAT, name, turn, owner=OWNER, model="m", tokens=0)
+        assert [n for n in names if await store.get(Kind.CHAT, n, owner=OWNER) is not None] == names
