@@ -321,9 +321,11 @@ class LocalStore:
             while quota.bytes > client_max and (victim := _oldest_other(quota.entries, current)):
                 self._forget(victim)
                 evicted += 1
-        for records in self._records.values():  # expired records leave no less room than none
-            records.prune()
         room = settings.STORE_MAX_BYTES - self._record_bytes()
+        if self._bytes > room:  # expired records leave their room first (a record's write sweeps them too)
+            for records in self._records.values():
+                records.prune()
+            room = settings.STORE_MAX_BYTES - self._record_bytes()
         while self._bytes > room and (victim := _oldest_other(self._recent, current)):
             self._forget(victim)
             evicted += 1
