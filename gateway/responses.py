@@ -67,9 +67,7 @@ class PreparedResponse:
     ancestors: list[str]  # the chain before this response, newest first
     call: upstream.UpstreamCall
     turn_id: str | None = None  # its turn in a conversation (see turns.turn_id_for)
-    quota_key: str | None = (
-        None  # whose storage quota its turn in a conversation and its record count against
-    )
+    quota_key: str | None = None  # whose storage quota its turn and its record count against
 
 
 def reads(request: ResponseRequest, owner: str) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from stores.base import (
 )
 from stores.redis_store import (
     RECORD,
-    RECORD_COUNT_PARTS,
     RECORDS,
     SWAP_LAST_TURN,
     TALLY,
@@ -358,11 +357,7 @@ CLUSTER_BATCH = batch_script(
   quota_put = quota_put,
   quota_drop = quota_drop,
   record_set = record_set,
-  index_record = function(K, A)  -- K: RECORDS' keys, then the statistics
-    local victims = index_record(K, A)
-    if #victims > 0 then redis.call('HINCRBY', K[9], 'evictions', #victims) end
-    return victims
-  end,
+  index_record = index_record,
   unindex_record = function(K, A) return (unindex_record(K, A[1])) end,
   record = record_call,
   tally = tally,""",
@@ -557,13 +552,8 @@ class RedisClusterStore(RedisStore):
         quota = "=" if turn.replace_last else turn.quota_key or ""
         most = 0 if turn.replace_last else settings.CONVERSATION_MAX
         args: list[Any] = [member, size, score, quota, settings.STORE_MAX_BYTES, most, cutoff, version]
-        kinds = [
-            [self._records(kind), *(self._records(kind, part) for part in RECORD_COUNT_PARTS)]
-            for kind in Kind
-        ]
-        operations: list[Operation] = [
-            ("account", [*self._globals(), *(k for keys in kinds for k in keys)], args)
-        ]
+        records = [key for kind in Kind for key in self._record_keys(kind)]  # see account
+        operations: list[Operation] = [("account", [*self._globals(), *records], args)]
         if turn.quota_key and not turn.replace_last:
             args = [member, size, score, settings.CLIENT_STORAGE_BYTES, settings.CONVERSATION_TTL, version]
             operations.append(("quota_put", self._quota_keys(turn.quota_key), args))

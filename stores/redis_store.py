@@ -356,7 +356,8 @@ return #ids
 # 4 by-quota (score 0, members "<quota key>\0<last write>\0<slot>": a quota key's records, oldest
 # first, in one key), 5 quota bytes (quota key -> bytes), 6 the kind's bytes, 7 every kind's records'
 # bytes, 8 the conversations' bytes (all three share STORE_MAX_BYTES; a conversation's write makes room
-# for the records kept, a record's gets the room the rest leave).
+# for the records kept, a record's gets the room the rest leave); index_record also takes 9 the
+# statistics (its evictions are counted there).
 RECORD_COUNT_PARTS = ("sizes", "quotas", "by-quota", "quota-bytes", "bytes")  # RECORDS' keys 2-6, by name
 RECORDS = (
     "local RECORD_KINDS = {"
@@ -438,6 +439,7 @@ local function index_record(K, A)
     if not victim then break end
     evict(victim)
   end
+  if #victims > 0 then redis.call('HINCRBY', K[9], 'evictions', #victims) end
   return victims
 end
 """
@@ -480,12 +482,11 @@ return 1
 # for it are deleted (and counted as evictions).
 PUT_RECORD = """
 local counts, args = {}, {}
-for i = 2, #KEYS - 1 do counts[i - 1] = KEYS[i] end
+for i = 2, #KEYS do counts[i - 1] = KEYS[i] end
 for i = 3, #ARGV do args[i - 2] = ARGV[i] end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(args[4]))
 local victims = index_record(counts, args)
 for _, slot in ipairs(victims) do redis.call('DEL', ARGV[2] .. slot) end
-if #victims > 0 then redis.call('HINCRBY', KEYS[#KEYS], 'evictions', #victims) end
 return #victims
 """
 
@@ -918,10 +919,13 @@ class RedisStore:
         base = self._owned(record.owner, f"record:{record.kind}:")
         return [("put_record", keys, [raw, base, *self._record_count_args(record, raw)])]
 
+    def _record_keys(self, kind: Kind) -> list[str]:
+        """A kind's own RECORDS keys (1-6)."""
+        return [self._records(kind), *(self._records(kind, part) for part in RECORD_COUNT_PARTS)]
+
     def _record_counts(self, kind: Kind) -> list[str]:
-        """RECORDS' keys for a record of `kind`."""
-        own = [self._records(kind), *(self._records(kind, part) for part in RECORD_COUNT_PARTS)]
-        return [*own, self._shared("records:bytes"), self._shared("bytes")]
+        """RECORDS' keys for a record of `kind` (1-8)."""
+        return [*self._record_keys(kind), self._shared("records:bytes"), self._shared("bytes")]
 
     @staticmethod
     def _record_count_args(record: RecordWrite, raw: bytes) -> list[Any]:

@@ -622,9 +622,8 @@ class UpstreamStream:
         self.raw = b""  # the JSON of the chunk chunks() yielded last, as the upstream sent it
         self.relayed = False  # set by whoever relays it (gateway.calls.Relay)
         now = asyncio.get_running_loop().time()
-        self._idle_seconds = settings.LLM_TIMEOUT
         self._ends_at = now + settings.LLM_STREAM_MAX_SECONDS
-        self._idle_until = now + self._idle_seconds
+        self._idle_until = now + settings.LLM_TIMEOUT
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """Each chunk as the upstream sent it; error events, cut and overdue streams raise.
@@ -633,7 +632,7 @@ class UpstreamStream:
         lines here, in the one generator every chunk passes through; CR LF and lone CR end lines too,
         as in the SSE specification."""
         loop = asyncio.get_running_loop()
-        idle = self._idle_seconds
+        idle = settings.LLM_TIMEOUT  # read once a stream, not once a line
         raw = self._response.aiter_raw()
         watch = _StreamWatch()
         pending = b""
