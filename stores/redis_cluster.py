@@ -334,10 +334,24 @@ local function quota_drop(K, A)
   return #A
 end
 
--- K: the record. A: the record (JSON), ttl.
+-- K: the record, its score's key. A: the record (JSON), ttl, the score index_record counts it at.
 local function record_set(K, A)
   redis.call('SET', K[1], A[1], 'EX', tonumber(A[2]))
+  redis.call('SET', K[2], A[3], 'EX', tonumber(A[2]))
   return 1
+end
+
+-- K: pairs of a record and its score's key. A: the score each was evicted at. Deletes each record not
+-- written again since (one written before its score was kept goes too). Answers how many went.
+local function record_drop(K, A)
+  local n = 0
+  for i, score in ipairs(A) do
+    local kept = redis.call('GET', K[2 * i])
+    if not kept or tonumber(kept) == tonumber(score) then
+      n = n + redis.call('DEL', K[2 * i - 1], K[2 * i])
+    end
+  end
+  return n
 end
 
 """
@@ -357,7 +371,8 @@ CLUSTER_BATCH = batch_script(
   quota_put = quota_put,
   quota_drop = quota_drop,
   record_set = record_set,
-  index_record = index_record,
+  record_drop = record_drop,
+  index_record = function(K, A) return {index_record(K, A)} end,
   unindex_record = function(K, A) return (unindex_record(K, A[1])) end,
   record = record_call,
   tally = tally,""",
@@ -380,12 +395,13 @@ Forgotten = tuple[str, str]  # "<kind>:<slot>" and the version counted when it w
 
 class RedisClusterStore(RedisStore):
     """Keys: `gw:{o:<owner>}:...` for an owner's conversations (`conv:<kind>:<owner>/<id>:meta|msgs|
-    costs`), index (`mine:<kind>:<owner>`), records and turn ids; `gw:{q:<quota key>}:quota:<quota
-    key>:bytes|lru|sizes|versions` for a client's storage quota; `gw:{c:<counter>:<window>}` for each
-    rate-limit and budget counter; `gw:{gw}:...` for what every owner shares (`index:<kind>`, `lru`,
-    `sizes`, `owners`, `bytes`, `versions`, `stats*`, `records:<kind>`). A write runs a script per slot
-    it touches, slots apart at once; what crosses slots (the store's bounds, the quotas) follows in a
-    second step, and the conversations it evicts are deleted in a third."""
+    costs`), index (`mine:<kind>:<owner>`), records (each with its `:score`) and turn ids; `gw:{q:<quota
+    key>}:quota:<quota key>:bytes|lru|sizes|versions` for a client's storage quota;
+    `gw:{c:<counter>:<window>}` for each rate-limit and budget counter; `gw:{gw}:...` for what every
+    owner shares (`index:<kind>`, `lru`, `sizes`, `owners`, `bytes`, `versions`, `stats*`,
+    `records:<kind>`). A write runs a script per slot it touches, slots apart at once; what crosses slots
+    (the store's bounds, the quotas) follows in a second step, and the conversations and records it
+    evicts are deleted in a third (each only if not written since it was counted)."""
 
     batch_source = CLUSTER_BATCH
 
@@ -573,21 +589,22 @@ class RedisClusterStore(RedisStore):
     def _record_operations(self, record: RecordWrite) -> list[Operation]:
         key = self._record(record.kind, record.owner, record.record_id)
         raw = orjson.dumps(record.record)
+        args = self._record_count_args(record, raw)
         return [
-            ("record_set", [key], [raw, settings.CONVERSATION_TTL]),
-            (
-                "index_record",
-                [*self._record_counts(record.kind), self._stats_key()],
-                self._record_count_args(record, raw),
-            ),
+            ("record_set", [key, f"{key}:score"], [raw, settings.CONVERSATION_TTL, args[2]]),
+            ("index_record", [*self._record_counts(record.kind), self._stats_key()], args),
         ]
 
-    async def _drop_records(self, kind: Kind, victims: list[Any]) -> None:
-        """Delete the records the kind's index let go (each on its owner's slot)."""
-        keys = [self._record(kind, *_text(slot).split("/", 1)) for slot in victims]
-        if keys:
-            async with self._guard(writing=True):
-                await asyncio.gather(*(self._call(self._redis.delete(key)) for key in keys))
+    async def _drop_records(self, kind: Kind, answer: list[Any]) -> None:
+        """Delete the records the kind's index let go, each on its owner's slot, unless written again
+        since (its new write is counted: the key stays)."""
+        victims, scores = answer
+        operations: list[Operation] = []
+        for slot, score in zip(victims, scores, strict=True):
+            key = self._record(kind, *_text(slot).split("/", 1))
+            operations.append(("record_drop", [key, f"{key}:score"], [score]))
+        if operations:
+            await self._batch(operations)
 
     async def delete(self, kind: Kind, conversation_id: str, *, owner: str) -> bool:
         member = f"{kind}:{slot_of(owner, conversation_id)}"
@@ -630,9 +647,10 @@ class RedisClusterStore(RedisStore):
         return True
 
     async def delete_record(self, kind: Kind, record_id: str, *, owner: str) -> bool:
+        key = self._record(kind, owner, record_id)
         async with self._guard(writing=True):
             deleted, _ = await asyncio.gather(
-                self._call(self._redis.delete(self._record(kind, owner, record_id))),
+                self._call(self._redis.delete(key, f"{key}:score")),
                 self._batch([("unindex_record", self._record_counts(kind), [slot_of(owner, record_id)])]),
             )
         return bool(deleted)

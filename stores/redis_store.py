@@ -397,7 +397,8 @@ end
 -- A: 1 slot, 2 bytes, 3 score (epoch seconds), 4 ttl, 5 quota key ('' none), 6 the client's quota (0:
 -- off), 7 the store's bound, 8 most records of the kind. Counts one record written (expired ones leave
 -- the counts): beyond its quota key's quota its own oldest go, beyond the room the others leave or the
--- count anyone's oldest of the kind; never the one written. Answers the slots of those that went.
+-- count anyone's oldest of the kind; never the one written. Answers the slots of those that went, and
+-- the scores they were counted at (a cluster deletes a victim's key only if it was not written since).
 local function index_record(K, A)
   local slot, size, score, ttl = A[1], tonumber(A[2]), tonumber(A[3]), tonumber(A[4])
   local quota, client_max, store_max, most = A[5], tonumber(A[6]), tonumber(A[7]), tonumber(A[8])
@@ -407,8 +408,9 @@ local function index_record(K, A)
   redis.call('HSET', K[2], slot, size)
   local total = redis.call('INCRBY', K[6], size)
   redis.call('INCRBY', K[7], size)
-  local victims = {}
+  local victims, scores = {}, {}
   local function evict(victim)
+    scores[#victims + 1] = redis.call('ZSCORE', K[1], victim) or '0'
     local _, freed = unindex_record(K, victim)
     total = total - freed
     victims[#victims + 1] = victim
@@ -440,7 +442,7 @@ local function index_record(K, A)
     evict(victim)
   end
   if #victims > 0 then redis.call('HINCRBY', K[9], 'evictions', #victims) end
-  return victims
+  return victims, scores
 end
 """
 )

@@ -2,7 +2,8 @@
 continues on the other process and no concurrent message is lost; the keys of one owner's
 conversation and index share one slot, while different owners' spread over the cluster's nodes; a
 script declared `#!lua` may reach no key outside its slot; a turn whose accounting broke off is counted
-once it is sent again; a single-node store pointed at a cluster's node says what to set."""
+once it is sent again, and an eviction spares a conversation or record written since it was counted; a
+single-node store pointed at a cluster's node says what to set."""
 
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ async def test_it_counts_a_turn_whose_accounting_broke_off_once_it_is_sent_again
                 Kind.CHAT, "c", turn, owner="t-a", model="m", tokens=1, quota_key="ip:me", turn_id="t1"
             )
         assert await store.get(Kind.CHAT, "c", owner="t-a") is not None  # written, not yet counted
-        assert await store.stored_bytes() == 0
+        assert int(await store._redis.get(store._shared("records:bytes")) or 0) == 0
         again = await store.append(
             Kind.CHAT, "c", turn, owner="t-a", model="m", tokens=1, quota_key="ip:me", turn_id="t1"
         )
@@ -203,6 +204,42 @@ async def test_an_eviction_spares_a_conversation_written_since_the_accounting_co
         # a conversation not written since it was counted goes, as the bound says
         await store.append(Kind.CHAT, "c", turn, owner="r-c", model="m", tokens=0)
         assert await store.get(Kind.CHAT, "b", owner="r-b") is None
+    finally:
+        await store.flush()
+        await store.aclose()
+
+
+async def test_an_eviction_spares_a_record_written_again_before_its_key_goes(
+    redis_cluster: RedisCluster, settings: Any
+) -> None:
+    """A record's eviction takes it out of the shared counts, then deletes its key on its owner's slot (a
+    step later). If the record is written again in between, its new value stays, still counted."""
+    settings.STORE_MAX_BYTES = 1  # every record written evicts every other one
+    settings.CLIENT_STORAGE_BYTES = 0
+    store = RedisClusterStore(redis_cluster.url, prefix="race:")
+    await store.flush()
+    drop = store._drop_records
+
+    async def written_again_first(kind: Kind, victims: list[Any]) -> None:
+        patched.stop()  # once
+        await store.put_record(Kind.CHAT, "a", {"metadata": {"v": "2"}}, owner="r-a")  # evicts "b"
+        await drop(kind, victims)
+
+    patched = mock.patch.object(store, "_drop_records", new=written_again_first)
+    try:
+        await store.put_record(Kind.CHAT, "a", {"metadata": {"v": "1"}}, owner="r-a")
+        patched.start()
+        await store.put_record(Kind.CHAT, "b", {"metadata": {"v": "1"}}, owner="r-b")  # evicts "a"
+        assert await store.get_records(Kind.CHAT, ["a"], owner="r-a") == [{"metadata": {"v": "2"}}]
+        assert await store.get_records(Kind.CHAT, ["b"], owner="r-b") == [None]
+        # the record kept is the one counted: deleting it gives every byte back
+        assert await store.delete_record(Kind.CHAT, "a", owner="r-a")
+        assert int(await store._redis.get(store._shared("records:bytes")) or 0) == 0
+        # a record evicted and not written since goes, key and all
+        await store.put_record(Kind.CHAT, "c", {"metadata": {}}, owner="r-c")
+        await store.put_record(Kind.CHAT, "d", {"metadata": {}}, owner="r-d")
+        assert await store.get_records(Kind.CHAT, ["c"], owner="r-c") == [None]
+        assert await store.get_records(Kind.CHAT, ["d"], owner="r-d") == [{"metadata": {}}]
     finally:
         await store.flush()
         await store.aclose()
