@@ -694,6 +694,10 @@ class RedisStore:
         than the rest of the call. On one Redis, scripts go down the store's pipelined connection."""
         if self._wire is not None:
             return await self._wire.evalsha(script, keys, args)
+        return await self._run_pooled(script, keys=keys, args=args)
+
+    async def _run_pooled(self, script: Any, *, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA through redis-py's client and its pool."""
         try:
             return await self._call(self._redis.evalsha(script.sha, len(keys), *keys, *args))
         except NoScriptError:

@@ -108,12 +108,27 @@ def _tls(options: dict[str, Any]) -> ssl.SSLContext:
     return context
 
 
+class Unreachable(RedisConnectionError):
+    """No connection to Redis could be made (nothing was sent)."""
+
+
 class WireClient:
     """Script calls (EVALSHA) to one Redis named by a redis://, rediss:// or unix:// URL, over one
-    pipelined connection, opened when first needed and again after it breaks."""
+    pipelined connection, opened when first needed and again after it breaks. `address` (host, port)
+    names another server with the URL's credentials and TLS options: a node of a cluster."""
 
-    def __init__(self, url: str, *, timeout: float, connect_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        connect_timeout: float = 1.0,
+        address: tuple[str, int] | None = None,
+    ) -> None:
         self._options: dict[str, Any] = dict(parse_url(url))
+        if address is not None:
+            self._options.pop("path", None)
+            self._options["host"], self._options["port"] = address
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._connection: _Connection | None = None
@@ -162,7 +177,7 @@ class WireClient:
                 self._connection = await self._open()
                 return self._connection
         except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"cannot connect to Redis: {type(exc).__name__}") from None
+            raise Unreachable(f"cannot connect to Redis: {type(exc).__name__}") from None
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ single-node store pointed at a cluster's node says what to set."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -21,6 +22,7 @@ from core.keys import fingerprint
 from stores import Kind
 from stores.redis_cluster import RedisClusterStore
 from stores.redis_store import RedisStore
+from stores.redis_wire import WireClient
 from tests.conftest import SECRET, LiveServer, RedisCluster
 from tests.fake_upstream import FakeUpstream
 
@@ -240,6 +242,63 @@ async def test_an_eviction_spares_a_record_written_again_before_its_key_goes(
         await store.put_record(Kind.CHAT, "d", {"metadata": {}}, owner="r-d")
         assert await store.get_records(Kind.CHAT, ["c"], owner="r-c") == [None]
         assert await store.get_records(Kind.CHAT, ["d"], owner="r-d") == [{"metadata": {}}]
+    finally:
+        await store.flush()
+        await store.aclose()
+
+
+TURN = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+
+
+async def test_its_scripts_go_down_each_nodes_own_connection(redis_cluster: RedisCluster) -> None:
+    """Once redis-py has learnt the slot map, every script runs on the node serving its slot, down that
+    node's own pipelined connection: redis-py's cluster client carries none."""
+    store = RedisClusterStore(redis_cluster.url, prefix="wire:")
+    try:
+        await store.append(Kind.CHAT, "first", TURN, owner="w-0", model="m", tokens=0)  # learns the map
+        with mock.patch.object(store, "_run_pooled", wraps=store._run_pooled) as pooled:
+            for n in range(12):  # owners (and so slots) spread over the three nodes
+                await store.append(Kind.CHAT, "c", TURN, owner=f"w-{n}", model="m", tokens=0)
+                got = await store.get(Kind.CHAT, "c", owner=f"w-{n}")
+                assert got is not None and got.message_count == 2
+        assert pooled.call_count == 0
+        assert len(store._wires) == 3
+    finally:
+        await store.flush()
+        await store.aclose()
+
+
+async def test_a_stale_slot_map_or_an_unreachable_node_falls_back_to_redis_pys_client(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A slot map that names the wrong node (a slot moved since: Redis answers MOVED, before running
+    anything) or a node that cannot be reached: the call goes through redis-py's client, which follows
+    the redirect and learns the map; the next call is back on the nodes' own connections."""
+    store = RedisClusterStore(redis_cluster.url, prefix="wire:")
+    try:
+        await store.append(Kind.CHAT, "c", TURN, owner="m-0", model="m", tokens=0)
+        manager = store._redis.nodes_manager
+        slot = store._redis.keyslot(store._conversation(Kind.CHAT, "m-0", "c") + ":meta")
+        right = manager.slots_cache[slot]
+        wrong = next(n for n in manager.nodes_cache.values() if n.name != right[0].name)
+        manager.slots_cache[slot] = [wrong]
+        with mock.patch.object(store, "_run_pooled", wraps=store._run_pooled) as pooled:
+            await store.append(Kind.CHAT, "c", TURN, owner="m-0", model="m", tokens=0)
+            assert pooled.call_count >= 1
+            assert manager.slots_cache[slot][0].name == right[0].name  # redis-py learnt it again
+            pooled.reset_mock()
+            await store.append(Kind.CHAT, "c", TURN, owner="m-0", model="m", tokens=0)
+            assert pooled.call_count == 0
+            # the node's own connection cannot be made (here: a port nobody listens on)
+            with socket.socket() as unused:
+                unused.bind(("127.0.0.1", 0))
+                dead = WireClient(redis_cluster.url, timeout=1.0, address=unused.getsockname())
+            store._wires[right[0].name] = dead
+            await store.append(Kind.CHAT, "c", TURN, owner="m-0", model="m", tokens=0)
+            assert pooled.call_count >= 1
+        got = await store.get(Kind.CHAT, "c", owner="m-0")
+        assert got is not None and got.message_count == 8  # four turns, each stored once
+        assert await store.stored_bytes() == store.conversation_cost(got.messages)
     finally:
         await store.flush()
         await store.aclose()
