@@ -87,7 +87,9 @@ async def send_message(
     """
     owner = owner_for_writing(request)
     continued = (Kind.CHAT, payload.conversation_id, owner) if payload.conversation_id else None
-    admission = await guards.admit(request, payload.api_key, conversation=continued)
+    # beyond the body: the longest answer it allows and the system prompt
+    beyond = guards.resolve_max_tokens(payload.max_tokens) + guards.tokens_of(settings.CHAT_SYSTEM_PROMPT)
+    admission = await guards.admit(request, payload.api_key, output_cap=beyond, conversation=continued)
     prepared = await turns.prepare_turn(
         owner=owner,
         message=payload.message,

@@ -18,9 +18,17 @@ from stores.base import CallRecord
 
 logger = logging.getLogger(__name__)
 
+# Failures after which the provider may have generated (and billed) the answer: what the call's budgets
+# hold stays charged. After any other, the upstream refused the call or was never reached.
+MAY_BE_BILLED = frozenset({"upstream_timeout", "upstream_invalid_response"})
 
-def call_record(model: str, *, usage: dict[str, int] | None = None, error: str | None = None) -> CallRecord:
-    """One upstream call as the statistics and the token budgets count it (noted in the access line)."""
+
+def call_record(
+    model: str, *, usage: dict[str, int] | None = None, error: str | None = None, refused: bool = False
+) -> CallRecord:
+    """One upstream call as the statistics and the token budgets count it (noted in the access line):
+    its usage settles what its budgets hold (guards.Reservation); `refused`, the upstream refused it
+    (nothing spent), gives that back."""
     usage = usage or {}
     telemetry.note(model=model, tokens=usage.get("total_tokens", 0), **({"error": error} if error else {}))
     return CallRecord(
@@ -28,14 +36,16 @@ def call_record(model: str, *, usage: dict[str, int] | None = None, error: str |
         prompt_tokens=usage.get("prompt_tokens", 0),
         completion_tokens=usage.get("completion_tokens", 0),
         error=error,
-        charges=guards.charges(usage.get("total_tokens", 0)),
+        charges=guards.charges(usage.get("total_tokens", 0), refund=refused),
     )
 
 
-async def record(model: str, *, usage: dict[str, int] | None = None, error: str | None = None) -> None:
+async def record(
+    model: str, *, usage: dict[str, int] | None = None, error: str | None = None, refused: bool = False
+) -> None:
     """Count one upstream call (its tokens, or its error's kind) in the statistics, the token budgets
     and the access line: one store write."""
-    await get_store().commit(call=call_record(model, usage=usage, error=error))
+    await get_store().commit(call=call_record(model, usage=usage, error=error, refused=refused))
 
 
 def upstream_call(
@@ -80,10 +90,14 @@ async def complete_and_record(call: upstream.UpstreamCall) -> tuple[upstream.Com
 async def complete(call: upstream.UpstreamCall) -> tuple[upstream.Completion, dict[str, int]]:
     """A non-streaming upstream call; a failure is counted, a success is the caller's to count (with
     call_record, in the write that stores its result)."""
+    await guards.hold_for(call)
     try:
         completion = await upstream.complete(call)
     except ServiceError as exc:
-        await record(call.model, error=exc.code)
+        await record(call.model, error=exc.code, refused=exc.code not in MAY_BE_BILLED)
+        raise
+    except asyncio.CancelledError:  # the client left: the provider still answers, and bills it
+        await record(call.model, error="client_disconnected")
         raise
     return completion, full_usage(completion.usage)
 
@@ -91,10 +105,11 @@ async def complete(call: upstream.UpstreamCall) -> tuple[upstream.Completion, di
 async def open_and_record(call: upstream.UpstreamCall) -> upstream.UpstreamStream:
     """Open a streaming upstream call; a failure to open is counted. A stream nobody ever relays (its
     client gone before the answer's first byte) is closed and counted when the request ends."""
+    await guards.hold_for(call)
     try:
         stream = await upstream.open_stream(call)
     except ServiceError as exc:
-        await record(call.model, error=exc.code)
+        await record(call.model, error=exc.code, refused=exc.code not in MAY_BE_BILLED)
         raise
 
     async def close_unrelayed() -> None:

@@ -11,15 +11,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.http import HttpRequest
 
 import upstream
-from core import metrics, telemetry
+from core import lifetime, metrics, telemetry
 from core.auth import bearer_token, identify, matching_key
 from core.errors import BadRequest, ServiceError
 from stores import Kind, get_store
-from stores.base import Admission, Count
+from stores.base import Admission, Count, fixed_window
 
 KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII: what an HTTP header can carry
 MAX_ADDRESS_CHARS = 64  # the longest IPv6 text with a zone is well under this
@@ -133,27 +134,138 @@ async def admit(
     request: HttpRequest,
     client_key: str | None,
     *,
+    output_cap: int = 0,
     budgeted: bool = True,
     conversation: tuple[Kind, str, str] | None = None,
     records: tuple[Kind, list[str], str] | None = None,
 ) -> Admission:
     """Every guard a request passes before its upstream call, with what it reads from the store, in
     one store round trip: the rate limit counts it (429 rate_limited over it), then, when `budgeted`,
-    the token budgets its call is charged to (429 budget_exceeded while one is spent; only calls on
-    the server's key count, see _budgets_charged), and the conversation (kind, id, owner) and records
-    (kind, ids, owner) it continues."""
+    the token budgets its call is charged to (only calls on the server's key count, see
+    _budgets_charged) hold what it may spend: its body's estimate and `output_cap`, the most its answer
+    may take (429 budget_exceeded when that is more than a budget has left), and the conversation
+    (kind, id, owner) and records (kind, ids, owner) it continues. See Reservation."""
     rate = _rate_count(request)
     budgets = _budgets_charged(request, client_key) if budgeted else []
-    counts = ([rate] if rate else []) + [Count(b.key, 0, b.window) for b in budgets]
+    amount = len(request.body) // CHARS_PER_TOKEN + output_cap if budgets else 0
+    held = [Count(b.key, amount, b.window, cap=b.limit, slot=fixed_window(b.window)[0]) for b in budgets]
+    counts = ([rate] if rate else []) + held
     if not counts and conversation is None and records is None:
         return Admission([])
     admission = await get_store().admit(counts, conversation=conversation, records=records)
     totals = list(admission.counts)
     if rate:
-        _check_rate_count(*totals.pop(0))
-    for budget, (used, reset) in zip(budgets, totals, strict=True):
-        _check_budget_use(budget, used, reset)
+        try:
+            _check_rate_count(*totals.pop(0))
+        except RateLimited:
+            await _release(held, totals, amount)
+            raise
+    if budgets:
+        await _hold(budgets, held, totals, amount)
+        reservation = Reservation(_charged.get() or "", amount, {c.key: c.slot or 0 for c in held})
+        _reserved.set(reservation)
+        lifetime.close_at_end(reservation.release_unused)
     return admission
+
+
+CHARS_PER_TOKEN = 4  # the estimate everywhere (CHAT_CONTEXT_TOKENS too): roughly four characters a token
+
+
+@dataclass
+class Reservation:
+    """What a request's upstream call may spend, held in its token budgets from its admission on, so
+    that calls running at once cannot together spend past a budget: each holds its share first. The
+    call's real usage settles it (charges): the difference is charged or given back. A call whose
+    usage never comes (its client left, or the upstream sent none) is charged what was held; a call
+    refused by the upstream, or a request that never made its call, is charged nothing."""
+
+    identity: str
+    tokens: int  # held and not settled yet
+    slots: dict[str, int]  # each budget's window, to settle in
+    called: bool = False  # the upstream call was made
+
+    def counts(self, amount: int, *, cap: bool = False) -> list[Count]:
+        return [
+            Count(b.key, amount, b.window, cap=b.limit if cap else 0, slot=self.slots[b.key])
+            for b in budgets_of(self.identity)
+        ]
+
+    async def release_unused(self) -> None:
+        """At the request's end: what a request that made no upstream call holds goes back."""
+        if self.tokens and not self.called:
+            amount, self.tokens = self.tokens, 0
+            await get_store().admit(self.counts(-amount))
+
+
+_reserved: ContextVar[Reservation | None] = ContextVar("reserved", default=None)
+
+
+async def _hold(budgets: list[Budget], held: list[Count], totals: list[tuple[int, int]], amount: int) -> None:
+    """429 budget_exceeded when a budget could not hold `amount` (what the others held goes back)."""
+    for budget, (total, reset) in zip(budgets, totals, strict=True):
+        if total > budget.limit or (total >= budget.limit and not amount):
+            await _release(held, totals, amount)
+            _refuse(budget, total - amount, reset, amount)
+
+
+async def _release(held: list[Count], totals: list[tuple[int, int]], amount: int) -> None:
+    """Give back what these counts added (those a cap refused added nothing)."""
+    back = [
+        Count(c.key, -amount, c.window, slot=c.slot)
+        for c, (total, _) in zip(held, totals, strict=True)
+        if amount and not (c.cap and total > c.cap)
+    ]
+    if back:
+        await get_store().admit(back)
+
+
+# How far a call's estimate may pass what its admission held before it holds more (a round trip): the
+# estimates differ by a message's JSON around its text; the settlement charges the real usage anyway.
+TOP_UP_SLACK = 32
+
+
+async def hold_for(call: upstream.UpstreamCall) -> None:
+    """Just before an upstream call: its budgets hold its whole estimate (the prompt as it will be sent,
+    history and all, and its output cap); more than admission held (by TOP_UP_SLACK) costs one more
+    store round trip, and 429 budget_exceeded when a budget cannot hold it."""
+    reservation = _reserved.get()
+    if reservation is None:
+        return
+    reservation.called = True
+    extra = prompt_estimate(call) + output_cap_of(call) - reservation.tokens
+    if extra <= TOP_UP_SLACK or not reservation.tokens:
+        return
+    held = reservation.counts(extra, cap=True)
+    totals = list((await get_store().admit(held)).counts)
+    try:
+        await _hold(budgets_of(reservation.identity), held, totals, extra)
+    except BudgetExceeded:
+        reservation.called = False
+        await reservation.release_unused()
+        raise
+    reservation.tokens += extra
+
+
+def tokens_of(text: str) -> int:
+    """A text's tokens as a prompt's, roughly (its JSON string, four characters a token)."""
+    return (len(text) + 32) // CHARS_PER_TOKEN  # with its message's JSON around it
+
+
+def prompt_estimate(call: upstream.UpstreamCall) -> int:
+    """The prompt's tokens, roughly: its messages' JSON, four characters a token (never less)."""
+    return len(orjson.dumps(call.messages)) // CHARS_PER_TOKEN
+
+
+def output_cap_of(call: upstream.UpstreamCall) -> int:
+    """The most the call's answer may take: its max_tokens, else the client's own cap (a forwarded
+    body), else LLM_MAX_TOKENS_LIMIT (the provider's default may be more: the settlement charges it)."""
+    if call.max_tokens is not None:
+        return call.max_tokens
+    for name in ("max_completion_tokens", "max_tokens"):
+        cap = call.extra.get(name)
+        if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+            return cap
+    return settings.LLM_MAX_TOKENS_LIMIT
 
 
 class BudgetExceeded(ServiceError):
@@ -200,24 +312,36 @@ def _budgets_charged(request: HttpRequest, client_key: str | None) -> list[Budge
     return [] if identity is None else budgets_of(identity)
 
 
-def _check_budget_use(budget: Budget, used: int, reset: int) -> None:
-    if used >= budget.limit:
-        metrics.BUDGET_EXCEEDED.labels(budget.scope).inc()
-        whose = "This service's" if budget.scope == "total" else "Your"
-        period = PERIOD_NAMES.get(budget.window, f"{budget.window} seconds")
-        raise BudgetExceeded(
-            f"{whose} token budget ({budget.limit} per {period}) is spent; try again in {reset} seconds.",
-            headers={"Retry-After": str(reset)},
+def _refuse(budget: Budget, used: int, reset: int, wanted: int) -> None:
+    """429 budget_exceeded: the budget is spent, or has less left than a request needs."""
+    metrics.BUDGET_EXCEEDED.labels(budget.scope).inc()
+    whose = "This service's" if budget.scope == "total" else "Your"
+    period = PERIOD_NAMES.get(budget.window, f"{budget.window} seconds")
+    if used < budget.limit:
+        message = (
+            f"This request may use about {wanted} tokens (its prompt and the longest answer it allows), more "
+            f"than the {budget.limit - used} left of {whose.lower()} token budget ({budget.limit} per "
+            f"{period}); send less, or try again in {reset} seconds."
         )
+    else:
+        message = f"{whose} token budget ({budget.limit} per {period}) is spent; try again in {reset} seconds"
+        message += "."
+    raise BudgetExceeded(message, headers={"Retry-After": str(reset)})
 
 
-def charges(tokens: int) -> tuple[Count, ...]:
-    """An upstream call's tokens as counts against the budgets admit() found for this
-    request (none when nobody is charged)."""
+def charges(tokens: int, *, refund: bool = False) -> tuple[Count, ...]:
+    """An upstream call's usage against the budgets admit() found for this request (none when nobody is
+    charged): with a Reservation, the difference from what it holds (`tokens` 0, the usage unknown,
+    leaves what it holds charged; `refund`, a call the upstream refused, gives it all back), once."""
     identity = _charged.get()
-    if identity is None or tokens <= 0:
+    if identity is None:
         return ()
-    return tuple(Count(b.key, tokens, b.window) for b in budgets_of(identity))
+    reservation = _reserved.get()
+    if reservation is None or not reservation.tokens:
+        return tuple(Count(b.key, tokens, b.window) for b in budgets_of(identity)) if tokens > 0 else ()
+    held, reservation.tokens = reservation.tokens, 0
+    amount = -held if refund else (tokens - held if tokens > 0 else 0)
+    return tuple(reservation.counts(amount)) if amount else ()
 
 
 async def budget_use(request: HttpRequest) -> dict[str, dict[str, int] | None]:
@@ -316,6 +440,13 @@ def resolve_key(request_key: str | None) -> str:
         )
     if request_key and not KEY_SHAPE.fullmatch(request_key):
         raise BadRequest("That API key has characters no key can have.", code="invalid_api_key")
+    if request_key and matching_key(request_key):  # one of ours: it authenticates, never goes upstream
+        raise BadRequest(
+            "api_key is this server's access key, not a key of the model provider: it is never sent "
+            "upstream.",
+            code="invalid_api_key",
+            param="api_key",
+        )
     key = request_key or settings.LLM_API_KEY
     if not key and upstream.key_required():
         raise ApiKeyRequired()

@@ -41,7 +41,7 @@ async def openrouter_info(request: HttpRequest) -> dict[str, Any]:
 @router.post("/test", response={200: OpenRouterTestOut, **ERRORS}, summary="Send one test message upstream")
 async def openrouter_test(request: HttpRequest, payload: OpenRouterTestIn) -> Status[dict[str, Any]]:
     """One message, no memory: reports what the upstream said."""
-    await guards.admit(request, payload.api_key)
+    await guards.admit(request, payload.api_key, output_cap=settings.LLM_MAX_TOKENS)
     completion, usage = await services.test_upstream(
         message=payload.message, model=payload.model, api_key=payload.api_key
     )

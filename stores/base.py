@@ -63,11 +63,21 @@ class Conversation:
 
 @dataclass(frozen=True)
 class Count:
-    """One fixed-window counter (a rate limit, a token budget): add `amount` (0 only reads it)."""
+    """One fixed-window counter (a rate limit, a token budget): add `amount` (0 only reads it; below 0
+    gives back). With a `cap`, the amount is added only if the total stays within it: the answer is the
+    total it would have made, so a total over the cap says nothing was added (a reservation refused).
+    `slot`: the window to count in (None: the current one), so a reservation is settled in its own."""
 
     key: str
     amount: int
     window: int
+    cap: int = 0
+    slot: int | None = None
+
+    def window_slot(self) -> tuple[int, int]:
+        """(the window's number, whole seconds until the current one ends)."""
+        slot, reset = fixed_window(self.window)
+        return (slot if self.slot is None else self.slot), reset
 
 
 @dataclass(frozen=True)

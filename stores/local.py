@@ -36,7 +36,6 @@ from stores.base import (
     RecordWrite,
     TurnWrite,
     conversation_cap,
-    fixed_window,
     last_turn_start,
     message_cost,
     slot_of,
@@ -256,7 +255,7 @@ class LocalStore:
         conversation: tuple[Kind, str, str] | None = None,
         records: tuple[Kind, list[str], str] | None = None,
     ) -> Admission:
-        totals = [await self.tally(c.key, c.amount, c.window) for c in counts]
+        totals = [self._count(c) for c in counts]
         found = None
         if conversation is not None:
             kind, conversation_id, owner = conversation
@@ -502,7 +501,7 @@ class LocalStore:
         self.changes += 1
         self._stats.record(model, prompt_tokens, completion_tokens, error)
         for charge in charges:
-            await self.tally(charge.key, charge.amount, charge.window)
+            self._count(charge)
 
     async def usage(self) -> dict[str, Any]:
         return self._stats.summary()
@@ -517,16 +516,21 @@ class LocalStore:
         return await self.tally(key, 1, window)
 
     async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
-        slot, reset = fixed_window(window)
-        counter = f"{key}:{slot}"
+        return self._count(Count(key, amount, window))
+
+    def _count(self, count: Count) -> tuple[int, int]:
+        slot, reset = count.window_slot()
+        counter, amount = f"{count.key}:{slot}", count.amount
+        held = int(self._values.get(counter, 0))
         if not amount:
-            return int(self._values.get(counter, 0)), reset
+            return held, reset
+        if count.cap and held + amount > count.cap:  # refused: nothing added
+            return held + amount, reset
         try:
-            total = int(self._values.incr(counter, amount))
-        except ValueError:
-            self._values.set(counter, amount, window + 1)
-            total = amount
-        return total, reset
+            return int(self._values.incr(counter, amount)), reset
+        except ValueError:  # the window's first count
+            self._values.set(counter, amount, count.window + 1)
+            return amount, reset
 
 
 @dataclass(frozen=True)

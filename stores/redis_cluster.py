@@ -26,7 +26,6 @@ from stores.base import (
     TurnWrite,
     conversation_cap,
     encoded_cost,
-    fixed_window,
     slot_of,
     title_for,
 )
@@ -548,9 +547,11 @@ class RedisClusterStore(RedisStore):
     ) -> Admission:
         """One ADMIT per slot, all at once: each counter on its own, the conversation and the records on
         their owner's (records of another owner apart)."""
-        windows = [fixed_window(c.window) for c in counts]
+        windows = [c.window_slot() for c in counts]
         calls = [
-            self._run(self._admit, keys=[self._counter(c.key, slot)], args=[1, "0", c.amount, c.window + 1])
+            self._run(
+                self._admit, keys=[self._counter(c.key, slot)], args=[1, "0", c.amount, c.window + 1, c.cap]
+            )
             for c, (slot, _) in zip(counts, windows, strict=True)
         ]
         apart = records is not None and conversation is not None and records[2] != conversation[2]

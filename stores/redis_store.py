@@ -38,7 +38,6 @@ from stores.base import (
     RecordWrite,
     TurnWrite,
     encoded_cost,
-    fixed_window,
     slot_of,
     stored_id,
     title_for,
@@ -495,17 +494,20 @@ return #victims
 
 # What a request reads before its upstream call, in one command (a script: a pipeline of the same
 # commands costs redis-py more). KEYS: n counters, then (with a conversation) its meta and msgs, then
-# records. ARGV: 1 n, 2 "1" with a conversation, then per counter its amount (0 reads it) and lifetime.
-# Answers the n totals, the conversation's meta (flat) and messages, and the records.
+# records. ARGV: 1 n, 2 "1" with a conversation, then per counter its amount (0 reads it), lifetime and
+# cap (0: none; past it the amount is not added, see Count). Answers the n totals, the conversation's
+# meta (flat) and messages, and the records.
 ADMIT = """
 local n, k = tonumber(ARGV[1]), tonumber(ARGV[1]) + 1
 local out = {}
 for i = 1, n do
-  local amount = tonumber(ARGV[1 + 2 * i])
-  if amount > 0 then
+  local amount, cap = tonumber(ARGV[3 * i]), tonumber(ARGV[2 + 3 * i])
+  if amount ~= 0 then
     out[i] = redis.call('INCRBY', KEYS[i], amount)
+    if cap > 0 and out[i] > cap then  -- refused: nothing added
+      if out[i] == amount then redis.call('DEL', KEYS[i]) else redis.call('DECRBY', KEYS[i], amount) end
     -- a window's counter is a key of its own: it needs its lifetime once, when this made it
-    if out[i] == amount then redis.call('EXPIRE', KEYS[i], ARGV[2 + 2 * i]) end
+    elseif out[i] == amount then redis.call('EXPIRE', KEYS[i], ARGV[1 + 3 * i]) end
   else
     out[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
   end
@@ -841,11 +843,11 @@ class RedisStore:
         conversation: tuple[Kind, str, str] | None = None,
         records: tuple[Kind, list[str], str] | None = None,
     ) -> Admission:
-        windows = [fixed_window(c.window) for c in counts]
+        windows = [c.window_slot() for c in counts]
         keys = [self._counter(c.key, slot) for c, (slot, _) in zip(counts, windows, strict=True)]
         args: list[Any] = [len(counts), "1" if conversation is not None else "0"]
         for count in counts:
-            args += [count.amount, count.window + 1]
+            args += [count.amount, count.window + 1, count.cap]
         keys += self._reads(conversation, records)[0]
         if not keys:
             return Admission([])
@@ -947,7 +949,7 @@ class RedisStore:
         args: list[Any] = [call.model, call.prompt_tokens, call.completion_tokens, call.error or ""]
         operations: list[Operation] = [("record", keys, [*args, MAX_MODELS_TRACKED, OTHER_MODEL])]
         for charge in call.charges:
-            slot, _ = fixed_window(charge.window)
+            slot, _ = charge.window_slot()
             operations.append(
                 ("tally", [self._counter(charge.key, slot)], [charge.amount, charge.window + 1])
             )

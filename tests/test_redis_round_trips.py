@@ -105,13 +105,18 @@ def round_trips(
 def test_it_makes_a_chat_turn_in_one_round_trip_before_and_one_after(
     counted: tuple[CountingProxy, str], fake_upstream: FakeUpstream
 ) -> None:
+    """A new conversation's turn: one round trip before (rate limit, budgets, conversation) and one
+    after. A turn that continues one sends a history its body does not hold: with token budgets on,
+    its budgets hold it in a second round trip just before the call (see guards.hold_for)."""
     proxy, base = counted
+    before, after, answer = round_trips(proxy, fake_upstream, f"{base}/chat/message", {"message": "new"})
+    assert (before, after) == (1, 1)
     httpx.post(f"{base}/chat/message", json={"message": "first", "conversation_id": "rt"}, timeout=10)
     before, after, answer = round_trips(
         proxy, fake_upstream, f"{base}/chat/message", {"message": "again", "conversation_id": "rt"}
     )
     assert answer.json()["message_count"] >= 4
-    assert (before, after) == (1, 1)
+    assert (before, after) == (2, 1)
 
 
 def test_it_forwards_a_chat_completion_in_one_round_trip_before_and_one_after(

@@ -139,7 +139,11 @@ def test_it_holds_the_rate_limit_across_processes(
 def test_it_holds_token_budgets_across_processes(
     fake_upstream: FakeUpstream, redis_server: RedisServer
 ) -> None:
-    env = {**server_env(fake_upstream, redis_server.url.replace("/0", "/3")), "CLIENT_TOKEN_BUDGET": "30/day"}
+    env = {
+        **server_env(fake_upstream, redis_server.url.replace("/0", "/3")),
+        "CLIENT_TOKEN_BUDGET": "70/day",  # a turn holds some 45 to 65 tokens (an 8-token cap), uses 19
+        "LLM_MAX_TOKENS": "8",
+    }
     first, second = LiveServer(env), LiveServer(env)
     try:
         assert httpx.post(f"{first.url}/chat/message", json={"message": "x"}, timeout=10).status_code == 200

@@ -457,6 +457,33 @@ async def test_a_window_counter_lives_no_longer_than_its_window(store: Conversat
         assert (await store.tally("budget:t", 0, 60))[0] == 0
 
 
+async def test_a_capped_count_adds_nothing_past_its_cap_and_a_settled_one_counts_in_its_window(
+    store: ConversationStore,
+) -> None:
+    """A budget's reservation (a Count with a cap) is added only if the total stays within the cap,
+    atomically; what is given back (below 0) and a settlement in the window it was held in (`slot`)
+    count there, whatever the current window."""
+
+    async def count(*counts: Count) -> list[int]:
+        return [total for total, _ in (await store.admit(list(counts))).counts]
+
+    assert await count(Count("budget:c", 60, 3600, cap=100)) == [60]
+    assert await count(Count("budget:c", 50, 3600, cap=100)) == [110]  # refused: nothing added
+    assert await count(Count("budget:c", 0, 3600)) == [60]
+    assert await count(Count("budget:c", 40, 3600, cap=100)) == [100]  # fits exactly
+    assert await count(Count("budget:c", -30, 3600)) == [70]
+    assert await count(Count("budget:new", 500, 60, cap=100), Count("budget:new", 0, 60)) == [500, 0]
+    if isinstance(store, RedisStore):  # a refused first count leaves no key behind
+        assert not await store._redis.exists(store._counter("budget:new", fixed_window(60)[0]))
+    held = fixed_window(3600)[0]
+    with mock.patch("time.time", return_value=time.time() + 3600):  # the next window: settled in its own
+        await store.commit(call=CallRecord("m", charges=(Count("budget:c", -20, 3600, slot=held),)))
+        assert await count(Count("budget:c", 0, 3600)) == [0]
+    assert await count(Count("budget:c", 0, 3600)) == [50]
+    await asyncio.gather(*(count(Count("budget:race", 30, 3600, cap=100)) for _ in range(10)))
+    assert await count(Count("budget:race", 0, 3600)) == [90]  # three fit, at once or not
+
+
 async def test_it_deletes_one_message_by_its_id(store: ConversationStore) -> None:
     first = {"id": "msg_a", "role": "user", "content": "one", "timestamp": "t"}
     legacy = {"role": "assistant", "content": "no id of its own", "timestamp": "t"}

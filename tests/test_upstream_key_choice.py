@@ -30,6 +30,33 @@ async def test_it_prefers_the_request_key(client: AsyncClient, fake_upstream: Fa
     assert "sk-or-v1-request-key" not in response.content.decode()
 
 
+async def test_it_never_sends_an_access_key_upstream(
+    client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
+) -> None:
+    """An access key sent as api_key (it authenticates here) would reach a third party: refused."""
+    settings.BACKEND_API_KEYS = ["ak-secret-access-0123456789"]
+    key = "ak-secret-access-0123456789"
+    for path in ("/chat/message", "/openrouter/test"):
+        response = await client.post(
+            path,
+            {"message": "hi", "api_key": key},
+            content_type="application/json",
+            headers={"X-API-Key": key},
+        )
+        assert response.status_code == 400 and response.json()["code"] == "invalid_api_key"
+        assert key not in response.content.decode()
+    assert fake_upstream.completions() == []
+
+
+async def test_its_own_streams_ask_for_their_usage(client: AsyncClient, fake_upstream: FakeUpstream) -> None:
+    """Most upstreams report a stream's usage only when asked: the token budgets need it."""
+    response: Any = await client.post(
+        "/chat/message", {"message": "hi", "stream": True}, content_type="application/json"
+    )
+    assert b"event: done" in b"".join([part async for part in response.streaming_content])
+    assert fake_upstream.completions()[0].body["stream_options"] == {"include_usage": True}
+
+
 async def test_it_requires_a_key_for_openrouter(
     client: AsyncClient, fake_upstream: FakeUpstream, settings: Any
 ) -> None:

@@ -66,15 +66,21 @@ def test_it_adds_only_the_model_when_it_is_missing(
 
 
 def test_it_forwards_a_stream_request_as_sent(http: httpx.Client, fake_upstream: FakeUpstream) -> None:
+    """As sent, asking for the stream's usage (it settles the token budgets) when the client did not;
+    the usage chunk then stays here, as OpenAI sends it only to a client that asked."""
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    with http.stream("POST", V1, json=body) as response:
-        assert response.status_code == 200
-        text = response.read().decode()
-    assert fake_upstream.completions()[0].body == body
-    # each chunk goes out as the upstream wrote it (the fake writes json.dumps's spacing), not re-encoded
-    data = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
-    assert data[-1] == "[DONE]" and len(data) > 2
-    assert all(line == json.dumps(json.loads(line)) and '", "' in line for line in data[:-1])
+    for asked in (False, True):
+        sent = {**body, "stream_options": {"include_usage": True}} if asked else body
+        with http.stream("POST", V1, json=sent) as response:
+            assert response.status_code == 200
+            text = response.read().decode()
+        assert fake_upstream.completions()[-1].body == {**body, "stream_options": {"include_usage": True}}
+        # each chunk goes out as the upstream wrote it (the fake writes json.dumps's spacing)
+        data = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+        assert data[-1] == "[DONE]" and len(data) > 2
+        assert all(line == json.dumps(json.loads(line)) and '", "' in line for line in data[:-1])
+        usage = [json.loads(line) for line in data[:-1] if "usage" in json.loads(line)]
+        assert len(usage) == (1 if asked else 0) and all(u["choices"] == [] for u in usage)
 
 
 SPENDING = [
@@ -160,6 +166,23 @@ async def test_it_caps_the_output_under_either_name(
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value"),
         (
             {"messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            "temperature",
+            "invalid_type",
+        ),
+        # what the gateway acts on must be what goes upstream: no "false" read as false here, as true there
+        ({"messages": [{"role": "user", "content": "x"}], "stream": "false"}, "stream", "invalid_type"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "max_tokens": "100000"},
+            "max_tokens",
+            "invalid_type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": "9"},
+            "max_completion_tokens",
+            "invalid_type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "temperature": "0.5"},
             "temperature",
             "invalid_type",
         ),

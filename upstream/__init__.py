@@ -461,6 +461,8 @@ class UpstreamCall:
             body["temperature"] = self.temperature
         if stream or not self.verbatim:
             body["stream"] = stream
+        if stream and not self.verbatim:  # most upstreams report a stream's usage only when asked
+            body.setdefault("stream_options", {"include_usage": True})
         return orjson.dumps(body)
 
 

@@ -49,15 +49,21 @@ async def chat_completions(
     """The OpenAI Chat Completions API, streaming or not, forwarded upstream as the client sent it
     (only `model` is filled in when missing); nothing is stored."""
     key = guards.openai_client_key(request)
-    await guards.admit(request, None if key == settings.LLM_API_KEY else key)
+    cap = payload.max_completion_tokens or payload.max_tokens or settings.LLM_MAX_TOKENS_LIMIT
+    await guards.admit(request, None if key == settings.LLM_API_KEY else key, output_cap=cap)
     model = payload.model or settings.LLM_MODEL
     guards.check_model(model)
     # The body as it came (field names and nulls kept): the schema above has only checked it.
     body: dict[str, Any] = orjson.loads(request.body)
     guards.check_passthrough(body)
+    asked = (
+        isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage") is True
+    )
+    if payload.stream and not asked:  # its usage settles the call's budgets (see guards.Reservation)
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     call = calls.verbatim_call(body, model=model, api_key=key)
     if payload.stream:
-        return sse.event_stream(_openai_frames(await calls.open_and_record(call)))
+        return sse.event_stream(_openai_frames(await calls.open_and_record(call), usage_chunk=asked))
     completion, _ = await calls.complete_and_record(call)
     answer = dict(completion.raw)
     answer.setdefault("object", "chat.completion")
@@ -65,10 +71,14 @@ async def chat_completions(
     return Status(200, answer)
 
 
-async def _openai_frames(stream: upstream.UpstreamStream) -> AsyncIterator[bytes]:
+async def _openai_frames(stream: upstream.UpstreamStream, *, usage_chunk: bool) -> AsyncIterator[bytes]:
+    """The upstream's chunks as it sent them; the usage-only chunk (no choices) only when the client
+    asked for it (stream_options.include_usage), as OpenAI does."""
     try:
         async with calls.relaying(stream):
-            async for _ in stream.chunks():
+            async for chunk in stream.chunks():
+                if not usage_chunk and not chunk.get("choices") and "usage" in chunk:
+                    continue
                 yield sse.frame(None, stream.raw)  # as the upstream sent it (checked): no re-encoding
     except ServiceError as exc:
         yield sse.frame(None, openai_error_body(exc.status, exc.code, exc.message))

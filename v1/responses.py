@@ -101,7 +101,10 @@ async def create_response(
     owner = owner_for_writing(request) if writes else caller_of(request).owner
     wanted = response_request(payload)
     admission = await guards.admit(
-        request, None if key == settings.LLM_API_KEY else key, **responses.reads(wanted, owner)
+        request,
+        None if key == settings.LLM_API_KEY else key,
+        output_cap=payload.max_output_tokens or settings.LLM_MAX_TOKENS_LIMIT,
+        **responses.reads(wanted, owner),
     )
     prepared = await responses.prepare(
         wanted,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ninja import Field, Schema
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt
 
 from gateway.schemas import MODEL_PATTERN
 
@@ -26,10 +26,12 @@ class CompletionsIn(BaseModel):
 
     model: str | None = Field(None, pattern=MODEL_PATTERN, examples=["openai/gpt-4o-mini"])
     messages: list[CompletionMessage] = Field(..., min_length=1)
-    stream: bool | None = False
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    # Strict: the body goes upstream as it came, so what is checked here must be what is sent ("false"
+    # read as false here, but as true by an upstream, would stream to a client not expecting it).
+    stream: StrictBool | None = False
+    temperature: StrictFloat | None = Field(None, ge=0.0, le=2.0)  # (an int is a float here too)
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
 
 
 class ModelCard(Schema):
