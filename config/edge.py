@@ -126,8 +126,13 @@ class Handler(django_asgi.ASGIHandler):
     a client's disconnect stay Django's own."""
 
     async def send_response(self, response: HttpResponseBase, send: Send) -> None:
-        if getattr(response, "streaming", False) and hasattr(response, "asgi_send"):
-            response.asgi_send = send
+        if getattr(response, "streaming", False):
+            if hasattr(response, "asgi_send"):
+                response.asgi_send = send
+        elif "Content-Length" not in response and response.status_code not in NO_CONTENT_LENGTH:
+            # its length, so uvicorn frames it by length: an HTTP/1.0 client gets no chunked encoding
+            # (RFC 9112 forbids it there), and HTTP/1.1 ones no chunk framing around a known body
+            response["Content-Length"] = str(len(response.content))  # type: ignore[attr-defined]
         await super().send_response(response, send)  # type: ignore[arg-type]
 
     def resolve_request(self, request: HttpRequest) -> ResolverMatch:
@@ -147,6 +152,9 @@ class Handler(django_asgi.ASGIHandler):
                 remembered[path] = match
         request.resolver_match = match
         return match
+
+
+NO_CONTENT_LENGTH = frozenset({204, 304})  # answers that must not carry one (RFC 9110)
 
 
 class SubclassedHandler(Handler):

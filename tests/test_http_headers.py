@@ -3,6 +3,7 @@ environment."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import httpx
@@ -82,3 +83,17 @@ def test_it_maps_cors_origins_from_the_environment(fake_upstream: FakeUpstream) 
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert allowed.headers["access-control-allow-credentials"] == "true"
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_it_frames_an_answer_by_its_length_for_an_http_1_0_client(live_server_url: str) -> None:
+    """A JSON answer carries its Content-Length: an HTTP/1.0 client must never get chunked encoding."""
+    host, port = live_server_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    headers = head.decode().lower()
+    assert head.startswith(b"HTTP/1.1 200") and "transfer-encoding" not in headers
+    assert f"content-length: {len(body)}" in headers and body.startswith(b"{")
