@@ -89,7 +89,23 @@ async def send_message(
     continued = (Kind.CHAT, payload.conversation_id, owner) if payload.conversation_id else None
     # beyond the body: the longest answer it allows and the system prompt
     beyond = guards.resolve_max_tokens(payload.max_tokens) + guards.tokens_of(settings.CHAT_SYSTEM_PROMPT)
-    admission = await guards.admit(request, payload.api_key, output_cap=beyond, conversation=continued)
+    request_id = guards.client_request_id(request)
+    retried = None  # a turn its client may be retrying (see turns.turn_id_for)
+    if continued and request_id and not payload.replace_last:
+        retried = turns.turn_id_for(
+            request_id, kind=Kind.CHAT, owner=owner, conversation_id=continued[1], message=payload.message
+        )
+    admission = await guards.admit(
+        request,
+        payload.api_key,
+        output_cap=beyond,
+        conversation=continued,
+        turn=(owner, retried) if retried else None,
+    )
+    if admission.turn_seen and (stored := turns.replayed_turn(admission.conversation, payload.message)):
+        if payload.stream:  # answered as stored: no upstream call, nothing written
+            return sse.event_stream(turns.replayed_frames(stored, done_body=chat_out))
+        return Status(200, chat_out(stored))
     prepared = await turns.prepare_turn(
         owner=owner,
         message=payload.message,
@@ -101,7 +117,7 @@ async def send_message(
         replace_last=payload.replace_last,
         quota_key=guards.client_identity(request),
         existing=admission.conversation,
-        request_id=guards.client_request_id(request),
+        request_id=request_id,
     )
     if payload.stream:
         return sse.event_stream(await turns.chat_stream(prepared, payload.message, done_body=chat_out))

@@ -138,21 +138,23 @@ async def admit(
     budgeted: bool = True,
     conversation: tuple[Kind, str, str] | None = None,
     records: tuple[Kind, list[str], str] | None = None,
+    turn: tuple[str, str] | None = None,
 ) -> Admission:
     """Every guard a request passes before its upstream call, with what it reads from the store, in
     one store round trip: the rate limit counts it (429 rate_limited over it), then, when `budgeted`,
     the token budgets its call is charged to (only calls on the server's key count, see
     _budgets_charged) hold what it may spend: its body's estimate and `output_cap`, the most its answer
     may take (429 budget_exceeded when that is more than a budget has left), and the conversation
-    (kind, id, owner) and records (kind, ids, owner) it continues. See Reservation."""
+    (kind, id, owner) and records (kind, ids, owner) it continues, and whether a turn id (owner, id)
+    was stored already. See Reservation."""
     rate = _rate_count(request)
     budgets = _budgets_charged(request, client_key) if budgeted else []
     amount = len(request.body) // CHARS_PER_TOKEN + output_cap if budgets else 0
     held = [Count(b.key, amount, b.window, cap=b.limit, slot=fixed_window(b.window)[0]) for b in budgets]
     counts = ([rate] if rate else []) + held
-    if not counts and conversation is None and records is None:
+    if not counts and conversation is None and records is None and turn is None:
         return Admission([])
-    admission = await get_store().admit(counts, conversation=conversation, records=records)
+    admission = await get_store().admit(counts, conversation=conversation, records=records, turn=turn)
     totals = list(admission.counts)
     if rate:
         try:

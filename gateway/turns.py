@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -173,6 +173,37 @@ async def store_turn(
     if conversation is None:  # a turn to replace, deleted while the upstream answered
         raise ConversationNotFound()
     return StoredTurn(conversation=conversation, reply=content, model=model, usage=usage)
+
+
+def replayed_turn(existing: Conversation | None, message: str) -> StoredTurn | None:
+    """A turn stored already, its client retrying it (admission saw its turn id): the reply stored for
+    it, found from the end (later turns may follow it), with no upstream call; None when it is no
+    longer there (trimmed), and the turn goes upstream again (stored once all the same)."""
+    messages = existing.messages if existing is not None else []
+    for at in range(len(messages) - 2, -1, -1):
+        asked, reply = messages[at], messages[at + 1]
+        if (
+            asked.get("role") == "user"
+            and asked.get("content") == message
+            and reply.get("role") == "assistant"
+        ):
+            assert existing is not None
+            return StoredTurn(
+                conversation=replace(existing, replayed=True),
+                reply=reply.get("content") or "",
+                model=reply.get("model") or existing.model,
+                usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            )
+    return None
+
+
+async def replayed_frames(
+    stored: StoredTurn, *, done_body: Callable[[StoredTurn], Any]
+) -> AsyncIterator[bytes]:
+    """A replayed turn as /chat/message streams one: its reply in one delta, then `done`."""
+    if stored.reply:
+        yield sse.frame("delta", {"delta": stored.reply})
+    yield sse.frame("done", done_body(stored))
 
 
 async def chat(prepared: PreparedTurn, message: str) -> StoredTurn:

@@ -128,6 +128,7 @@ class Admission:
     counts: list[tuple[int, int]]
     conversation: Conversation | None = None
     records: list[dict[str, Any] | None] = field(default_factory=list)
+    turn_seen: bool = False  # the turn id asked about was stored already (a client retrying it)
 
 
 TURN_ID_TTL = 600  # seconds a turn id is remembered: a client retries its turn well within
@@ -187,9 +188,11 @@ class ConversationStore(Protocol):
         *,
         conversation: tuple[Kind, str, str] | None = None,
         records: tuple[Kind, list[str], str] | None = None,
+        turn: tuple[str, str] | None = None,
     ) -> Admission:
         """Count and read what a request needs before its upstream call, in one round trip: the counters
-        (`Count`, as `tally`), a conversation (kind, id, owner) and records (kind, ids, owner)."""
+        (`Count`, as `tally`), a conversation (kind, id, owner), records (kind, ids, owner) and whether
+        a turn id (owner, id; see TurnWrite.turn_id) was stored already."""
         ...
 
     async def commit(

@@ -254,6 +254,7 @@ class LocalStore:
         *,
         conversation: tuple[Kind, str, str] | None = None,
         records: tuple[Kind, list[str], str] | None = None,
+        turn: tuple[str, str] | None = None,
     ) -> Admission:
         totals = [self._count(c) for c in counts]
         found = None
@@ -264,7 +265,8 @@ class LocalStore:
         if records is not None:
             kind, record_ids, owner = records
             kept = await self.get_records(kind, record_ids, owner=owner)
-        return Admission(totals, found, kept)
+        seen = turn is not None and self._seen_turn(turn[1], []) is not None
+        return Admission(totals, found, kept, turn_seen=seen)
 
     async def commit(
         self,
@@ -521,11 +523,12 @@ class LocalStore:
     def _count(self, count: Count) -> tuple[int, int]:
         slot, reset = count.window_slot()
         counter, amount = f"{count.key}:{slot}", count.amount
-        held = int(self._values.get(counter, 0))
-        if not amount:
-            return held, reset
-        if count.cap and held + amount > count.cap:  # refused: nothing added
-            return held + amount, reset
+        if not amount or count.cap:
+            held = int(self._values.get(counter, 0))
+            if not amount:
+                return held, reset
+            if held + amount > count.cap:  # refused: nothing added
+                return held + amount, reset
         try:
             return int(self._values.incr(counter, amount)), reset
         except ValueError:  # the window's first count

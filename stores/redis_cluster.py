@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -544,9 +545,10 @@ class RedisClusterStore(RedisStore):
         *,
         conversation: tuple[Kind, str, str] | None = None,
         records: tuple[Kind, list[str], str] | None = None,
+        turn: tuple[str, str] | None = None,
     ) -> Admission:
         """One ADMIT per slot, all at once: each counter on its own, the conversation and the records on
-        their owner's (records of another owner apart)."""
+        their owner's (records of another owner apart), a turn id on its owner's."""
         windows = [c.window_slot() for c in counts]
         calls = [
             self._run(
@@ -560,8 +562,11 @@ class RedisClusterStore(RedisStore):
             keys, args = self._reads(*read)
             if keys:
                 calls.append(self._run(self._admit, keys=keys, args=args))
+        if turn is not None:
+            calls.append(self._run(self._admit, keys=[self._turn(*turn)], args=[0, "0"]))
         async with self._guard():
             answers = await asyncio.gather(*calls)
+        seen = turn is not None and answers.pop()[2][0] is not None
         totals = [(int(a[0]), reset) for a, (_, reset) in zip(answers, windows, strict=False)]
         meta_flat: list[Any] = []
         raw_messages: list[Any] = []
@@ -569,7 +574,7 @@ class RedisClusterStore(RedisStore):
         for answer in answers[len(counts) :]:
             meta_flat, raw_messages = meta_flat or answer[0], raw_messages or answer[1]
             raw_records += answer[2]
-        return _admission(totals, meta_flat, raw_messages, raw_records)
+        return replace(_admission(totals, meta_flat, raw_messages, raw_records), turn_seen=seen)
 
     async def _after_commit(
         self, turn: TurnWrite | None, record: RecordWrite | None, results: list[Any]

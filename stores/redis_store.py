@@ -10,6 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import hiredis
@@ -842,6 +843,7 @@ class RedisStore:
         *,
         conversation: tuple[Kind, str, str] | None = None,
         records: tuple[Kind, list[str], str] | None = None,
+        turn: tuple[str, str] | None = None,
     ) -> Admission:
         windows = [c.window_slot() for c in counts]
         keys = [self._counter(c.key, slot) for c, (slot, _) in zip(counts, windows, strict=True)]
@@ -849,12 +851,16 @@ class RedisStore:
         for count in counts:
             args += [count.amount, count.window + 1, count.cap]
         keys += self._reads(conversation, records)[0]
+        if turn is not None:  # read as a record (after them)
+            keys.append(self._turn(*turn))
         if not keys:
             return Admission([])
         async with self._guard():
             answer = await self._run(self._admit, keys=keys, args=args)
         totals = [(int(total), reset) for total, (_, reset) in zip(answer, windows, strict=False)]
-        return _admission(totals, *answer[len(counts) :])
+        meta_flat, raw_messages, raw_records = answer[len(counts) :]
+        seen = turn is not None and raw_records.pop() is not None
+        return replace(_admission(totals, meta_flat, raw_messages, raw_records), turn_seen=seen)
 
     async def commit(
         self,

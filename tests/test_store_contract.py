@@ -484,6 +484,19 @@ async def test_a_capped_count_adds_nothing_past_its_cap_and_a_settled_one_counts
     assert await count(Count("budget:race", 0, 3600)) == [90]  # three fit, at once or not
 
 
+async def test_admission_says_whether_a_turn_id_was_stored(store: ConversationStore) -> None:
+    """A client retrying a turn: admission tells it was stored (its owner's, within TURN_ID_TTL), in the
+    same round trip as the conversation's read."""
+    assert not (await store.admit([], turn=(OWNER, "t-1"))).turn_seen
+    await store.append(Kind.CHAT, "c", pair("hi"), owner=OWNER, model="m", tokens=0, turn_id="t-1")
+    seen = await store.admit(
+        [Count("rate:x", 1, 60)], conversation=(Kind.CHAT, "c", OWNER), turn=(OWNER, "t-1")
+    )
+    assert seen.turn_seen and seen.conversation is not None and seen.counts[0][0] == 1
+    assert not (await store.admit([], conversation=(Kind.CHAT, "c", OWNER), turn=(OWNER, "t-2"))).turn_seen
+    assert not (await store.admit([], conversation=(Kind.CHAT, "c", OWNER))).turn_seen
+
+
 async def test_it_deletes_one_message_by_its_id(store: ConversationStore) -> None:
     first = {"id": "msg_a", "role": "user", "content": "one", "timestamp": "t"}
     legacy = {"role": "assistant", "content": "no id of its own", "timestamp": "t"}

@@ -1,12 +1,14 @@
 """A client retrying a turn with the same X-Request-ID (after a 503 that said it may have been stored)
 stores it once, on /chat/message and on /v1/responses with a conversation; another request id, or
-none, is another turn."""
+none, is another turn. On /chat/message the retry is answered as stored, with no upstream call."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.test import AsyncClient
+
+from tests.fake_upstream import FakeUpstream, Reply
 
 
 async def say(client: AsyncClient, text: str, request_id: str | None) -> Any:
@@ -45,3 +47,28 @@ async def test_it_stores_a_retried_response_turn_once(client: AsyncClient) -> No
         assert answer.status_code == 200
     listed = await client.get(f"/v1/conversations/{conversation}/items?order=asc")
     assert [item["role"] for item in listed.json()["data"]] == ["user", "assistant"]
+
+
+async def test_a_retried_chat_turn_is_answered_as_stored_without_another_upstream_call(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    """The review found a retry paid for upstream again, answered with a reply that was never stored."""
+    fake_upstream.queue(Reply(content="the first answer"), Reply(content="another answer"))
+    first = await say(client, "hello", "rid-9")
+    assert first["response"] == "the first answer"
+    again = await say(client, "hello", "rid-9")
+    assert again["response"] == "the first answer" and again["message_count"] == 2
+    assert again["usage"]["total_tokens"] == 0
+    streamed: Any = await client.post(
+        "/chat/message",
+        {"message": "hello", "conversation_id": "retried", "stream": True},
+        content_type="application/json",
+        headers={"X-Request-ID": "rid-9"},
+    )
+    text = b"".join([part async for part in streamed.streaming_content]).decode()
+    assert '"delta": "the first answer"' in text.replace('":"', '": "') and "event: done" in text
+    assert len(fake_upstream.completions()) == 1
+    # a turn since: the retried one is found further back, and still answered as stored
+    assert (await say(client, "later", "rid-10"))["message_count"] == 4
+    assert (await say(client, "hello", "rid-9"))["response"] == "the first answer"
+    assert len(fake_upstream.completions()) == 2
