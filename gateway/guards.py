@@ -196,7 +196,7 @@ class Reservation:
         """At the request's end: what a request that made no upstream call holds goes back."""
         if self.tokens and not self.called:
             amount, self.tokens = self.tokens, 0
-            await get_store().admit(self.counts(-amount))
+            await get_store().settle(self.counts(-amount))
 
 
 _reserved: ContextVar[Reservation | None] = ContextVar("reserved", default=None)
@@ -218,7 +218,7 @@ async def _release(held: list[Count], totals: list[tuple[int, int]], amount: int
         if amount and not (c.cap and total > c.cap)
     ]
     if back:
-        await get_store().admit(back)
+        await get_store().settle(back)
 
 
 # How far a call's estimate may pass what its admission held before it holds more (a round trip): the
@@ -259,15 +259,19 @@ def prompt_estimate(call: upstream.UpstreamCall) -> int:
 
 
 def output_cap_of(call: upstream.UpstreamCall) -> int:
-    """The most the call's answer may take: its max_tokens, else the client's own cap (a forwarded
-    body), else LLM_MAX_TOKENS_LIMIT (the provider's default may be more: the settlement charges it)."""
+    """The most the call's answer may take: its max_tokens, else the client's own caps (a forwarded
+    body; the larger, as an upstream may honour either), else as requested_cap."""
     if call.max_tokens is not None:
         return call.max_tokens
-    for name in ("max_completion_tokens", "max_tokens"):
-        cap = call.extra.get(name)
-        if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
-            return cap
-    return settings.LLM_MAX_TOKENS_LIMIT
+    caps = [call.extra.get(name) for name in ("max_completion_tokens", "max_tokens")]
+    return requested_cap(*(c for c in caps if isinstance(c, int) and not isinstance(c, bool)))
+
+
+def requested_cap(*caps: int | None) -> int:
+    """What a request's budgets hold for its answer: the largest output cap it sends, else
+    LLM_MAX_TOKENS, the answer this service assumes when none is asked (a provider's default may be
+    longer: the settlement charges what it took)."""
+    return max((c for c in caps if c is not None and c > 0), default=settings.LLM_MAX_TOKENS)
 
 
 class BudgetExceeded(ServiceError):
@@ -319,7 +323,15 @@ def _refuse(budget: Budget, used: int, reset: int, wanted: int) -> None:
     metrics.BUDGET_EXCEEDED.labels(budget.scope).inc()
     whose = "This service's" if budget.scope == "total" else "Your"
     period = PERIOD_NAMES.get(budget.window, f"{budget.window} seconds")
-    if used < budget.limit:
+    headers = {"Retry-After": str(reset)}
+    if wanted > budget.limit:  # no window will ever hold it: waiting cannot help
+        message = (
+            f"This request may use about {wanted} tokens (its prompt and the longest answer it allows), more "
+            f"than {whose.lower()} whole token budget ({budget.limit} per {period}); send less, or a smaller "
+            "max_tokens."
+        )
+        headers = {}
+    elif used < budget.limit:
         message = (
             f"This request may use about {wanted} tokens (its prompt and the longest answer it allows), more "
             f"than the {budget.limit - used} left of {whose.lower()} token budget ({budget.limit} per "
@@ -328,7 +340,7 @@ def _refuse(budget: Budget, used: int, reset: int, wanted: int) -> None:
     else:
         message = f"{whose} token budget ({budget.limit} per {period}) is spent; try again in {reset} seconds"
         message += "."
-    raise BudgetExceeded(message, headers={"Retry-After": str(reset)})
+    raise BudgetExceeded(message, headers=headers)
 
 
 def charges(tokens: int, *, refund: bool = False) -> tuple[Count, ...]:
@@ -385,7 +397,11 @@ def check_spending_extras(body: dict[str, Any]) -> None:
 
 def check_passthrough(body: dict[str, Any]) -> None:
     """OpenAI/OpenRouter fields that could spend past the guards: fallback models, n, reasoning budget,
-    token caps under either name, and the spending extras."""
+    token caps under either name, and the spending extras; and stream_options, which the service
+    completes (it asks for a stream's usage)."""
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest("stream_options must be an object.", code="invalid_type", param="stream_options")
     fallbacks = body.get("models")
     if fallbacks is not None:
         if not isinstance(fallbacks, list) or not all(isinstance(m, str) for m in fallbacks):

@@ -177,24 +177,25 @@ async def store_turn(
 
 def replayed_turn(existing: Conversation | None, message: str) -> StoredTurn | None:
     """A turn stored already, its client retrying it (admission saw its turn id): the reply stored for
-    it, found from the end (later turns may follow it), with no upstream call; None when it is no
-    longer there (trimmed), and the turn goes upstream again (stored once all the same)."""
+    it (later turns may follow it), with no upstream call; None when it is no longer there (trimmed),
+    or when the same message has several replies (which is its own is not kept): the turn then goes
+    upstream again, and is stored once all the same."""
     messages = existing.messages if existing is not None else []
-    for at in range(len(messages) - 2, -1, -1):
-        asked, reply = messages[at], messages[at + 1]
-        if (
-            asked.get("role") == "user"
-            and asked.get("content") == message
-            and reply.get("role") == "assistant"
-        ):
-            assert existing is not None
-            return StoredTurn(
-                conversation=replace(existing, replayed=True),
-                reply=reply.get("content") or "",
-                model=reply.get("model") or existing.model,
-                usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            )
-    return None
+    found = [
+        messages[at + 1]
+        for at in range(len(messages) - 1)
+        if messages[at].get("role") == "user"
+        and messages[at].get("content") == message
+        and messages[at + 1].get("role") == "assistant"
+    ]
+    if existing is None or len(found) != 1:
+        return None
+    return StoredTurn(
+        conversation=replace(existing, replayed=True),
+        reply=found[0].get("content") or "",
+        model=found[0].get("model") or existing.model,
+        usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    )
 
 
 async def replayed_frames(

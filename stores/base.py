@@ -195,6 +195,11 @@ class ConversationStore(Protocol):
         a turn id (owner, id; see TurnWrite.turn_id) was stored already."""
         ...
 
+    async def settle(self, counts: list[Count]) -> None:
+        """Add these counts (a token budget's give-back), once: sent twice (a connection broken before
+        the answer came), they are added once."""
+        ...
+
     async def commit(
         self,
         *,

@@ -268,6 +268,10 @@ class LocalStore:
         seen = turn is not None and self._seen_turn(turn[1], []) is not None
         return Admission(totals, found, kept, turn_seen=seen)
 
+    async def settle(self, counts: list[Count]) -> None:
+        for count in counts:
+            self._count(count)
+
     async def commit(
         self,
         *,

@@ -862,6 +862,11 @@ class RedisStore:
         seen = turn is not None and raw_records.pop() is not None
         return replace(_admission(totals, meta_flat, raw_messages, raw_records), turn_seen=seen)
 
+    async def settle(self, counts: list[Count]) -> None:
+        """In one BATCH (which a second send does not run again), unlike ADMIT."""
+        if counts:
+            await self._batch([self._tally_operation(count) for count in counts])
+
     async def commit(
         self,
         *,
@@ -954,12 +959,12 @@ class RedisStore:
         keys += [self._stats_key(f":model:{call.model}"), self._stats_key(f":model:{OTHER_MODEL}")]
         args: list[Any] = [call.model, call.prompt_tokens, call.completion_tokens, call.error or ""]
         operations: list[Operation] = [("record", keys, [*args, MAX_MODELS_TRACKED, OTHER_MODEL])]
-        for charge in call.charges:
-            slot, _ = charge.window_slot()
-            operations.append(
-                ("tally", [self._counter(charge.key, slot)], [charge.amount, charge.window + 1])
-            )
+        operations += [self._tally_operation(charge) for charge in call.charges]
         return operations
+
+    def _tally_operation(self, count: Count) -> Operation:
+        slot, _ = count.window_slot()
+        return "tally", [self._counter(count.key, slot)], [count.amount, count.window + 1]
 
     async def page(
         self, kind: Kind, *, owner: str | None, limit: int, offset: int

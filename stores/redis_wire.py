@@ -147,8 +147,13 @@ class WireClient:
     async def _call_retrying(self, *args: Any) -> Any:
         try:
             return await self._call(args)
-        except RedisConnectionError:
+        except Unreachable:  # nothing was sent: one more attempt to connect
             return await self._call(args)
+        except RedisConnectionError:  # it may have run: no longer Unreachable, whatever comes next
+            try:
+                return await self._call(args)
+            except Unreachable as exc:
+                raise RedisConnectionError(str(exc)) from None
 
     async def _call(self, args: tuple[Any, ...]) -> Any:
         connection, loop = self._connection, asyncio.get_running_loop()

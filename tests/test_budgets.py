@@ -15,6 +15,7 @@ import httpx
 import pytest
 from django.test import AsyncClient
 
+from stores import reset_store
 from tests.conftest import SECRET, LiveServer
 from tests.fake_upstream import FakeUpstream, Reply, error_body
 
@@ -171,7 +172,7 @@ async def test_a_call_bigger_than_what_is_left_never_goes_upstream(
     refused = await completions(client, ALICE, big)
     assert refused.status_code == 429
     message = refused.json()["error"]["message"]
-    assert "may use about 144 tokens" in message and "more than the 100 left" in message, message
+    assert "may use about 144 tokens" in message and "more than your whole token budget" in message, message
     assert fake_upstream.completions() == [] and await used(client, ALICE) == 0
 
 
@@ -237,7 +238,7 @@ async def test_a_long_conversation_holds_its_history_before_its_call(
     assert (await chat(client, ALICE, message="x" * 400, conversation_id="long")).status_code == 200
     assert await used(client, ALICE) == 19
     refused = await chat(client, ALICE, conversation_id="long")
-    assert refused.status_code == 429 and "left of your token budget" in refused.json()["message"]
+    assert refused.status_code == 429 and "your whole token budget (130 per day)" in refused.json()["message"]
     assert len(fake_upstream.completions()) == 1
     assert await used(client, ALICE) == 19  # what the refused turn held went back
     assert (await chat(client, ALICE, conversation_id="short")).status_code == 200
@@ -257,3 +258,45 @@ def test_a_request_that_never_makes_its_call_gives_back_what_it_held(fake_upstre
         assert httpx.get(f"{server.url}/chat/health").json()["budgets"]["client"]["used"] == 19
     finally:
         server.stop()
+
+
+async def test_an_uncapped_call_holds_the_default_answer_and_one_that_never_fits_says_so(
+    client: AsyncClient, settings: Any, fake_upstream: FakeUpstream
+) -> None:
+    """A /v1 call with no cap holds LLM_MAX_TOKENS (it used to hold LLM_MAX_TOKENS_LIMIT, refusing
+    every such call on a smaller budget); one no window can hold says so, with no Retry-After; the
+    larger of two caps is held, as an upstream may honour either (second review)."""
+    settings.LLM_MAX_TOKENS, settings.LLM_MAX_TOKENS_LIMIT = 1000, 4096
+    settings.CLIENT_TOKEN_BUDGET = (2000, 3600)
+    assert (await completions(client, ALICE)).status_code == 200
+    both = (
+        b'{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 1, "max_tokens": 4000}'
+    )
+    refused = await completions(client, ALICE, both)
+    assert refused.status_code == 429 and "Retry-After" not in refused
+    assert "more than your whole token budget (2000 per hour)" in refused.json()["error"]["message"]
+    assert len(fake_upstream.completions()) == 1
+
+
+@pytest.mark.parametrize("store", ["local", "redis"])
+async def test_a_cap_too_large_is_refused_before_anything_is_held(
+    client: AsyncClient, settings: Any, fake_upstream: FakeUpstream, request: Any, store: str
+) -> None:
+    """A cap past LLM_MAX_TOKENS_LIMIT is a 400 before admission: held, 10**18 made Redis refuse the
+    script (503 store_unavailable) and the local store answer 429 (second review)."""
+    if store == "redis":
+        settings.REDIS_URL = request.getfixturevalue("redis_server").url.replace("/0", "/7")
+        reset_store()
+    settings.CLIENT_TOKEN_BUDGET = (100000, DAY)
+    try:
+        for path, body in (
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**18}),
+            ("/v1/responses", {"input": "hi", "max_output_tokens": 10**18}),
+        ):
+            answer = await client.post(path, body, content_type="application/json")
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "max_tokens_too_large"
+        assert fake_upstream.completions() == []
+    finally:
+        if store == "redis":
+            settings.REDIS_URL = ""
+            reset_store()

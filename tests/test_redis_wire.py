@@ -11,6 +11,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import redis
@@ -18,6 +19,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stores import redis_wire
+from stores.base import Count
+from stores.redis_store import RedisStore
 from stores.redis_wire import WireClient
 from tests.conftest import RedisServer, require_program
 
@@ -186,3 +190,28 @@ def test_it_serves_each_event_loop_on_a_connection_of_its_own(redis_server: Redi
         assert run(client.evalsha(script, ["b"], ["2"])) == [b"b", b"2"]  # a new loop, a new connection
     finally:
         client.close()
+
+
+async def test_a_give_back_sent_twice_is_added_once(redis_server: RedisServer) -> None:
+    """Redis ran a budget's give-back, the connection broke before its answer: the store sends it again
+    on a fresh connection, and it is added once (a BATCH; ADMIT, which holds, would add it twice)."""
+    store = RedisStore(redis_server.url.replace("/0", "/6"), prefix="giveback:")
+    await store.flush()
+    original = redis_wire._Connection.data_received
+    dropped: list[int] = []
+
+    def drop_first_answer(self: Any, data: bytes) -> None:
+        if not dropped:
+            dropped.append(1)
+            self._fail(RedisConnectionError("connection to Redis lost"))
+            return
+        original(self, data)
+
+    try:
+        assert (await store.admit([Count("budget:x", 100, 3600, cap=1000)])).counts[0][0] == 100
+        with mock.patch.object(redis_wire._Connection, "data_received", drop_first_answer):
+            await store.settle([Count("budget:x", -50, 3600)])
+        assert dropped and (await store.admit([Count("budget:x", 0, 3600)])).counts[0][0] == 50
+    finally:
+        await store.flush()
+        await store.aclose()

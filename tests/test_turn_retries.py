@@ -72,3 +72,22 @@ async def test_a_retried_chat_turn_is_answered_as_stored_without_another_upstrea
     assert (await say(client, "later", "rid-10"))["message_count"] == 4
     assert (await say(client, "hello", "rid-9"))["response"] == "the first answer"
     assert len(fake_upstream.completions()) == 2
+
+
+async def test_a_retry_whose_message_has_several_replies_goes_upstream_and_is_stored_once(
+    client: AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    """Which of several replies to the same text is the retried turn's own is not kept: never another
+    turn's reply; the turn goes upstream again, stored once (found by the second review)."""
+    fake_upstream.queue(Reply(content="first answer"), Reply(content="second answer"), Reply(content="third"))
+    assert (await say(client, "continue", "rid-a"))["response"] == "first answer"
+    assert (await say(client, "continue", "rid-b"))["response"] == "second answer"
+    assert (await say(client, "continue", "rid-a"))["response"] == "third"
+    conversation = (await client.get("/chat/conversations/retried")).json()["conversation"]
+    assert [m["content"] for m in conversation["messages"]] == [
+        "continue",
+        "first answer",
+        "continue",
+        "second answer",
+    ]
+    assert len(fake_upstream.completions()) == 3

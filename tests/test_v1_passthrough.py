@@ -186,6 +186,11 @@ async def test_it_caps_the_output_under_either_name(
             "temperature",
             "invalid_type",
         ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "stream": True, "stream_options": "yes"},
+            "stream_options",
+            "invalid_type",
+        ),
     ],
 )
 async def test_it_answers_a_bad_parameter_as_openai_does(

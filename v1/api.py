@@ -49,7 +49,9 @@ async def chat_completions(
     """The OpenAI Chat Completions API, streaming or not, forwarded upstream as the client sent it
     (only `model` is filled in when missing); nothing is stored."""
     key = guards.openai_client_key(request)
-    cap = payload.max_completion_tokens or payload.max_tokens or settings.LLM_MAX_TOKENS_LIMIT
+    guards.check_max_tokens(payload.max_tokens, param="max_tokens")  # before anything is held
+    guards.check_max_tokens(payload.max_completion_tokens, param="max_completion_tokens")
+    cap = guards.requested_cap(payload.max_completion_tokens, payload.max_tokens)
     await guards.admit(request, None if key == settings.LLM_API_KEY else key, output_cap=cap)
     model = payload.model or settings.LLM_MODEL
     guards.check_model(model)

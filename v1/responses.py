@@ -100,10 +100,11 @@ async def create_response(
     writes = payload.store is not False or payload.conversation is not None
     owner = owner_for_writing(request) if writes else caller_of(request).owner
     wanted = response_request(payload)
+    guards.check_max_tokens(payload.max_output_tokens, param="max_output_tokens")  # before anything is held
     admission = await guards.admit(
         request,
         None if key == settings.LLM_API_KEY else key,
-        output_cap=payload.max_output_tokens or settings.LLM_MAX_TOKENS_LIMIT,
+        output_cap=guards.requested_cap(payload.max_output_tokens),
         **responses.reads(wanted, owner),
     )
     prepared = await responses.prepare(
