@@ -581,8 +581,8 @@ class RedisClusterStore(RedisStore):
     ) -> None:
         """The steps after the owner's slot: the records an index let go are deleted, and a turn written
         is brought into the shared accounting and its quota."""
-        if record is not None:
-            await self._drop_records(record.kind, results[2 if turn is not None else 1])
+        if record is not None:  # its count in the index ran last
+            await self._drop_records(record.kind, results[-1])
         # a replayed turn of a conversation since gone (no size) has nothing to count
         if turn is not None and results[0] and results[0][3] is not None:
             await self._account(turn, int(results[0][3]), int(results[0][4]))
@@ -629,14 +629,17 @@ class RedisClusterStore(RedisStore):
         moved = (member, left) if left and left != now else None
         await self._settle(_victims(victims), evicted, moved)
 
-    def _record_operations(self, record: RecordWrite) -> list[Operation]:
+    def _record_operations(self, record: RecordWrite) -> tuple[list[Operation], list[Operation]]:
+        """The record and its score on its owner's slot, then (a step later) its count in the shared
+        index: counted before it was kept, an eviction meanwhile would find no score of its to match,
+        and the record, written after, would live on uncounted."""
         key = self._record(record.kind, record.owner, record.record_id)
         raw = orjson.dumps(record.record)
         args = self._record_count_args(record, raw)
-        return [
-            ("record_set", [key, f"{key}:score"], [raw, settings.CONVERSATION_TTL, args[2]]),
-            ("index_record", [*self._record_counts(record.kind), self._stats_key()], args),
-        ]
+        return (
+            [("record_set", [key, f"{key}:score"], [raw, settings.CONVERSATION_TTL, args[2]])],
+            [("index_record", [*self._record_counts(record.kind), self._stats_key()], args)],
+        )
 
     async def _drop_records(self, kind: Kind, answer: list[Any]) -> None:
         """Delete the records the kind's index let go, each on its owner's slot, unless written again

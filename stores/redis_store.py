@@ -875,16 +875,20 @@ class RedisStore:
         call: CallRecord | None = None,
     ) -> Conversation | None:
         operations: list[Operation] = []
+        later: list[Operation] = []  # a step of their own, once the others are written
         now = utc_now_iso()
         if turn is not None:
             operations.append(self._turn_operation(turn, now))
         if record is not None:
-            operations += self._record_operations(record)
+            written, later = self._record_operations(record)
+            operations += written
         if call is not None:
             operations += self._call_operations(call)
         if not operations:
             return None
         results = await self._batch(operations)
+        if later:
+            results += await self._batch(later)
         await self._after_commit(turn, record, results)
         if turn is None or not results[0]:
             return None
@@ -931,12 +935,14 @@ class RedisStore:
         ]
         return "append", keys, [*args, *encoded, *costs]
 
-    def _record_operations(self, record: RecordWrite) -> list[Operation]:
+    def _record_operations(self, record: RecordWrite) -> tuple[list[Operation], list[Operation]]:
+        """A record's write: its operations, and those to run once they are written (none here: one
+        script keeps and counts it)."""
         raw = orjson.dumps(record.record)
         keys = [self._record(record.kind, record.owner, record.record_id), *self._record_counts(record.kind)]
         keys.append(self._stats_key())
         base = self._owned(record.owner, f"record:{record.kind}:")
-        return [("put_record", keys, [raw, base, *self._record_count_args(record, raw)])]
+        return [("put_record", keys, [raw, base, *self._record_count_args(record, raw)])], []
 
     def _record_keys(self, kind: Kind) -> list[str]:
         """A kind's own RECORDS keys (1-6)."""

@@ -20,8 +20,9 @@ import redis
 from core.errors import StoreUnavailable
 from core.keys import fingerprint
 from stores import Kind
+from stores.base import RecordWrite
 from stores.redis_cluster import RedisClusterStore
-from stores.redis_store import RedisStore
+from stores.redis_store import RedisStore, _text
 from stores.redis_wire import WireClient
 from tests.conftest import SECRET, LiveServer, RedisCluster
 from tests.fake_upstream import FakeUpstream
@@ -299,6 +300,37 @@ async def test_a_stale_slot_map_or_an_unreachable_node_falls_back_to_redis_pys_c
         got = await store.get(Kind.CHAT, "c", owner="m-0")
         assert got is not None and got.message_count == 8  # four turns, each stored once
         assert await store.stored_bytes() == store.conversation_cost(got.messages)
+    finally:
+        await store.flush()
+        await store.aclose()
+
+
+async def test_a_record_is_counted_only_once_it_is_kept(redis_cluster: RedisCluster, settings: Any) -> None:
+    """A record's value and score go first, its count in the shared index a step later (second review:
+    written at once, the count could land first, an eviction then find no score to match, and the
+    value, written after, live on uncounted). Between the steps, another write's eviction finds the
+    old count, whose score no longer matches: the new value stays, and its own count follows."""
+    settings.CONVERSATION_MAX = 1  # one record of a kind: every record written evicts the other
+    store = RedisClusterStore(redis_cluster.url, prefix="order:")
+    await store.flush()
+    try:
+        await store.commit(record=RecordWrite(Kind.RESPONSE, "r1", {"v": 1}, owner="o-one"))
+        written, later = store._record_operations(RecordWrite(Kind.RESPONSE, "r1", {"v": 2}, owner="o-one"))
+        assert [name for name, _, _ in written] == ["record_set"] and [n for n, _, _ in later] == [
+            "index_record"
+        ]
+        await store._batch(written)  # A: the value and its score
+        await store.commit(
+            record=RecordWrite(Kind.RESPONSE, "r2", {"v": 1}, owner="o-two")
+        )  # B evicts r1's count
+        assert await store.get_records(Kind.RESPONSE, ["r1"], owner="o-one") == [{"v": 2}]
+        await store._after_commit(
+            None, RecordWrite(Kind.RESPONSE, "r1", {}, "o-one"), await store._batch(later)
+        )
+        indexed = [_text(m) for m in await store._redis.zrange(store._records(Kind.RESPONSE), 0, -1)]
+        assert indexed == ["o-one/r1"]
+        assert await store.get_records(Kind.RESPONSE, ["r1"], owner="o-one") == [{"v": 2}]
+        assert await store.get_records(Kind.RESPONSE, ["r2"], owner="o-two") == [None]
     finally:
         await store.flush()
         await store.aclose()
