@@ -205,7 +205,7 @@ _reserved: ContextVar[Reservation | None] = ContextVar("reserved", default=None)
 async def _hold(budgets: list[Budget], held: list[Count], totals: list[tuple[int, int]], amount: int) -> None:
     """429 budget_exceeded when a budget could not hold `amount` (what the others held goes back)."""
     for budget, (total, reset) in zip(budgets, totals, strict=True):
-        if total > budget.limit or (total >= budget.limit and not amount):
+        if total > budget.limit:
             await _release(held, totals, amount)
             _refuse(budget, total - amount, reset, amount)
 
@@ -215,7 +215,7 @@ async def _release(held: list[Count], totals: list[tuple[int, int]], amount: int
     back = [
         Count(c.key, -amount, c.window, slot=c.slot)
         for c, (total, _) in zip(held, totals, strict=True)
-        if amount and not (c.cap and total > c.cap)
+        if not (c.cap and total > c.cap)
     ]
     if back:
         await get_store().settle(back)

@@ -88,10 +88,10 @@ async def prepare(
     request_id: str | None = None,
     quota_key: str | None = None,
 ) -> PreparedResponse:
-    """Every check that can fail before the upstream is called, and the context to send. `admission`
-    holds what guards.admit read for it (see reads)."""
+    """Every check that can fail before the upstream is called (but the output cap's, made before
+    admission held it), and the context to send. `admission` holds what guards.admit read for it (see
+    reads)."""
     guards.check_model(request.model)
-    guards.check_max_tokens(request.max_output_tokens, param="max_output_tokens")
     history, ancestors = await _history(request, owner, admission)
     system = [{"role": "system", "content": request.instructions}] if request.instructions else []
     fixed = sum(items.estimate_tokens(m) for m in system)

@@ -49,20 +49,18 @@ async def chat_completions(
     """The OpenAI Chat Completions API, streaming or not, forwarded upstream as the client sent it
     (only `model` is filled in when missing); nothing is stored."""
     key = guards.openai_client_key(request)
-    guards.check_max_tokens(payload.max_tokens, param="max_tokens")  # before anything is held
-    guards.check_max_tokens(payload.max_completion_tokens, param="max_completion_tokens")
+    # The body as it came (field names and nulls kept): the schema above has only checked it. Its caps
+    # are checked before anything is held for them.
+    body: dict[str, Any] = orjson.loads(request.body)
+    guards.check_passthrough(body)
     cap = guards.requested_cap(payload.max_completion_tokens, payload.max_tokens)
     await guards.admit(request, None if key == settings.LLM_API_KEY else key, output_cap=cap)
     model = payload.model or settings.LLM_MODEL
     guards.check_model(model)
-    # The body as it came (field names and nulls kept): the schema above has only checked it.
-    body: dict[str, Any] = orjson.loads(request.body)
-    guards.check_passthrough(body)
-    asked = (
-        isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage") is True
-    )
+    options = body.get("stream_options") or {}  # an object, or none (check_passthrough)
+    asked = options.get("include_usage") is True
     if payload.stream and not asked:  # its usage settles the call's budgets (see guards.Reservation)
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        body["stream_options"] = {**options, "include_usage": True}
     call = calls.verbatim_call(body, model=model, api_key=key)
     if payload.stream:
         return sse.event_stream(_openai_frames(await calls.open_and_record(call), usage_chunk=asked))
