@@ -21,6 +21,13 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default)
 
 
+def dumps_to_keep(value: Any) -> bytes:
+    """`value`'s JSON, for bytes kept past the moment (a stored record, a request body held while its
+    call lasts): orjson (3.12 on) leaves its output in the buffer it grew, never trimmed, at least
+    4 KiB and often ten times the JSON's length. A copy holds just the JSON."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 class ORJSONRenderer(BaseRenderer):
     media_type = "application/json"
 

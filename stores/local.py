@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.cache import caches
 
 from core.clock import utc_now_iso
+from core.jsonio import dumps_to_keep
 from stores.base import (
     CONVERSATION_OVERHEAD,
     MAX_MODELS_TRACKED,
@@ -398,7 +399,7 @@ class LocalStore:
     async def put_record(
         self, kind: Kind, record_id: str, record: dict[str, Any], *, owner: str, quota_key: str | None = None
     ) -> None:
-        slot, raw = slot_of(owner, record_id), orjson.dumps(record)
+        slot, raw = slot_of(owner, record_id), dumps_to_keep(record)
         self._stats.evictions += self._records[kind].put(
             slot, raw, room=self._room(kind), quota_key=quota_key
         )

@@ -43,6 +43,7 @@ import orjson
 from django.conf import settings
 
 from core.clock import utc_now_iso
+from core.jsonio import dumps_to_keep
 from stores import get_store
 from stores.base import Conversation, Kind
 from stores.local import LocalContents, LocalStore
@@ -256,7 +257,7 @@ def _saved_record(item: dict[str, Any], number: int) -> SavedRecord:
         raise UnreadableSnapshot(f"holds a malformed record ({where})")
     if quota_key is not None and not isinstance(quota_key, str):
         raise UnreadableSnapshot(f"holds a record whose quota is not a string ({where})")
-    return SavedRecord(_KINDS[item["kind"]], slot, orjson.dumps(record), float(expires), quota_key)
+    return SavedRecord(_KINDS[item["kind"]], slot, dumps_to_keep(record), float(expires), quota_key)
 
 
 def _parse(line: bytes, number: int) -> Any:

@@ -25,6 +25,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from core import metrics, telemetry
 from core.errors import ServiceError
+from core.jsonio import dumps_to_keep
 from core.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ class UpstreamCall:
             body["stream"] = stream
         if stream and not self.verbatim:  # most upstreams report a stream's usage only when asked
             body.setdefault("stream_options", {"include_usage": True})
-        return orjson.dumps(body)
+        return dumps_to_keep(body)  # held while the call lasts
 
 
 def _wait_before_retry(exc: UpstreamError, attempt: int) -> float | None:
