@@ -291,9 +291,10 @@ def _stream_figures(run: dict[str, Any]) -> str:
 def open_streams_rows(os_: dict[str, Any], cfg: Config) -> list[Row]:
     n, chunks, delay, floor = os_["streams"], os_["chunks"], os_["delay_ms"], os_["floor"]
     relay = os_["relay"]
+    pinned = " (each server alone on CPU 1: BENCH_PIN)" if os_.get("pinned") else ""
     rows = [
         Row(
-            f"6. {n} open streams x {chunks} chunks / {delay} ms: client reading the fake directly",
+            f"6. {n} open streams x {chunks} chunks / {delay} ms{pinned}: client reading the fake directly",
             _stream_figures(os_["direct"]),
         ),
         Row("6. ... bare Django StreamingHttpResponse (the floor)", _stream_figures(os_["floor"])),

@@ -17,9 +17,10 @@ streams with delay), BENCH_CHUNK_DELAY_MS (50), BENCH_FILL_CONVERSATIONS (10000)
 (100000), BENCH_SOAK_SAMPLE_EVERY (20000), BENCH_SOAK_PATH (/memory-chat/message), BENCH_PROFILE (0;
 1 = also profile POST /chat/message under load with py-spy, on the local store and on Redis),
 BENCH_PROFILE_SECONDS (10), BENCH_OPEN_STREAMS (1000 simultaneous streams), BENCH_OPEN_STREAM_CHUNKS
-(40), BENCH_BASELINE (empty; a git revision: phase B runs it beside this checkout, taking turns) and
-BENCH_ONLY (empty: every phase; else a comma list of phase keys, e.g. `latency,baseline`, `store` or
-`open_streams`).
+(40), BENCH_PIN (0; 1 = in the open streams' warm rounds each server runs alone on CPU 1, the client
+and the fake upstream on CPU 0), BENCH_BASELINE (empty; a git revision: phase B runs it beside this
+checkout, taking turns) and BENCH_ONLY (empty: every phase; else a comma list of phase keys, e.g.
+`latency,baseline`, `store` or `open_streams`).
 
 The code sits beside this file: common (paths, settings), processes (fake upstream, service, clean-up),
 load (wrk, the stream client), phases/ (one module a phase) and report (targets, rows, table, JSON).

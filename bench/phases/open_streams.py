@@ -20,6 +20,7 @@ conversation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,13 +87,22 @@ class PeakRss:
 
 
 def client(
-    port: int, path: str, body: str, *, streams: int, frames: int, end: str, headers: list[str]
+    port: int,
+    path: str,
+    body: str,
+    *,
+    streams: int,
+    frames: int,
+    end: str,
+    headers: list[str],
+    cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     args = [sys.executable, str(BENCH / "stream_client.py"), "--port", str(port), "--path", path]
     args += ["--body", body, "--streams", str(streams), "--frames", str(frames), "--end", end]
     for header in headers:
         args += ["--header", header]
-    done = subprocess.run(args, capture_output=True, check=False, timeout=600)
+    pinned = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    done = subprocess.run(args, capture_output=True, check=False, timeout=600, preexec_fn=pinned)
     if done.returncode:
         raise BenchError(f"the stream client failed:\n{done.stderr.decode()[-2000:]}")
     return dict(json.loads(done.stdout))
@@ -99,6 +110,31 @@ def client(
 
 def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def set_cpus(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` onto `cpus` (a thread started later inherits its creator's)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+@contextlib.contextmanager
+def alone(pid: int, beside: list[int]) -> Iterator[set[int] | None]:
+    """With BENCH_PIN=1, the server `pid` on CPU 1 alone, and `beside` (the fake upstream; the client
+    takes the CPUs yielded) on CPU 0: the server's CPU time is then its own work, not also the cost of
+    sharing a core with the load it serves. Otherwise nothing moves."""
+    if not env_int("BENCH_PIN", 0):
+        yield None
+        return
+    for other in beside:
+        set_cpus(other, {0})
+    set_cpus(pid, {1})
+    try:
+        yield {0}
+    finally:
+        for moved in (*beside, pid):
+            set_cpus(moved, {0, 1})
 
 
 WARM_ROUNDS = 3  # warm rounds of each target, taking turns: the CPU figure is their median
@@ -116,8 +152,9 @@ class Target:
     body: str
     end: str
     headers: list[str]
+    beside: tuple[int, ...] = ()  # the processes it needs to answer (the fake upstream)
 
-    def round(self, streams: int, frames: int, tag: str) -> dict[str, Any]:
+    def round(self, streams: int, frames: int, tag: str, cpus: set[int] | None = None) -> dict[str, Any]:
         return client(
             self.port,
             self.path,
@@ -126,6 +163,7 @@ class Target:
             frames=frames,
             end=self.end,
             headers=self.headers,
+            cpus=cpus,
         )
 
 
@@ -149,9 +187,10 @@ def _warm(target: Target, streams: int, frames: int, tag: str) -> dict[str, Any]
     """One warm round (upstream connections pooled, the allocator's arenas there, as in a service that
     has been busy): the server's own CPU per chunk sent, and each stream's timings."""
     time.sleep(0.3)
-    before = cpu_seconds(target.pid)
-    run = target.round(streams, frames, tag)
-    cpu = cpu_seconds(target.pid) - before
+    with alone(target.pid, list(target.beside)) as cpus:
+        before = cpu_seconds(target.pid)
+        run = target.round(streams, frames, tag, cpus)
+        cpu = cpu_seconds(target.pid) - before
     return {"cpu": cpu, "run": run}
 
 
@@ -268,6 +307,7 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
     token = "bench" + uuid.uuid4().hex * 2
     tag = uuid.uuid4().hex[:8]
     out: dict[str, Any] = {"streams": streams, "chunks": chunks, "delay_ms": delay}
+    out["pinned"] = bool(env_int("BENCH_PIN", 0))
     upstream_body = json.dumps(
         {"model": model, "messages": [{"role": "user", "content": "open stream {n}"}], "stream": True}
     )
@@ -290,7 +330,9 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
                     [],
                 ),
                 Target("floor", floor.pid, floor_port, "/stream", "{}", "event: done", []),
-                Target("relay", relay.pid, relay_port, "/relay", upstream_body, "[DONE]", []),
+                Target(
+                    "relay", relay.pid, relay_port, "/relay", upstream_body, "[DONE]", [], (fake.proc.pid,)
+                ),
                 Target(
                     "chat",
                     svc.pid,
@@ -299,8 +341,18 @@ def run(ctx: PhaseContext) -> dict[str, Any]:
                     chat_body,
                     "event: done",
                     [f"X-Client-Token: {token}"],
+                    (fake.proc.pid,),
                 ),
-                Target("v1", v1.pid, v1.port, "/v1/chat/completions", upstream_body, "[DONE]", []),
+                Target(
+                    "v1",
+                    v1.pid,
+                    v1.port,
+                    "/v1/chat/completions",
+                    upstream_body,
+                    "[DONE]",
+                    [],
+                    (fake.proc.pid,),
+                ),
             ]
             out |= measure(targets, streams=streams, frames=chunks)
         finally:
