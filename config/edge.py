@@ -181,6 +181,17 @@ def _header(scope: Scope, name: bytes) -> str:
     return ""
 
 
+LOGGED_CHARS = 1024  # of a path or a fact in an access line: /api/hf/logs keeps 1,000 lines
+
+
+def _short(value: Any) -> Any:
+    """A client's text cut to LOGGED_CHARS (a path may be 60 KB, and every line is kept twice: its
+    message and its fields)."""
+    if isinstance(value, str) and len(value) > LOGGED_CHARS:
+        return value[:LOGGED_CHARS] + "..."
+    return value
+
+
 def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float) -> None:
     """The access line and the request metrics."""
     route = context.get("route", "unmatched")
@@ -191,8 +202,10 @@ def finished(scope: Scope, context: dict[str, Any], status: int, elapsed: float)
     if not access_log.isEnabledFor(logging.INFO):
         return
     client = context.get("client", "-")
-    facts = {k: redact.clean(v) for k, v in context.items() if k not in ("request_id", "route", "client")}
-    path = redact.clean(scope["path"])
+    facts = {
+        k: _short(redact.clean(v)) for k, v in context.items() if k not in ("request_id", "route", "client")
+    }
+    path = _short(redact.clean(scope["path"]))
     method = scope.get("method", scope["type"].upper())
     fields = {
         "method": method,

@@ -64,7 +64,8 @@ async def create(
         quota_key=quota_key,
     )
     if metadata:
-        await store.put_record(Kind.CHAT, conversation_id, {"metadata": metadata}, owner=owner)
+        record = {"metadata": metadata}
+        await store.put_record(Kind.CHAT, conversation_id, record, owner=owner, quota_key=quota_key)
     return conversation_object(conversation, metadata)
 
 
@@ -73,12 +74,16 @@ async def retrieve(owner: str, conversation_id: str) -> dict[str, Any]:
     return conversation_object(conversation, await _metadata(owner, conversation_id))
 
 
-async def update(owner: str, conversation_id: str, metadata: dict[str, str]) -> dict[str, Any]:
-    """Replace the conversation's metadata."""
+async def update(
+    owner: str, conversation_id: str, metadata: dict[str, str], *, quota_key: str | None = None
+) -> dict[str, Any]:
+    """Replace the conversation's metadata (counted, as the conversation is, against `quota_key`'s
+    storage quota)."""
     conversation = await _conversation(owner, conversation_id)
     store = get_store()
     if metadata:
-        await store.put_record(Kind.CHAT, conversation_id, {"metadata": metadata}, owner=owner)
+        record = {"metadata": metadata}
+        await store.put_record(Kind.CHAT, conversation_id, record, owner=owner, quota_key=quota_key)
     else:
         await store.delete_record(Kind.CHAT, conversation_id, owner=owner)
     return conversation_object(conversation, metadata)

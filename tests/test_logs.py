@@ -81,3 +81,19 @@ async def test_it_keeps_errors_and_critical_records_at_level_error(client: Async
     assert mine[-2:] == ["level marker ERROR", "level marker CRITICAL"]
     assert "level marker INFO" not in mine and "level marker WARNING" not in mine
     assert logs and all(r["level"] in {"ERROR", "CRITICAL"} for r in logs)
+
+
+async def test_a_long_path_is_logged_cut_short() -> None:
+    """Each access line is kept twice in the ring buffer (message and fields), 1,000 of them: 60 KB
+    paths of unthrottled 404s held 120 MB (review)."""
+    from core import logbuffer
+
+    transport = httpx.ASGITransport(app=application)
+    path = "/unknown-" + "a" * 60_000
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as gateway:
+        for _ in range(20):
+            assert (await gateway.get(path)).status_code == 404
+    lines = [r for r in logbuffer._records if "/unknown-aaa" in str(r.get("message"))]
+    assert len(lines) == 20
+    assert all(len(str(r)) < 4096 for r in lines)
+    assert lines[-1]["path"] == path[:1024] + "..."

@@ -61,3 +61,33 @@ async def test_it_keeps_a_clients_conversations_under_its_quota(client: AsyncCli
     assert alive[-1] and not alive[0]  # its own oldest went, its newest stayed
     assert alive == sorted(alive)  # ...in order
     assert (await client.get(f"/v1/conversations/{theirs['id']}", headers=BOB)).status_code == 200
+
+
+async def test_a_clients_metadata_counts_against_its_quota(client: AsyncClient, settings: Any) -> None:
+    """Metadata was kept with no quota: one client held 7x its quota of it, and every other client's
+    write then evicted its own conversations to leave that room to it (review)."""
+    from stores import Kind, get_store
+
+    settings.TRUSTED_PROXY_HOPS = 1
+    settings.RATE_LIMIT = (0, 60)
+    settings.STORE_MAX_BYTES = 1024 * 1024
+    settings.CLIENT_STORAGE_BYTES = 128 * 1024
+    heavy = {f"k{n:02}": "\U0001f600" * 512 for n in range(16)}  # within 16 keys of 512 characters
+    bobs = await post(
+        client, "/v1/conversations", {"items": [{"role": "user", "content": "b" * 30_000}]}, BOB
+    )
+    made = [
+        (await post(client, "/v1/conversations", {"metadata": {}}, ALICE)).json()["id"] for _ in range(40)
+    ]
+    for conversation in made:  # set by an update as well as at creation
+        assert (
+            await post(client, f"/v1/conversations/{conversation}", {"metadata": heavy}, ALICE)
+        ).status_code == 200
+    for _ in range(40):
+        assert (await post(client, "/v1/conversations", {"metadata": heavy}, ALICE)).status_code == 200
+    metadata = get_store()._records[Kind.CHAT].bytes  # type: ignore[attr-defined]
+    assert metadata <= settings.CLIENT_STORAGE_BYTES
+    assert (
+        await post(client, "/v1/conversations", {"items": [{"role": "user", "content": "hi"}]}, BOB)
+    ).status_code == 200
+    assert (await client.get(f"/v1/conversations/{bobs.json()['id']}", headers=BOB)).status_code == 200

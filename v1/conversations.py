@@ -76,7 +76,10 @@ async def update_conversation(
     """Replace the conversation's metadata."""
     await guards.check_rate(request)
     owner = owner_for_writing(request)
-    return Status(200, await openai_conversations.update(owner, conversation_id, payload.metadata or {}))
+    updated = await openai_conversations.update(
+        owner, conversation_id, payload.metadata or {}, quota_key=guards.client_identity(request)
+    )
+    return Status(200, updated)
 
 
 @router.delete(
