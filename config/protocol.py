@@ -13,6 +13,15 @@ own protocol (the fast one) it adds, for each connection:
   sending it then gets a 408. A connection that sends nothing at all is closed after as long. The
   same deadline then bounds the body: it is handed to the edge in the scope (READ_DEADLINE), which
   answers 408 when the body is late.
+- **A deadline for the client to take the answer**: once more than 64 KiB of it waits to be sent
+  (the transport's high-water mark, where uvicorn stops writing), the client has
+  RESPONSE_WRITE_TIMEOUT to take enough of it to resume writing, else the connection is aborted:
+  what was buffered is dropped and the request sees its client gone (an open stream ends and closes
+  its upstream call). uvicorn waits for such a client forever, holding the whole answer.
+- **A bound on pipelining**: at most MAX_PIPELINED requests wait behind the one being answered on a
+  connection; past it the connection is closed. httptools parses a whole read (up to 256 KiB) at
+  once, and uvicorn queued every request in it: a client that pipelined tiny requests and never read
+  the answers held about 15 MiB a connection.
 - A head refused here is answered, then the connection is half-closed and what the client still
   sends is read and dropped for up to LINGER_SECONDS before it is closed: a client still sending
   would otherwise get a reset instead of the answer.
@@ -39,6 +48,7 @@ from core.clock import utc_now_iso
 
 UVICORN_WRITTEN_FOR = "0.54."
 MAX_HEAD_BYTES = 64 * 1024
+MAX_PIPELINED = 32
 LINGER_SECONDS = 1.0
 
 IDLE, HEAD, BODY, CLOSING = 0, 1, 2, 3  # where a connection is in its current request
@@ -52,7 +62,8 @@ def check_uvicorn() -> None:
             f"config/protocol.py was written for uvicorn {UVICORN_WRITTEN_FOR}x; check it against "
             f"uvicorn {uvicorn.__version__} before upgrading"
         )
-    hooks = ("data_received", "on_message_begin", "on_headers_complete", "on_message_complete", "shutdown")
+    hooks = ["data_received", "on_message_begin", "on_headers_complete", "on_message_complete", "shutdown"]
+    hooks += ["pause_writing", "resume_writing", "send_400_response"]
     missing = [name for name in hooks if not callable(getattr(HttpToolsProtocol, name, None))]
     if missing:
         raise RuntimeError(f"uvicorn's HttpToolsProtocol no longer has {missing}")
@@ -77,6 +88,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.heads_begun = 0  # in the chunk being parsed
         self.read_deadline = 0.0
         self.read_timer: asyncio.TimerHandle | None = None
+        self.write_timeout: float = settings.RESPONSE_WRITE_TIMEOUT
+        self.write_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -84,7 +97,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._writing_resumed()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.write_timer is None:
+            self.write_timer = self.loop.call_later(self.write_timeout, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._writing_resumed()
+        super().resume_writing()
+
+    def _writing_resumed(self) -> None:
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
+
+    def _write_timed_out(self) -> None:
+        """The client took none of its answer for RESPONSE_WRITE_TIMEOUT: drop it and the connection."""
+        self.write_timer = None
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.stage == CLOSING:
@@ -104,6 +137,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._arm()
 
     def on_message_begin(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:
+            # Raising is the only way to stop httptools in the middle of a read; uvicorn then logs
+            # the request as invalid and would answer 400 (send_400_response: not on an aborted line).
+            self.stage = CLOSING
+            self.transport.abort()
+            raise ConnectionAbortedError(f"more than {MAX_PIPELINED} pipelined requests waiting")
         super().on_message_begin()
         self.stage = HEAD
         self.head_bytes = 0
@@ -111,6 +150,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.read_timer is not None:  # the connection's first request: its deadline starts now
             self._disarm()
             self._arm()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():
+            super().send_400_response(msg)
 
     def on_headers_complete(self) -> None:
         deadline = self.read_deadline if self.read_timer else self.loop.time() + self.read_timeout

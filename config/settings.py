@@ -120,6 +120,7 @@ try:
     ASGI_EDGE = env_choice("ASGI_EDGE", "inline", ("inline", "thread"))
     MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1048576, minimum=1024)
     REQUEST_READ_TIMEOUT = env_float("REQUEST_READ_TIMEOUT", 30.0, minimum=1.0, maximum=3600.0)
+    RESPONSE_WRITE_TIMEOUT = env_float("RESPONSE_WRITE_TIMEOUT", 30.0, minimum=1.0, maximum=3600.0)
     SHUTDOWN_GRACE_SECONDS = shutdown_grace()
     if not any(fnmatch.fnmatchcase(LLM_MODEL, pattern) for pattern in ALLOWED_MODELS):
         raise ImproperlyConfigured(f"LLM_MODEL {LLM_MODEL!r} is not allowed by ALLOWED_MODELS")

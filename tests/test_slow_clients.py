@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import LiveServer
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import FakeUpstream, Reply
 
 DEADLINE = 3.0
 
@@ -100,3 +101,94 @@ def test_it_lets_an_unhurried_client_finish_in_time(server: LiveServer) -> None:
         for _ in range(3):
             assert client.get("/health").status_code == 200
             time.sleep(DEADLINE / 2)
+
+
+WRITE_DEADLINE = 2.0
+BIG = 6_000_000  # bytes of answer: more than loopback's socket buffers take, so the server holds the rest
+
+
+@pytest.fixture(scope="module")
+def unread(fake_upstream: FakeUpstream) -> Iterator[LiveServer]:
+    live = LiveServer(
+        {
+            "LLM_BASE_URL": fake_upstream.url,
+            "RESPONSE_WRITE_TIMEOUT": str(WRITE_DEADLINE),
+            "LLM_STREAM_MAX_SECONDS": "600",
+            "CLIENT_STORAGE_BYTES": "64MiB",
+            "RATE_LIMIT": "10000/minute",
+        }
+    )
+    yield live
+    live.stop()
+
+
+def send_unread(server: LiveServer, request: bytes) -> socket.socket:
+    """A client that sends `request` and reads nothing (a 4 KiB receive buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    parsed = urlparse(server.url)
+    sock.connect((parsed.hostname, parsed.port))
+    sock.sendall(request)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """What the server still delivers, until it ends the connection (or 10 s pass)."""
+    sock.settimeout(10)
+    got = b""
+    with sock:
+        while True:
+            try:
+                chunk = sock.recv(1 << 20)
+            except OSError:  # reset: the server dropped what it held
+                return got
+            if not chunk:
+                return got
+            got += chunk
+
+
+def test_an_answer_its_client_does_not_take_is_dropped_at_the_write_deadline(unread: LiveServer) -> None:
+    """uvicorn held an unread answer whole, for as long as the client kept the connection (review: 20
+    such GETs of a 6 MB conversation held 128 MB)."""
+    token = {"X-Client-Token": "w" * 40}
+    with httpx.Client(base_url=unread.url, timeout=30, headers=token) as http:
+        made = http.post("/v1/conversations", json={}).json()["id"]
+        for _ in range(10):
+            items = [{"role": "user", "content": "y" * 30_000} for _ in range(20)]
+            assert http.post(f"/v1/conversations/{made}/items", json={"items": items}).status_code == 200
+        size = len(http.get(f"/chat/conversations/{made}").content)
+    assert size > BIG
+    sock = send_unread(
+        unread,
+        f"GET /chat/conversations/{made} HTTP/1.1\r\nHost: x\r\nX-Client-Token: {'w' * 40}\r\n\r\n".encode(),
+    )
+    time.sleep(WRITE_DEADLINE + 2)
+    got = read_all(sock)
+    assert got.startswith(b"HTTP/1.1 200") and len(got) < size
+
+
+def test_a_stream_its_client_does_not_read_ends_at_the_write_deadline(
+    unread: LiveServer, fake_upstream: FakeUpstream
+) -> None:
+    """The stream, its upstream call and its frames stayed while the client kept its connection open,
+    past LLM_STREAM_MAX_SECONDS too (review)."""
+    fake_upstream.queue(Reply(chunks=["x" * 16_000] * 400))  # 6.4 MB of deltas
+    body = orjson.dumps({"message": "q", "conversation_id": "unread-1", "stream": True})
+    head = b"POST /chat/message HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock = send_unread(unread, head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    time.sleep(WRITE_DEADLINE + 2)
+    got = read_all(sock)
+    assert got.startswith(b"HTTP/1.1 200") and b"event: done" not in got
+    metrics = httpx.get(f"{unread.url}/metrics", timeout=5).text
+    assert re.search(r"^gateway_streams_in_flight(\{[^}]*\})? 0\.0$", metrics, re.M), metrics[-2000:]
+
+
+def test_pipelined_requests_past_the_bound_end_the_connection(unread: LiveServer) -> None:
+    """uvicorn queued every request of a read (256 KiB of tiny GETs: ~8,000 requests, 15 MiB held)."""
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    few = read_all(
+        send_unread(unread, health * 10 + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    )
+    assert few.count(b"HTTP/1.1 200") == 11  # a client that pipelines a few is answered
+    many = read_all(send_unread(unread, health * 2000))
+    assert many.count(b"HTTP/1.1 200") < 100
