@@ -388,11 +388,15 @@ class LocalStore:
         kept = [m for m in conversation.messages if stored_id(m) != message_id]
         if len(kept) == len(conversation.messages):
             return False
-        self._detach(entry)
-        entry.bytes -= sum(message_cost(m) for m in conversation.messages if stored_id(m) == message_id)
+        # its bytes leave the counts where they stand: neither its recency nor its TTL moves (it would
+        # otherwise be listed as the most recent, still counted once expired)
+        freed = sum(message_cost(m) for m in conversation.messages if stored_id(m) == message_id)
+        entry.bytes -= freed
+        self._bytes -= freed
+        if entry.quota_key is not None:
+            self._quotas[entry.quota_key].bytes -= freed
         conversation.messages[:] = kept
         conversation.message_count = len(kept)
-        self._attach(entry)
         self.changes += 1
         return True
 

@@ -31,6 +31,7 @@ from stores.base import (
     title_for,
 )
 from stores.redis_store import (
+    DROP_MESSAGES,
     RECORD,
     RECORDS,
     SWAP_LAST_TURN,
@@ -55,6 +56,7 @@ from stores.redis_wire import Unreachable, WireClient
 CLUSTER_LIBRARY = (
     TRIM_TURNS
     + SWAP_LAST_TURN
+    + DROP_MESSAGES
     + RECORDS
     + "local KINDS = {"
     + ", ".join(f"'{kind}'" for kind in Kind)
@@ -145,13 +147,17 @@ local function conv_append(K, A)
 end
 
 -- K: meta, msgs, costs, the owner's index. A: 1 slot, 2 now (iso), 3 model, 4 tokens, 5 ttl, 6 score,
--- 7 title, 8 n, then n messages, then their n costs. REPLACE on the owner's slot: {length, tokens, 0,
--- size}, or false when there is no such conversation.
+-- 7 title, 8 max messages, 9 the conversation's cap (bytes), 10 n, then n messages, then their n
+-- costs. REPLACE on the owner's slot, its bounds kept: {length, tokens, 0, size}, or false when there
+-- is no such conversation.
 local function conv_replace(K, A)
   local meta, msgs, costs = K[1], K[2], K[3]
   if redis.call('EXISTS', meta) == 0 then return false end
   local size, total = swap_last_turn(
-    meta, msgs, costs, tonumber(redis.call('HGET', meta, 'size') or '0'), A[7], A, 8, tonumber(A[4]))
+    meta, msgs, costs, tonumber(redis.call('HGET', meta, 'size') or '0'), A[7], A, 10, tonumber(A[4]))
+  local _
+  _, size = trim_turns(meta, msgs, costs, tonumber(A[10]), redis.call('LLEN', msgs), tonumber(A[8]), size,
+    tonumber(A[9]))
   redis.call('HSET', meta, 'updated_at', A[2], 'model', A[3], 'total_tokens', total, 'size', size)
   for _, key in ipairs({meta, msgs, costs, K[4]}) do redis.call('EXPIRE', key, tonumber(A[5])) end
   redis.call('ZADD', K[4], tonumber(A[6]), A[1])
@@ -159,22 +165,12 @@ local function conv_replace(K, A)
   return {redis.call('LLEN', msgs), total, 0, size, version}
 end
 
--- K: meta, msgs, costs. A: the message (its JSON, exactly). {1, the conversation's size} or {0}.
+-- K: meta, msgs, costs. A: the messages (their JSON, exactly). {1, the conversation's size} or {0}.
 local function conv_delete_message(K, A)
-  for i, raw in ipairs(redis.call('LRANGE', K[2], 0, -1)) do
-    if raw == A[1] then
-      local cost = tonumber(redis.call('LINDEX', K[3], i - 1)) or 0
-      redis.call('LSET', K[2], i - 1, '\\0gone')
-      redis.call('LREM', K[2], 1, '\\0gone')
-      if redis.call('LLEN', K[3]) >= i then
-        redis.call('LSET', K[3], i - 1, '\\0gone')
-        redis.call('LREM', K[3], 1, '\\0gone')
-      end
-      local version = string.format('%d', redis.call('HINCRBY', K[1], 'version', 1))
-      return {1, redis.call('HINCRBY', K[1], 'size', -cost), version}
-    end
-  end
-  return {0}
+  local found, cost = drop_messages(K[2], K[3], A)
+  if found == 0 then return {0} end
+  local version = string.format('%d', redis.call('HINCRBY', K[1], 'version', 1))
+  return {1, redis.call('HINCRBY', K[1], 'size', -cost), version}
 end
 
 -- K: the owner's index of one kind, then meta, msgs and costs of each conversation. A: for each, its
@@ -594,11 +590,12 @@ class RedisClusterStore(RedisStore):
         keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._mine(turn.kind, turn.owner)]
         if turn.turn_id:
             keys.append(self._turn(turn.owner, turn.turn_id))
+        cap = conversation_cap(turn.quota_key, settings.STORE_MAX_BYTES, settings.CLIENT_STORAGE_BYTES)
         if turn.replace_last:
             args: list[Any] = [slot_of(turn.owner, turn.conversation_id), now, turn.model, turn.tokens]
             args += [settings.CONVERSATION_TTL, repr(time.time()), title_for(turn.messages)]
+            args += [settings.CONVERSATION_MAX_MESSAGES, cap]
             return "conv_replace", keys, [*args, len(encoded), *encoded, *costs]
-        cap = conversation_cap(turn.quota_key, settings.STORE_MAX_BYTES, settings.CLIENT_STORAGE_BYTES)
         args = [now, turn.model, turn.tokens, settings.CONVERSATION_MAX_MESSAGES, settings.CONVERSATION_TTL]
         args += [repr(time.time()), cap, turn.owner, turn.conversation_id, title_for(turn.messages)]
         return "conv_append", keys, [*args, CONVERSATION_OVERHEAD, len(encoded), *encoded, *costs]
@@ -678,11 +675,11 @@ class RedisClusterStore(RedisStore):
     async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
         base = self._conversation(kind, owner, conversation_id)
         async with self._guard():
-            raw = await self._find_message(base, message_id)
-        if raw is None:
+            found = await self._find_messages(base, message_id)
+        if not found:
             return False
         keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs"]
-        [answer] = await self._batch([("conv_delete_message", keys, [raw])])
+        [answer] = await self._batch([("conv_delete_message", keys, found)])
         if not answer[0]:
             return False
         member, size, version = f"{kind}:{slot_of(owner, conversation_id)}", int(answer[1]), int(answer[2])

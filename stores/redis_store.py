@@ -61,9 +61,9 @@ BATCH_ID_TTL = 60  # seconds a batch's own key stays: redis-py retries at once, 
 # expired conversation's keys, so the totals are always corrected when it is forgotten.
 # The n values at args[at + 1 ...] pushed onto `list` (both stores' append and replace): a command per
 # thousand, not one each (a command costs a script more than its work). Answers the list's length after.
-# A conversation's own bounds (both stores' append): whole turns go, oldest first, while it holds more
-# than `max_messages` messages (`length`, as push_all answered) or more than `cap` bytes; its `n`
-# newest messages always stay. Answers its length and size after.
+# A conversation's own bounds (both stores' append and replace): whole turns go, oldest first, while it
+# holds more than `max_messages` messages (`length`, as push_all answered) or more than `cap` bytes,
+# and a reply is never left first; its `n` newest messages always stay. Answers its length and size.
 TRIM_TURNS = """
 local function push_all(list, args, at, n)
   if n == 0 then return redis.call('LLEN', list) end
@@ -76,13 +76,17 @@ end
 
 local function trim_turns(meta, msgs, costs, n, length, max_messages, size, cap)
   local excess = length - max_messages
-  if excess > 0 and excess % 2 == 1 then excess = excess + 1 end
   if length > n and (excess > 0 or size > cap) then
     local candidates = redis.call('LRANGE', costs, 0, length - n - 1)
     local dropped, freed = 0, 0
-    while dropped + 2 <= #candidates and (dropped < excess or size - freed > cap) do
-      freed = freed + tonumber(candidates[dropped + 1]) + tonumber(candidates[dropped + 2])
-      dropped = dropped + 2
+    while dropped < #candidates do
+      local more = dropped < excess or size - freed > cap
+      if not more and dropped > 0 then  -- never a reply first: its turn goes whole
+        more = cjson.decode(redis.call('LINDEX', msgs, dropped)).role == 'assistant'
+      end
+      if not more then break end
+      freed = freed + tonumber(candidates[dropped + 1])
+      dropped = dropped + 1
     end
     if dropped > 0 then
       redis.call('LTRIM', msgs, dropped, -1)
@@ -102,19 +106,23 @@ end
 SWAP_LAST_TURN = """
 local function swap_last_turn(meta, msgs, costs, size, title, args, at, tokens)
   local n = tonumber(args[at])
-  local tail = redis.call('LRANGE', msgs, -4, -1)
-  local cut, freed = 0, 0
-  for i = #tail, 1, -1 do
-    local message = cjson.decode(tail[i])
-    cut = cut + 1
-    if message.tokens then freed = freed + tonumber(message.tokens) end
-    if message.role == 'user' then break end
+  -- the last turn: from the last user message on, read back from the end 8 at a time (none: nothing)
+  local length = redis.call('LLEN', msgs)
+  local cut, freed, seen, replies = 0, 0, 0, 0
+  while cut == 0 and seen < length do
+    local block = redis.call('LRANGE', msgs, -(seen + 8), -(seen + 1))
+    for i = #block, 1, -1 do
+      local message = cjson.decode(block[i])
+      seen = seen + 1
+      if message.tokens then replies = replies + tonumber(message.tokens) end
+      if message.role == 'user' then cut, freed = seen, replies; break end
+    end
   end
-  if cut > 0 and cjson.decode(tail[#tail - cut + 1]).role ~= 'user' then cut = 0; freed = 0 end
   if cut > 0 then
     for _, cost in ipairs(redis.call('LRANGE', costs, -cut, -1)) do size = size - tonumber(cost) end
+    redis.call('LTRIM', msgs, 0, -cut - 1)
+    redis.call('LTRIM', costs, 0, -cut - 1)
   end
-  for i = 1, cut do redis.call('RPOP', msgs); redis.call('RPOP', costs) end
   if redis.call('LLEN', msgs) == 0 then redis.call('HSET', meta, 'title', title) end
   push_all(msgs, args, at, n)
   push_all(costs, args, at + n, n)
@@ -265,8 +273,8 @@ return {length, tokens}
 """
 
 # KEYS: meta, msgs, costs, index, the owner's index (then the turn id's key). ARGV: 1 prefix,
-# 2 "<kind>:<slot>", 3 now (iso), 4 model, 5 tokens, 6 ttl, 7 score, 8 title, 9 n, then n messages
-# (JSON), then their n costs. Drops
+# 2 "<kind>:<slot>", 3 now (iso), 4 model, 5 tokens, 6 ttl, 7 score, 8 title, 9 max messages, 10 the
+# client's quota (0 = off), 11 the store's bound, 12 n, then n messages (JSON), then their n costs. Drops
 # the last turn (from its user message on: its replies' tokens leave the total, its bytes the
 # counts) and appends the new one, in one step; false if there is no such conversation.
 REPLACE = """
@@ -276,7 +284,11 @@ local prefix, member = ARGV[1], ARGV[2]
 local ttl, score = tonumber(ARGV[6]), tonumber(ARGV[7])
 local quota = redis.call('HGET', prefix .. 'owners', member)
 local size, total = swap_last_turn(
-  meta, msgs, costs, detach(prefix, member), ARGV[8], ARGV, 9, tonumber(ARGV[5]))
+  meta, msgs, costs, detach(prefix, member), ARGV[8], ARGV, 12, tonumber(ARGV[5]))
+local cap, client_max = tonumber(ARGV[11]), tonumber(ARGV[10])
+if quota and client_max > 0 and client_max < cap then cap = client_max end
+local length = redis.call('LLEN', msgs)
+length, size = trim_turns(meta, msgs, costs, tonumber(ARGV[12]), length, tonumber(ARGV[9]), size, cap)
 redis.call('HSET', meta, 'updated_at', ARGV[3], 'model', ARGV[4], 'total_tokens', total)
 for _, key in ipairs({meta, msgs, costs, KEYS[5]}) do redis.call('EXPIRE', key, ttl) end
 local slot = string.sub(member, string.find(member, ':', 1, true) + 1)
@@ -290,34 +302,50 @@ if quota then
   redis.call('ZADD', prefix .. 'quota:' .. quota .. ':lru', score, member)
   redis.call('INCRBY', prefix .. 'quota:' .. quota .. ':bytes', size)
 end
-return {redis.call('LLEN', msgs), total}
+return {length, total}
 """
 
-# KEYS: msgs, costs. ARGV: prefix, "<kind>:<slot>", the message (its JSON, exactly). Removes that one
-# message and its cost (the two lists stay aligned), and takes the cost off the byte counts.
-DELETE_MESSAGE = """
+# Marks every message of `msgs` whose JSON is one of `wanted` (and its cost, the two lists aligned), then
+# removes the marked: what their costs come to, 0 when none was there (both stores' delete_message).
+DROP_MESSAGES = """
+local function drop_messages(msgs, costs, wanted)
+  local gone = {}
+  for _, raw in ipairs(wanted) do gone[raw] = true end
+  local freed, found = 0, 0
+  for i, raw in ipairs(redis.call('LRANGE', msgs, 0, -1)) do
+    if gone[raw] then
+      found = found + 1
+      freed = freed + (tonumber(redis.call('LINDEX', costs, i - 1)) or 0)
+      redis.call('LSET', msgs, i - 1, '\\0gone')
+      if redis.call('LLEN', costs) >= i then redis.call('LSET', costs, i - 1, '\\0gone') end
+    end
+  end
+  if found > 0 then
+    redis.call('LREM', msgs, 0, '\\0gone')
+    redis.call('LREM', costs, 0, '\\0gone')
+  end
+  return found, freed
+end
+"""
+
+# KEYS: msgs, costs. ARGV: prefix, "<kind>:<slot>", then the messages (their JSON, exactly). Removes
+# every message that is one of them, and its cost, and takes the costs off the byte counts.
+DELETE_MESSAGE = (
+    DROP_MESSAGES
+    + """
 local msgs, costs = KEYS[1], KEYS[2]
 local prefix, member = ARGV[1], ARGV[2]
-for i, raw in ipairs(redis.call('LRANGE', msgs, 0, -1)) do
-  if raw == ARGV[3] then
-    local cost = tonumber(redis.call('LINDEX', costs, i - 1)) or 0
-    redis.call('LSET', msgs, i - 1, '\0gone')
-    redis.call('LREM', msgs, 1, '\0gone')
-    if redis.call('LLEN', costs) >= i then
-      redis.call('LSET', costs, i - 1, '\0gone')
-      redis.call('LREM', costs, 1, '\0gone')
-    end
-    if redis.call('HEXISTS', prefix .. 'sizes', member) == 1 then
-      redis.call('HINCRBY', prefix .. 'sizes', member, -cost)
-      redis.call('DECRBY', prefix .. 'bytes', cost)
-      local quota = redis.call('HGET', prefix .. 'owners', member)
-      if quota then redis.call('DECRBY', prefix .. 'quota:' .. quota .. ':bytes', cost) end
-    end
-    return 1
-  end
+local found, cost = drop_messages(msgs, costs, {unpack(ARGV, 3)})
+if found == 0 then return 0 end
+if redis.call('HEXISTS', prefix .. 'sizes', member) == 1 then
+  redis.call('HINCRBY', prefix .. 'sizes', member, -cost)
+  redis.call('DECRBY', prefix .. 'bytes', cost)
+  local quota = redis.call('HGET', prefix .. 'owners', member)
+  if quota then redis.call('DECRBY', prefix .. 'quota:' .. quota .. ':bytes', cost) end
 end
-return 0
+return 1
 """
+)
 
 # KEYS: lru (it routes the script to its node in a cluster). ARGV: prefix, cutoff (epoch seconds).
 # Forgets every conversation idle past the TTL.
@@ -910,6 +938,11 @@ class RedisStore:
             keys += [self._mine(turn.kind, turn.owner), *once]
             args: list[Any] = [self._prefix, f"{turn.kind}:{slot}", now, turn.model, turn.tokens]
             args += [settings.CONVERSATION_TTL, repr(time.time()), title_for(turn.messages)]
+            args += [
+                settings.CONVERSATION_MAX_MESSAGES,
+                settings.CLIENT_STORAGE_BYTES,
+                settings.STORE_MAX_BYTES,
+            ]
             return "replace", keys, [*args, len(encoded), *encoded, *costs]
         keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._index(turn.kind), self._stats_key()]
         keys += [self._mine(turn.kind, turn.owner), *once]
@@ -1078,25 +1111,24 @@ class RedisStore:
     async def tally(self, key: str, amount: int, window: int) -> tuple[int, int]:
         return (await self.admit([Count(key, amount, window)])).counts[0]
 
-    async def _find_message(self, base: str, message_id: str) -> bytes | None:
-        """The stored JSON of one message of a conversation, by its id."""
-        for raw in await self._call(self._redis.lrange(f"{base}:msgs", 0, -1)):
-            if stored_id(orjson.loads(raw)) == message_id:
-                return bytes(raw)
-        return None
+    async def _find_messages(self, base: str, message_id: str) -> list[bytes]:
+        """The stored JSON of a conversation's messages of one id (one, unless stored before ids were
+        checked)."""
+        found = await self._call(self._redis.lrange(f"{base}:msgs", 0, -1))
+        return list(dict.fromkeys(bytes(raw) for raw in found if stored_id(orjson.loads(raw)) == message_id))
 
     async def delete_message(self, kind: Kind, conversation_id: str, message_id: str, *, owner: str) -> bool:
         slot = slot_of(owner, conversation_id)
         base = self._conversation(kind, owner, conversation_id)
         async with self._guard():
-            raw = await self._find_message(base, message_id)
-            if raw is None:
+            found = await self._find_messages(base, message_id)
+            if not found:
                 return False
-            # by value: whatever else was appended meanwhile, exactly this message goes
+            # by value: whatever else was appended meanwhile, exactly these messages go
             removed = await self._run(
                 self._delete_message,
                 keys=[f"{base}:msgs", f"{base}:costs"],
-                args=[self._prefix, f"{kind}:{slot}", raw],
+                args=[self._prefix, f"{kind}:{slot}", *found],
             )
         return bool(removed)
 

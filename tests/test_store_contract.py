@@ -813,3 +813,94 @@ async def test_expired_records_leave_the_conversations_their_room(
             turn = [{"role": "user", "content": "y" * 200_000, "timestamp": "t"}]
             await store.append(Kind.CHAT, name, turn, owner=OWNER, model="m", tokens=0)
         assert [n for n in names if await store.get(Kind.CHAT, n, owner=OWNER) is not None] == names
+
+
+def said(role: str, text: str, item_id: str | None = None) -> dict[str, Any]:
+    message = {"role": role, "content": text, "timestamp": "t"}
+    if item_id:
+        message["id"] = item_id
+    return message
+
+
+async def texts(store: ConversationStore, conversation_id: str) -> list[str]:
+    conversation = await store.get(Kind.CHAT, conversation_id, owner=OWNER)
+    assert conversation is not None
+    return [m["content"] for m in conversation.messages]
+
+
+async def test_a_last_turn_of_many_messages_is_replaced_whole(store: ConversationStore) -> None:
+    """A question and five replies (items added through /v1, function calls and their outputs) are one
+    turn: Redis looked for its question among the last four messages only, and appended (review)."""
+    await store.append(
+        Kind.CHAT, "r", [said("user", "q1"), said("assistant", "a1")], owner=OWNER, model="m", tokens=0
+    )
+    last = [said("user", "q2"), *(said("assistant", f"a2.{n}") for n in range(5))]
+    await store.append(Kind.CHAT, "r", last, owner=OWNER, model="m", tokens=0)
+    new = [said("user", "q2 again"), said("assistant", "new")]
+    replaced = await store.replace_last_turn(Kind.CHAT, "r", new, owner=OWNER, model="m", tokens=0)
+    assert replaced is not None and replaced.message_count == 4
+    assert await texts(store, "r") == ["q1", "a1", "q2 again", "new"]
+
+
+async def test_a_replaced_turn_keeps_the_conversation_in_its_bounds(
+    store: ConversationStore, settings: Any
+) -> None:
+    settings.CONVERSATION_MAX_MESSAGES = 4
+    first = [said("user", "u1"), said("assistant", "a1"), said("assistant", "a1b"), said("user", "u2")]
+    await store.append(Kind.CHAT, "cap", first, owner=OWNER, model="m", tokens=0)
+    new = [said("user", "u2'"), said("assistant", "a2'")]
+    replaced = await store.replace_last_turn(Kind.CHAT, "cap", new, owner=OWNER, model="m", tokens=0)
+    assert replaced is not None and replaced.message_count == 2
+    assert await texts(store, "cap") == ["u2'", "a2'"]
+
+
+async def test_trimming_drops_whole_turns_of_any_length(store: ConversationStore, settings: Any) -> None:
+    """A turn of three messages (text and a function call): Redis dropped two at a time and left the
+    function call first (review)."""
+    settings.CONVERSATION_MAX_MESSAGES = 4
+    call = {"type": "function_call", "role": "assistant", "content": "", "call_id": "c1", "name": "f"}
+    await store.append(
+        Kind.CHAT, "o", [said("user", "u1"), said("assistant", "a1"), call], owner=OWNER, model="m", tokens=0
+    )
+    written = await store.append(
+        Kind.CHAT, "o", [said("user", "u2"), said("assistant", "a2")], owner=OWNER, model="m", tokens=0
+    )
+    assert await texts(store, "o") == ["u2", "a2"]
+    conversation = await store.get(Kind.CHAT, "o", owner=OWNER)
+    assert conversation is not None and (conversation.dropped_messages, written.message_count) == (3, 2)
+
+
+async def test_deleting_an_id_held_twice_deletes_both(store: ConversationStore) -> None:
+    """Stored before ids were checked: Redis deleted one message a call, the local store both (review)."""
+    both = [said("user", "one", "dup"), said("assistant", "two", "dup"), said("user", "three", "x")]
+    await store.append(Kind.CHAT, "c", both, owner=OWNER, model="m", tokens=0)
+    assert await store.delete_message(Kind.CHAT, "c", "dup", owner=OWNER) is True
+    assert await texts(store, "c") == ["three"]
+    assert await store.delete_message(Kind.CHAT, "c", "dup", owner=OWNER) is False
+
+
+async def test_deleting_a_message_leaves_the_conversation_where_it_was(
+    store: ConversationStore, settings: Any
+) -> None:
+    """The local store made it the most recent without renewing its TTL: listed and counted after it
+    expired (review)."""
+    settings.CONVERSATION_TTL = 2
+    await store.append(
+        Kind.CHAT,
+        "older",
+        [said("user", "a", "m1"), said("assistant", "b", "m2")],
+        owner=OWNER,
+        model="m",
+        tokens=0,
+    )
+    await asyncio.sleep(1.2)
+    await store.append(
+        Kind.CHAT, "newer", [said("user", "c"), said("assistant", "d")], owner=OWNER, model="m", tokens=0
+    )
+    assert await store.delete_message(Kind.CHAT, "older", "m2", owner=OWNER) is True
+    _, page = await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0)
+    assert [c.id for c in page] == ["newer", "older"]
+    await asyncio.sleep(1.1)
+    total, page = await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0)
+    assert await store.get(Kind.CHAT, "older", owner=OWNER) is None
+    assert (total, [c.id for c in page], await store.count(Kind.CHAT)) == (1, ["newer"], 1)
