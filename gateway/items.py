@@ -123,7 +123,24 @@ def stored_from_input(items: list[dict[str, Any]], *, now: str, param: str = "in
                 "and function call outputs.",
                 param=f"{at}.type",
             )
+    check_new_ids(stored, [], param=param)
     return stored
+
+
+def check_new_ids(stored: list[dict[str, Any]], existing: list[dict[str, Any]], *, param: str) -> None:
+    """Each item's id once: in the request, and not already among `existing` (its conversation's), as
+    OpenAI refuses a repeated one. A conversation holding an id twice made a list of its items resume
+    `after` it at its first copy, for ever."""
+    taken = {stored_id(m) for m in existing}
+    for n, message in enumerate(stored):
+        if message["id"] in taken:
+            raise BadRequest(
+                f"Duplicate item found with id {message['id']}. Remove duplicate items from your input "
+                "and try again.",
+                code="duplicate_item",
+                param=f"{param}[{n}].id",
+            )
+        taken.add(message["id"])
 
 
 def function_call(

@@ -111,6 +111,7 @@ async def add_items(
 ) -> dict[str, Any]:
     """Append items (stored messages) to the conversation, as they are: no upstream call."""
     conversation = await _conversation(owner, conversation_id)
+    items.check_new_ids(stored, conversation.messages, param="items")
     await get_store().append(
         Kind.CHAT,
         conversation_id,

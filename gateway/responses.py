@@ -151,6 +151,7 @@ async def _history(
         conversation = admission.conversation
         if conversation is None:
             raise ConversationNotFound(param="conversation")
+        items.check_new_ids(request.input, conversation.messages, param="input")
         return conversation.messages, []
     return [], []
 

@@ -3,7 +3,9 @@ and streamed completions, the SDK's own error classes, the model list, and v1 ca
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -98,3 +100,58 @@ def test_it_retrieves_one_model_whose_id_holds_a_slash(sdk: openai.OpenAI) -> No
     with pytest.raises(openai.NotFoundError) as raised:
         sdk.models.retrieve("nobody/no-such-model")
     assert raised.value.code == "model_not_found"
+
+
+def _said(role: str, text: str, item_id: str) -> Any:
+    return {"type": "message", "role": role, "content": text, "id": item_id}
+
+
+def test_an_item_id_is_taken_once_and_every_page_of_items_comes_once(
+    sdk: openai.OpenAI, fake_upstream: FakeUpstream
+) -> None:
+    """A conversation held an id twice (ids are the client's): the SDK's auto-paging resumed `after`
+    its first copy for ever; an id over 128 characters was kept, and the page after it could not be
+    asked for (review). Now each id is refused twice, as OpenAI does, and ids have the id pattern."""
+    with pytest.raises(openai.BadRequestError) as twice:
+        sdk.conversations.create(
+            items=[_said("user", "one", "msg_same"), _said("assistant", "two", "msg_same")]
+        )
+    assert twice.value.code == "duplicate_item" and twice.value.param == "items[1].id"
+    with pytest.raises(openai.BadRequestError):
+        sdk.conversations.create(items=[_said("user", "one", "msg_" + "a" * 200)])
+    made = sdk.conversations.create(items=[_said("user", "one", "msg_a"), _said("assistant", "two", "msg_b")])
+    with pytest.raises(openai.BadRequestError) as again:
+        sdk.conversations.items.create(made.id, items=[_said("user", "three", "msg_a")])
+    assert again.value.param == "items[0].id"
+    # the function-calling loop sending its output back into the conversation that stored it
+    tool: Any = {
+        "type": "function",
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {}},
+    }
+    fake_upstream.queue(
+        Reply(
+            content="Let me check.", tool_calls=[{"id": "call_1", "name": "get_weather", "arguments": "{}"}]
+        )
+    )
+    first = sdk.responses.create(
+        model="openai/gpt-4o-mini", input="Weather?", tools=[tool], conversation=made.id
+    )
+    sent_back: list[Any] = [item.to_dict() for item in first.output]
+    with pytest.raises(openai.BadRequestError) as resent:
+        sdk.responses.create(
+            model="openai/gpt-4o-mini",
+            tools=[tool],
+            conversation=made.id,
+            input=[*sent_back, {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}],
+        )
+    assert resent.value.code == "duplicate_item" and resent.value.param == "input[0].id"
+    sdk.responses.create(
+        model="openai/gpt-4o-mini",
+        tools=[tool],
+        conversation=made.id,
+        input=[{"type": "function_call_output", "call_id": "call_1", "output": "sunny"}],
+    )
+    whole = sdk.conversations.items.list(made.id, order="asc", limit=100).data
+    paged = list(itertools.islice(sdk.conversations.items.list(made.id, order="asc", limit=2), 50))
+    assert [i.id for i in paged] == [i.id for i in whole] and len({i.id for i in whole}) == len(whole)

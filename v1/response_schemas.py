@@ -87,7 +87,7 @@ class InputMessageIn(_Item):
     """EasyInputMessage / ResponseInputItem.Message / ResponseOutputMessage sent back as input."""
 
     type: Literal["message"] | None = None
-    id: str | None = None
+    id: str | None = Field(None, pattern=ID_PATTERN)
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ContentPartIn] = Field(..., examples=["Hello!"])
 
@@ -96,7 +96,7 @@ class FunctionCallIn(_Item):
     """ResponseFunctionToolCall: a call the model made, sent back as context."""
 
     type: Literal["function_call"]
-    id: str | None = None
+    id: str | None = Field(None, pattern=ID_PATTERN)
     call_id: str
     name: str
     arguments: str
@@ -106,7 +106,7 @@ class FunctionCallOutputIn(_Item):
     """ResponseInputItem.FunctionCallOutput: what the client's function returned."""
 
     type: Literal["function_call_output"]
-    id: str | None = None
+    id: str | None = Field(None, pattern=ID_PATTERN)
     call_id: str
     output: str | list[ContentPartIn]
 
