@@ -20,7 +20,7 @@ from ninja.openapi.schema import OpenAPISchema
 from chat.api import router as chat_router
 from core.auth import ACCESS
 from core.errors import OPENAI_PREFIX, ServiceError, error_response
-from core.jsonio import NotJSON, ORJSONParser, ORJSONRenderer
+from core.jsonio import BodyRefused, NotJSON, ORJSONParser, ORJSONRenderer
 from hfspaces.api import router as hf_router
 from memory_chat.api import router as memory_chat_router
 from openrouter.api import router as openrouter_router
@@ -234,6 +234,8 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
             "The request body must be JSON, sent with Content-Type: application/json.",
             path=request.path,
         )
+    if exc.status_code == 400 and isinstance(exc.__cause__, BodyRefused):
+        return error_response(400, "bad_request", str(exc.__cause__), path=request.path)
     if exc.status_code == 400:
         return error_response(400, "bad_request", "The request body is not valid JSON.", path=request.path)
     return error_response(exc.status_code, "http_error", str(exc), path=request.path)

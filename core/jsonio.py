@@ -45,6 +45,16 @@ def declares_json(content_type: str) -> bool:
     )
 
 
+class BodyRefused(ValueError):
+    """A JSON body this service does not take (400, saying why)."""
+
+
+# Levels of nesting kept free below orjson's limit (255) for those the service wraps a body's parts in
+# (a /v1/responses tool's parameters go one level deeper upstream): past it, orjson could not write
+# the upstream request (a 500).
+DEPTH_HEADROOM = 8
+
+
 class ORJSONParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
         # Every body must say it is JSON: a browser sends text/plain, form and multipart bodies
@@ -53,7 +63,19 @@ class ORJSONParser(Parser):
         if not declares_json(request.content_type or ""):
             raise NotJSON(request.content_type)
         data = orjson.loads(request.body)
+        if not isinstance(data, dict):  # a string, a list, null: read as "no fields" they were sent upstream
+            raise BodyRefused("The request body must be a JSON object.")
         # JSON may escape lone surrogates (\ud800) that no UTF-8 text can hold: refuse them here,
         # once, rather than fail later when the text is written out again.
-        orjson.dumps(data)
+        wrapped: Any = data
+        for _ in range(DEPTH_HEADROOM):
+            wrapped = [wrapped]
+        try:
+            orjson.dumps(wrapped)
+        except orjson.JSONEncodeError as exc:
+            if "recursion" in str(exc).lower():
+                raise BodyRefused(
+                    f"The request body is nested too deeply (at most {254 - DEPTH_HEADROOM} levels)."
+                ) from exc
+            raise
         return data

@@ -29,7 +29,8 @@ class RingBufferHandler(logging.Handler):
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
-    shown = {k: v for k, v in record.items() if k not in PRIVATE_FIELDS}
+    # an error's traceback (the code's paths and lines, values in them) is the operator's alone
+    shown = {k: v for k, v in record.items() if k not in PRIVATE_FIELDS and k != "exception"}
     found = {*record["private"], *(str(record[k]) for k in PRIVATE_FIELDS if record.get(k))}
     values = sorted(found - {ANONYMOUS}, key=len)
     message = str(shown.get("message", ""))

@@ -269,8 +269,8 @@ def output_cap_of(call: upstream.UpstreamCall) -> int:
 
 def requested_cap(*caps: int | None) -> int:
     """What a request's budgets hold for its answer: the largest output cap it sends, else
-    LLM_MAX_TOKENS, the answer this service assumes when none is asked (a provider's default may be
-    longer: the settlement charges what it took)."""
+    LLM_MAX_TOKENS, which is then sent as its cap (a provider's default may be its model's whole
+    output window)."""
     return max((c for c in caps if c is not None and c > 0), default=settings.LLM_MAX_TOKENS)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 
 from core.errors import BadRequest
-from stores.base import stored_id
+from stores.base import is_reply, stored_id
 
 FUNCTION_CALL = "function_call"
 FUNCTION_CALL_OUTPUT = "function_call_output"
@@ -41,11 +41,6 @@ def new_id(prefix: str) -> str:
 
 def kind_of(message: dict[str, Any]) -> str:
     return str(message.get("type") or "message")
-
-
-def is_reply(message: dict[str, Any]) -> bool:
-    """A model's turn (its text or a function call) or a function's output: no place to start from."""
-    return kind_of(message) != "message" or message.get("role") == "assistant"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -70,13 +70,30 @@ class PreparedResponse:
     quota_key: str | None = None  # whose storage quota its turn and its record count against
 
 
-def reads(request: ResponseRequest, owner: str) -> dict[str, Any]:
-    """What a response reads before its call, as guards.admit's `conversation` and `records`."""
+def reads(request: ResponseRequest, owner: str, request_id: str | None = None) -> dict[str, Any]:
+    """What a response reads before its call, as guards.admit's `conversation`, `records` and `turn`
+    (whether a turn in a conversation was stored already: its client retrying it)."""
     if request.previous_response_id:
         return {"records": (Kind.RESPONSE, [request.previous_response_id], owner)}
     if request.conversation_id:
-        return {"conversation": (Kind.CHAT, request.conversation_id, owner)}
+        turn = _turn_id(request, owner, request_id)
+        return {
+            "conversation": (Kind.CHAT, request.conversation_id, owner),
+            "turn": (owner, turn) if turn else None,
+        }
     return {}
+
+
+def _turn_id(request: ResponseRequest, owner: str, request_id: str | None) -> str | None:
+    """Its turn's id in its conversation (see turns.turn_id_for), from its input as sent: without the
+    ids and times made for it here."""
+    if not request.conversation_id:
+        return None
+    sent = [{k: v for k, v in m.items() if k not in ("id", "timestamp")} for m in request.input]
+    message = orjson.dumps(sent).decode()
+    return turn_id_for(
+        request_id, kind=Kind.CHAT, owner=owner, conversation_id=request.conversation_id, message=message
+    )
 
 
 async def prepare(
@@ -105,23 +122,12 @@ async def prepare(
         id=response_id,
         created_at=int(time.time()),
         ancestors=ancestors,
-        turn_id=turn_id_for(
-            request_id,
-            kind=Kind.CHAT,
-            owner=owner,
-            conversation_id=request.conversation_id,
-            # its input as sent: without the ids and times made for it here
-            message=orjson.dumps(
-                [{k: v for k, v in m.items() if k not in ("id", "timestamp")} for m in request.input]
-            ).decode(),
-        )
-        if request.conversation_id
-        else None,
+        turn_id=_turn_id(request, owner, request_id),
         quota_key=quota_key,
         call=upstream.UpstreamCall(
             messages=system + items.chat_messages(window + request.input),
             model=request.model,
-            max_tokens=request.max_output_tokens,
+            max_tokens=guards.resolve_max_tokens(request.max_output_tokens),  # always capped
             temperature=request.temperature,
             api_key=api_key,
             extra=_upstream_fields(request),
@@ -151,7 +157,8 @@ async def _history(
         conversation = admission.conversation
         if conversation is None:
             raise ConversationNotFound(param="conversation")
-        items.check_new_ids(request.input, conversation.messages, param="input")
+        if not admission.turn_seen:  # a retried turn: its items are there already, and stored once
+            items.check_new_ids(request.input, conversation.messages, param="input")
         return conversation.messages, []
     return [], []
 

@@ -292,6 +292,12 @@ def title_for(messages: list[dict[str, Any]]) -> str:
     return title_of(next((m["content"] for m in messages if m.get("role") == "user"), ""))
 
 
+def is_reply(message: dict[str, Any]) -> bool:
+    """A model's turn (its text or a function call) or a function's output: no place for a
+    conversation, or its context, to start (TRIM_TURNS in stores/redis_store.py says the same)."""
+    return (message.get("type") or "message") != "message" or message.get("role") == "assistant"
+
+
 def last_turn_start(messages: list[dict[str, Any]]) -> int:
     """Where the last turn begins: its user message (the end, when there is none)."""
     for index in range(len(messages) - 1, -1, -1):

@@ -37,6 +37,7 @@ from stores.base import (
     RecordWrite,
     TurnWrite,
     conversation_cap,
+    is_reply,
     last_turn_start,
     message_cost,
     slot_of,
@@ -573,9 +574,7 @@ def _trim(entry: _Entry, *, keep: int, cap: int) -> None:
     droppable = len(messages) - keep
     dropped = freed = 0
     while dropped < droppable and (
-        dropped < excess
-        or entry.bytes - freed > cap
-        or (dropped and messages[dropped]["role"] == "assistant")
+        dropped < excess or entry.bytes - freed > cap or (dropped and is_reply(messages[dropped]))
     ):
         freed += message_cost(messages[dropped])
         dropped += 1

@@ -128,11 +128,11 @@ local function conv_append(K, A)
     redis.call('DEL', msgs, costs)
     redis.call('HSET', meta, 'id', A[9], 'created_at', A[1], 'total_tokens', tokens, 'dropped_messages', 0,
       'owner', A[8], 'title', A[10], 'version', math.floor(tonumber(A[6])) * 1000000,
-      'updated_at', A[1], 'model', A[2])
+      'updated_at', A[1], 'model', A[2], 'cap', cap)
     size = tonumber(A[11])
   else
     size = tonumber(redis.call('HGET', meta, 'size') or A[11])
-    redis.call('HSET', meta, 'updated_at', A[1], 'model', A[2])
+    redis.call('HSET', meta, 'updated_at', A[1], 'model', A[2], 'cap', cap)
     tokens = redis.call('HINCRBY', meta, 'total_tokens', tokens)
   end
   local length = push_all(msgs, A, 12, n)
@@ -147,9 +147,10 @@ local function conv_append(K, A)
 end
 
 -- K: meta, msgs, costs, the owner's index. A: 1 slot, 2 now (iso), 3 model, 4 tokens, 5 ttl, 6 score,
--- 7 title, 8 max messages, 9 the conversation's cap (bytes), 10 n, then n messages, then their n
--- costs. REPLACE on the owner's slot, its bounds kept: {length, tokens, 0, size}, or false when there
--- is no such conversation.
+-- 7 title, 8 max messages, 9 the store's bound (the cap of a conversation that has none kept: its last
+-- append keeps its own, its client's quota if smaller, in its meta), 10 n, then n messages, then
+-- their n costs. REPLACE on the owner's slot, its bounds kept: {length, tokens, 0, size}, or false when
+-- there is no such conversation.
 local function conv_replace(K, A)
   local meta, msgs, costs = K[1], K[2], K[3]
   if redis.call('EXISTS', meta) == 0 then return false end
@@ -157,7 +158,7 @@ local function conv_replace(K, A)
     meta, msgs, costs, tonumber(redis.call('HGET', meta, 'size') or '0'), A[7], A, 10, tonumber(A[4]))
   local _
   _, size = trim_turns(meta, msgs, costs, tonumber(A[10]), redis.call('LLEN', msgs), tonumber(A[8]), size,
-    tonumber(A[9]))
+    tonumber(redis.call('HGET', meta, 'cap') or A[9]))
   redis.call('HSET', meta, 'updated_at', A[2], 'model', A[3], 'total_tokens', total, 'size', size)
   for _, key in ipairs({meta, msgs, costs, K[4]}) do redis.call('EXPIRE', key, tonumber(A[5])) end
   redis.call('ZADD', K[4], tonumber(A[6]), A[1])
@@ -590,12 +591,12 @@ class RedisClusterStore(RedisStore):
         keys = [f"{base}:meta", f"{base}:msgs", f"{base}:costs", self._mine(turn.kind, turn.owner)]
         if turn.turn_id:
             keys.append(self._turn(turn.owner, turn.turn_id))
-        cap = conversation_cap(turn.quota_key, settings.STORE_MAX_BYTES, settings.CLIENT_STORAGE_BYTES)
         if turn.replace_last:
             args: list[Any] = [slot_of(turn.owner, turn.conversation_id), now, turn.model, turn.tokens]
             args += [settings.CONVERSATION_TTL, repr(time.time()), title_for(turn.messages)]
-            args += [settings.CONVERSATION_MAX_MESSAGES, cap]
+            args += [settings.CONVERSATION_MAX_MESSAGES, settings.STORE_MAX_BYTES]
             return "conv_replace", keys, [*args, len(encoded), *encoded, *costs]
+        cap = conversation_cap(turn.quota_key, settings.STORE_MAX_BYTES, settings.CLIENT_STORAGE_BYTES)
         args = [now, turn.model, turn.tokens, settings.CONVERSATION_MAX_MESSAGES, settings.CONVERSATION_TTL]
         args += [repr(time.time()), cap, turn.owner, turn.conversation_id, title_for(turn.messages)]
         return "conv_append", keys, [*args, CONVERSATION_OVERHEAD, len(encoded), *encoded, *costs]

@@ -81,8 +81,10 @@ local function trim_turns(meta, msgs, costs, n, length, max_messages, size, cap)
     local dropped, freed = 0, 0
     while dropped < #candidates do
       local more = dropped < excess or size - freed > cap
-      if not more and dropped > 0 then  -- never a reply first: its turn goes whole
-        more = cjson.decode(redis.call('LINDEX', msgs, dropped)).role == 'assistant'
+      if not more and dropped > 0 then  -- never a reply first (stores.base.is_reply): its turn goes whole
+        local next = cjson.decode(redis.call('LINDEX', msgs, dropped))
+        local kind = next.type
+        more = (type(kind) == 'string' and kind ~= '' and kind ~= 'message') or next.role == 'assistant'
       end
       if not more then break end
       freed = freed + tonumber(candidates[dropped + 1])

@@ -300,3 +300,26 @@ async def test_a_cap_too_large_is_refused_before_anything_is_held(
         if store == "redis":
             settings.REDIS_URL = ""
             reset_store()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a very long story"}]}),
+        ("/v1/responses", {"input": "a very long story"}),
+    ],
+)
+async def test_an_uncapped_v1_call_is_sent_the_cap_its_budgets_hold(
+    client: AsyncClient, settings: Any, fake_upstream: FakeUpstream, path: str, body: dict[str, Any]
+) -> None:
+    """Held for LLM_MAX_TOKENS, it went upstream with no cap: a provider writes up to its model's whole
+    output window (16k and more), so four calls at once spent 4.8x the service's daily budget, and
+    LLM_MAX_TOKENS_LIMIT never applied (review)."""
+    settings.LLM_MAX_TOKENS, settings.LLM_MAX_TOKENS_LIMIT = 1000, 1000
+    settings.CLIENT_TOKEN_BUDGET = settings.TOTAL_TOKEN_BUDGET = (5000, DAY)
+    fake_upstream.queue(*[Reply(content="x", delay=0.3) for _ in range(4)])
+    answers = await asyncio.gather(
+        *(client.post(path, body, content_type="application/json", headers=ALICE) for _ in range(4))
+    )
+    assert [a.status_code for a in answers] == [200] * 4
+    assert [r.body.get("max_tokens") for r in fake_upstream.completions()] == [1000] * 4

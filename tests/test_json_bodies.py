@@ -77,3 +77,35 @@ async def test_it_grants_private_network_access_when_configured(client: AsyncCli
         },
     )
     assert response["Access-Control-Allow-Private-Network"] == "true"
+
+
+@pytest.mark.parametrize("body", [b'"str"', b"[]", b"null", b"42"])
+@pytest.mark.parametrize("path", ["/openrouter/test", "/api/hf/test-conversation", "/v1/chat/completions"])
+async def test_a_body_that_is_not_an_object_is_refused(
+    client: AsyncClient, fake_upstream: FakeUpstream, path: str, body: bytes
+) -> None:
+    """Read as no fields at all, `"str"` or `[]` made /openrouter/test call the upstream with its
+    defaults (review)."""
+    answer = await client.post(path, body, content_type="application/json")
+    assert answer.status_code == 400, answer.content[:200]
+    assert "must be a JSON object" in answer.content.decode()
+    assert fake_upstream.completions() == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_body_nested_too_deeply_to_be_sent_on_is_refused(
+    client: AsyncClient, fake_upstream: FakeUpstream, stream: bool
+) -> None:
+    """A tool's parameters 250 levels deep passed the parser's check, then went one level deeper in the
+    upstream request, past orjson's limit: a 500, and the call's hold kept (review)."""
+    deep = "[" * 250 + "]" * 250
+    body = (
+        '{"input": "hi", "stream": %s, "tools": [{"type": "function", "name": "f", "parameters": {"a": %s}}]}'
+    )
+    answer = await client.post(
+        "/v1/responses",
+        (body % ("true" if stream else "false", deep)).encode(),
+        content_type="application/json",
+    )
+    assert answer.status_code == 400 and "nested too deeply" in answer.json()["error"]["message"]
+    assert fake_upstream.completions() == []

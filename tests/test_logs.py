@@ -97,3 +97,19 @@ async def test_a_long_path_is_logged_cut_short() -> None:
     assert len(lines) == 20
     assert all(len(str(r)) < 4096 for r in lines)
     assert lines[-1]["path"] == path[:1024] + "..."
+
+
+async def test_a_traceback_is_shown_to_no_one_but_an_admin(client: AsyncClient, settings: Any) -> None:
+    """The public view scrubbed an error's message, not its traceback: code paths and the values in
+    them went to anyone (review)."""
+    try:
+        raise ValueError("secret-ish detail")
+    except ValueError:
+        logging.getLogger("tests.logs").exception("traceback marker")
+    public = (await client.get("/api/hf/logs?level=error&limit=5")).json()["logs"]
+    marked = [r for r in public if r["message"] == "traceback marker"]
+    assert marked and "exception" not in marked[-1] and "secret-ish" not in str(public)
+    settings.ADMIN_API_KEYS = [ADMIN]
+    admin = await client.get("/api/hf/logs?level=error&limit=5", headers={"Authorization": f"Bearer {ADMIN}"})
+    shown = [r for r in admin.json()["logs"] if r["message"] == "traceback marker"]
+    assert "secret-ish detail" in shown[-1]["exception"]

@@ -15,7 +15,16 @@ from unittest import mock
 import pytest
 
 from stores import ConversationStore, Kind, reset_store
-from stores.base import CallRecord, Count, RecordWrite, TurnWrite, fixed_window, message_cost, stored_id
+from stores.base import (
+    CallRecord,
+    Count,
+    RecordWrite,
+    TurnWrite,
+    fixed_window,
+    is_reply,
+    message_cost,
+    stored_id,
+)
 from stores.local import LocalStore
 from stores.redis_cluster import RedisClusterStore
 from stores.redis_store import RedisStore
@@ -904,3 +913,64 @@ async def test_deleting_a_message_leaves_the_conversation_where_it_was(
     total, page = await store.page(Kind.CHAT, owner=OWNER, limit=10, offset=0)
     assert await store.get(Kind.CHAT, "older", owner=OWNER) is None
     assert (total, [c.id for c in page], await store.count(Kind.CHAT)) == (1, ["newer"], 1)
+
+
+async def test_a_replaced_turn_keeps_the_conversation_within_its_clients_quota(
+    store: ConversationStore, settings: Any
+) -> None:
+    """A replace carries no quota key: the cluster trimmed a replaced conversation to STORE_MAX_BYTES
+    only, leaving it over its client's quota (review)."""
+    cost = lambda messages: store.conversation_cost(messages)  # noqa: E731
+    settings.CLIENT_STORAGE_BYTES = cost(pair("0" + "x" * 4_000) * 3) + 1_000
+    for n in range(3):
+        await store.append(
+            Kind.CHAT, "big", pair(f"{n}" + "x" * 4_000), owner=OWNER, model="m", tokens=0, quota_key="ip:me"
+        )
+    assert await store.stored_bytes("ip:me") < settings.CLIENT_STORAGE_BYTES
+    # the last turn replaced by a longer one: the whole is now over the quota
+    longer = pair("2" + "y" * 7_000)
+    assert cost(pair("0" + "x" * 4_000) * 2 + longer) > settings.CLIENT_STORAGE_BYTES
+    assert cost(pair("0" + "x" * 4_000) + longer) < settings.CLIENT_STORAGE_BYTES
+    await store.replace_last_turn(Kind.CHAT, "big", longer, owner=OWNER, model="m", tokens=0)
+    conversation = await store.get(Kind.CHAT, "big", owner=OWNER)
+    assert conversation is not None
+    size = store.conversation_cost(conversation.messages)
+    # the figures say what is stored ...
+    assert await store.stored_bytes() == await store.stored_bytes("ip:me") == size
+    # ... and the conversation was trimmed (its oldest turn) to keep within its client's quota
+    assert [m["content"][0] for m in conversation.messages[::2]] == ["1", "2"]
+    assert size <= settings.CLIENT_STORAGE_BYTES
+
+
+async def test_trimming_never_leaves_a_function_output_first(store: ConversationStore, settings: Any) -> None:
+    """A function's output (role 'tool') was left first, its call gone (review)."""
+    settings.CONVERSATION_MAX_MESSAGES = 4
+    call = {
+        "id": "fc_1",
+        "type": "function_call",
+        "role": "assistant",
+        "content": "",
+        "call_id": "c1",
+        "name": "f",
+        "arguments": "{}",
+        "timestamp": "t",
+    }
+    output = {
+        "id": "fco_1",
+        "type": "function_call_output",
+        "role": "tool",
+        "content": "sunny",
+        "call_id": "c1",
+        "timestamp": "t",
+    }
+    first = [
+        {"role": "user", "content": "u1", "timestamp": "t"},
+        call,
+        output,
+        {"role": "assistant", "content": "a1", "timestamp": "t"},
+    ]
+    await store.append(Kind.CHAT, "tools", first, owner=OWNER, model="m", tokens=0)
+    await store.append(Kind.CHAT, "tools", pair("u2"), owner=OWNER, model="m", tokens=0)
+    conversation = await store.get(Kind.CHAT, "tools", owner=OWNER)
+    assert conversation is not None
+    assert not is_reply(conversation.messages[0]), conversation.messages[0]

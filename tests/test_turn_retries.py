@@ -91,3 +91,26 @@ async def test_a_retry_whose_message_has_several_replies_goes_upstream_and_is_st
         "second answer",
     ]
     assert len(fake_upstream.completions()) == 3
+
+
+async def test_a_retried_response_turn_whose_input_has_ids_is_stored_once_not_refused(
+    client: AsyncClient,
+) -> None:
+    """Its items (with their ids) stored by the first attempt, the retry was refused as repeating them
+    (400 duplicate_item): a turn retried with its X-Request-ID is stored once, and answered (review)."""
+    created = await client.post("/v1/conversations", {}, content_type="application/json")
+    conversation = created.json()["id"]
+    body = {
+        "model": "openai/gpt-4o-mini",
+        "conversation": conversation,
+        "input": [{"type": "message", "role": "user", "content": "hi", "id": "msg_client_1"}],
+    }
+    answers = []
+    for _ in range(2):
+        answer = await client.post(
+            "/v1/responses", body, content_type="application/json", headers={"X-Request-ID": "resp-retry-ids"}
+        )
+        answers.append((answer.status_code, (answer.json().get("error") or {}).get("code")))
+    assert answers == [(200, None), (200, None)]
+    listed = await client.get(f"/v1/conversations/{conversation}/items?order=asc")
+    assert [item["role"] for item in listed.json()["data"]] == ["user", "assistant"]

@@ -61,6 +61,9 @@ async def chat_completions(
     asked = options.get("include_usage") is True
     if payload.stream and not asked:  # its usage settles the call's budgets (see guards.Reservation)
         body["stream_options"] = {**options, "include_usage": True}
+    if payload.max_tokens is None and payload.max_completion_tokens is None:
+        # the cap its budgets hold (a provider's default may be its model's whole output window)
+        body["max_tokens"] = cap
     call = calls.verbatim_call(body, model=model, api_key=key)
     if payload.stream:
         return sse.event_stream(_openai_frames(await calls.open_and_record(call), usage_chunk=asked))
