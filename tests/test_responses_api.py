@@ -74,7 +74,8 @@ def test_it_sends_the_first_two_turns_with_the_third(sdk: openai.OpenAI, fake_up
     ]
     # instructions belong to their own response only, as in OpenAI's API
     assert sent[0]["messages"][0] == {"role": "system", "content": "Be brief."}
-    assert "max_tokens" not in sent[2] and "temperature" not in sent[2]
+    # no cap asked: the one its budgets hold (LLM_MAX_TOKENS); no temperature
+    assert sent[2]["max_tokens"] == 1000 and "temperature" not in sent[2]
 
 
 def test_it_streams_text_deltas_as_the_upstream_sends_them(

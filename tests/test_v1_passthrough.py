@@ -57,18 +57,23 @@ def test_it_forwards_a_tool_call_round_trip_as_sent(http: httpx.Client, fake_ups
     assert fake_upstream.completions()[0].body == ROUND_TRIP  # no max_tokens, no temperature, nulls kept
 
 
-def test_it_adds_only_the_model_when_it_is_missing(
+def test_it_adds_only_the_model_and_a_missing_cap(
     http: httpx.Client, fake_upstream: FakeUpstream, settings: Any
 ) -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": False, "seed": 7}
     assert http.post(V1, json=body).status_code == 200
-    assert fake_upstream.completions()[0].body == {**body, "model": "openai/gpt-4o-mini"}
+    # and, with no cap asked, the one its budgets hold (LLM_MAX_TOKENS, 1000 here)
+    assert fake_upstream.completions()[0].body == {**body, "model": "openai/gpt-4o-mini", "max_tokens": 1000}
+    capped = {**body, "max_completion_tokens": 50}
+    assert http.post(V1, json=capped).status_code == 200
+    assert fake_upstream.completions()[1].body == {**capped, "model": "openai/gpt-4o-mini"}
 
 
 def test_it_forwards_a_stream_request_as_sent(http: httpx.Client, fake_upstream: FakeUpstream) -> None:
     """As sent, asking for the stream's usage (it settles the token budgets) when the client did not;
     the usage chunk then stays here, as OpenAI sends it only to a client that asked."""
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body["max_tokens"] = 20
     for asked in (False, True):
         sent = {**body, "stream_options": {"include_usage": True}} if asked else body
         with http.stream("POST", V1, json=sent) as response:
@@ -95,6 +100,7 @@ async def test_it_refuses_each_spending_extra_unless_allowed(
     client: AsyncClient, fake_upstream: FakeUpstream, settings: Any, name: str, extra: dict[str, Any]
 ) -> None:
     body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], **extra}
+    body["max_tokens"] = 20
     refused = await client.post(V1, body, content_type="application/json")
     assert refused.status_code == 400
     error = refused.json()["error"]
