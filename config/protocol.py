@@ -35,6 +35,7 @@ deadline either, and is slower: README "Hostile clients" has the measured figure
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -52,6 +53,8 @@ MAX_PIPELINED = 32
 LINGER_SECONDS = 1.0
 
 IDLE, HEAD, BODY, CLOSING = 0, 1, 2, 3  # where a connection is in its current request
+
+logger = logging.getLogger("gateway.protocol")
 
 
 def check_uvicorn() -> None:
@@ -90,6 +93,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.read_timer: asyncio.TimerHandle | None = None
         self.write_timeout: float = settings.RESPONSE_WRITE_TIMEOUT
         self.write_timer: asyncio.TimerHandle | None = None
+        self.open_cycles: list[Any] = []  # the requests parsed and not yet answered (pipelining)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -117,6 +121,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _write_timed_out(self) -> None:
         """The client took none of its answer for RESPONSE_WRITE_TIMEOUT: drop it and the connection."""
         self.write_timer = None
+        logger.warning(
+            "answer dropped: its client took none of it for %gs (%d bytes waiting); connection closed",
+            self.write_timeout,
+            self.transport.get_write_buffer_size(),
+        )
         self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
@@ -138,9 +147,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         if len(self.pipeline) >= MAX_PIPELINED:
-            # Raising is the only way to stop httptools in the middle of a read; uvicorn then logs
-            # the request as invalid and would answer 400 (send_400_response: not on an aborted line).
+            # The requests parsed see their client gone (the one being answered would otherwise write
+            # to the aborted line: an error with its traceback), and none queued is started. Raising
+            # is the only way to stop httptools in the middle of a read; uvicorn then logs a warning
+            # of its own and would answer 400 (send_400_response: not on an aborted line).
             self.stage = CLOSING
+            for cycle in self.open_cycles:
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self.pipeline.clear()
+            logger.warning("connection closed: more than %d pipelined requests waiting", MAX_PIPELINED)
             self.transport.abort()
             raise ConnectionAbortedError(f"more than {MAX_PIPELINED} pipelined requests waiting")
         super().on_message_begin()
@@ -163,6 +179,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.head_bytes + self.chunk_bytes > MAX_HEAD_BYTES and self._head_size() > MAX_HEAD_BYTES:
             self.scope[REFUSED] = _head_too_large()  # type: ignore[literal-required]
         super().on_headers_complete()
+        self.open_cycles = [c for c in self.open_cycles if not c.response_complete]
+        self.open_cycles.append(self.cycle)
 
     def on_message_complete(self) -> None:
         self.stage = IDLE

@@ -412,7 +412,9 @@ def check_passthrough(body: dict[str, Any]) -> None:
         raise BadRequest("Only one choice per request (n=1) is supported.", code="n_not_supported", param="n")
     reasoning = body.get("reasoning")
     budget = reasoning.get("max_tokens") if isinstance(reasoning, dict) else None
-    if budget is not None and (not isinstance(budget, int) or budget > settings.LLM_MAX_TOKENS_LIMIT):
+    if budget is not None and (
+        not isinstance(budget, int) or isinstance(budget, bool) or budget > settings.LLM_MAX_TOKENS_LIMIT
+    ):
         raise BadRequest(
             f"reasoning.max_tokens may be at most {settings.LLM_MAX_TOKENS_LIMIT}.",
             code="max_tokens_too_large",
@@ -421,6 +423,13 @@ def check_passthrough(body: dict[str, Any]) -> None:
     for name in ("max_tokens", "max_completion_tokens"):
         check_max_tokens(body.get(name), param=name)
     check_spending_extras(body)
+
+
+def reasoning_budget(body: dict[str, Any]) -> int:
+    """OpenRouter's `reasoning.max_tokens` (checked by check_passthrough), else 0."""
+    reasoning = body.get("reasoning")
+    budget = reasoning.get("max_tokens") if isinstance(reasoning, dict) else None
+    return budget if isinstance(budget, int) and budget > 0 else 0
 
 
 def check_model(model: str) -> None:

@@ -323,3 +323,18 @@ async def test_an_uncapped_v1_call_is_sent_the_cap_its_budgets_hold(
     )
     assert [a.status_code for a in answers] == [200] * 4
     assert [r.body.get("max_tokens") for r in fake_upstream.completions()] == [1000] * 4
+
+
+async def test_an_uncapped_call_with_a_reasoning_budget_is_sent_room_beyond_it(
+    client: AsyncClient, settings: Any, fake_upstream: FakeUpstream
+) -> None:
+    """Its reasoning budget counts within max_tokens (Anthropic refuses a max_tokens not above it): the
+    cap filled in was LLM_MAX_TOKENS alone, below a 2,000-token budget (review)."""
+    settings.LLM_MAX_TOKENS, settings.LLM_MAX_TOKENS_LIMIT = 1000, 4096
+    settings.CLIENT_TOKEN_BUDGET = (100000, DAY)
+    body = {"messages": [{"role": "user", "content": "prove it"}], "reasoning": {"max_tokens": 2000}}
+    assert (
+        await client.post("/v1/chat/completions", body, content_type="application/json")
+    ).status_code == 200
+    sent = fake_upstream.completions()[0].body
+    assert sent["reasoning"] == {"max_tokens": 2000} and sent["max_tokens"] == 3000

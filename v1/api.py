@@ -53,7 +53,11 @@ async def chat_completions(
     # are checked before anything is held for them.
     body: dict[str, Any] = orjson.loads(request.body)
     guards.check_passthrough(body)
-    cap = guards.requested_cap(payload.max_completion_tokens, payload.max_tokens)
+    uncapped = payload.max_tokens is None and payload.max_completion_tokens is None
+    # an uncapped call is sent the cap its budgets hold (below): beyond its reasoning budget, if any,
+    # which counts within max_tokens (Anthropic refuses a max_tokens not above it)
+    cap = guards.reasoning_budget(body) + settings.LLM_MAX_TOKENS if uncapped else 0
+    cap = guards.requested_cap(payload.max_completion_tokens, payload.max_tokens, cap or None)
     await guards.admit(request, None if key == settings.LLM_API_KEY else key, output_cap=cap)
     model = payload.model or settings.LLM_MODEL
     guards.check_model(model)
@@ -61,8 +65,7 @@ async def chat_completions(
     asked = options.get("include_usage") is True
     if payload.stream and not asked:  # its usage settles the call's budgets (see guards.Reservation)
         body["stream_options"] = {**options, "include_usage": True}
-    if payload.max_tokens is None and payload.max_completion_tokens is None:
-        # the cap its budgets hold (a provider's default may be its model's whole output window)
+    if uncapped:  # a provider's default may be its model's whole output window
         body["max_tokens"] = cap
     call = calls.verbatim_call(body, model=model, api_key=key)
     if payload.stream:
