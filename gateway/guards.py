@@ -410,8 +410,7 @@ def check_passthrough(body: dict[str, Any]) -> None:
             check_model(model)
     if body.get("n") not in (None, 1):
         raise BadRequest("Only one choice per request (n=1) is supported.", code="n_not_supported", param="n")
-    reasoning = body.get("reasoning")
-    budget = reasoning.get("max_tokens") if isinstance(reasoning, dict) else None
+    budget = _reasoning_max_tokens(body)
     if budget is not None and (
         not isinstance(budget, int) or isinstance(budget, bool) or budget > settings.LLM_MAX_TOKENS_LIMIT
     ):
@@ -425,10 +424,14 @@ def check_passthrough(body: dict[str, Any]) -> None:
     check_spending_extras(body)
 
 
+def _reasoning_max_tokens(body: dict[str, Any]) -> Any:
+    reasoning = body.get("reasoning")
+    return reasoning.get("max_tokens") if isinstance(reasoning, dict) else None
+
+
 def reasoning_budget(body: dict[str, Any]) -> int:
     """OpenRouter's `reasoning.max_tokens` (checked by check_passthrough), else 0."""
-    reasoning = body.get("reasoning")
-    budget = reasoning.get("max_tokens") if isinstance(reasoning, dict) else None
+    budget = _reasoning_max_tokens(body)
     return budget if isinstance(budget, int) and budget > 0 else 0
 
 

@@ -70,21 +70,20 @@ class PreparedResponse:
     quota_key: str | None = None  # whose storage quota its turn and its record count against
 
 
-def reads(request: ResponseRequest, owner: str, request_id: str | None = None) -> dict[str, Any]:
+def reads(request: ResponseRequest, owner: str, turn_id: str | None = None) -> dict[str, Any]:
     """What a response reads before its call, as guards.admit's `conversation`, `records` and `turn`
-    (whether a turn in a conversation was stored already: its client retrying it)."""
+    (whether its turn in a conversation, `turn_id`, was stored already: its client retrying it)."""
     if request.previous_response_id:
         return {"records": (Kind.RESPONSE, [request.previous_response_id], owner)}
     if request.conversation_id:
-        turn = _turn_id(request, owner, request_id)
         return {
             "conversation": (Kind.CHAT, request.conversation_id, owner),
-            "turn": (owner, turn) if turn else None,
+            "turn": (owner, turn_id) if turn_id else None,
         }
     return {}
 
 
-def _turn_id(request: ResponseRequest, owner: str, request_id: str | None) -> str | None:
+def turn_id_of(request: ResponseRequest, owner: str, request_id: str | None) -> str | None:
     """Its turn's id in its conversation (see turns.turn_id_for), from its input as sent: without the
     ids and times made for it here."""
     if not request.conversation_id:
@@ -102,7 +101,7 @@ async def prepare(
     owner: str,
     api_key: str,
     admission: Admission,
-    request_id: str | None = None,
+    turn_id: str | None = None,
     quota_key: str | None = None,
 ) -> PreparedResponse:
     """Every check that can fail before the upstream is called (but the output cap's, made before
@@ -122,12 +121,12 @@ async def prepare(
         id=response_id,
         created_at=int(time.time()),
         ancestors=ancestors,
-        turn_id=_turn_id(request, owner, request_id),
+        turn_id=turn_id,
         quota_key=quota_key,
         call=upstream.UpstreamCall(
             messages=system + items.chat_messages(window + request.input),
             model=request.model,
-            max_tokens=guards.resolve_max_tokens(request.max_output_tokens),  # always capped
+            max_tokens=guards.requested_cap(request.max_output_tokens),  # always capped: what was held
             temperature=request.temperature,
             api_key=api_key,
             extra=_upstream_fields(request),

@@ -54,10 +54,11 @@ async def chat_completions(
     body: dict[str, Any] = orjson.loads(request.body)
     guards.check_passthrough(body)
     uncapped = payload.max_tokens is None and payload.max_completion_tokens is None
-    # an uncapped call is sent the cap its budgets hold (below): beyond its reasoning budget, if any,
-    # which counts within max_tokens (Anthropic refuses a max_tokens not above it)
-    cap = guards.reasoning_budget(body) + settings.LLM_MAX_TOKENS if uncapped else 0
-    cap = guards.requested_cap(payload.max_completion_tokens, payload.max_tokens, cap or None)
+    if uncapped:  # sent the cap its budgets hold (below), beyond its reasoning budget, which counts
+        # within max_tokens (Anthropic refuses a max_tokens not above it)
+        cap = guards.reasoning_budget(body) + settings.LLM_MAX_TOKENS
+    else:
+        cap = guards.requested_cap(payload.max_completion_tokens, payload.max_tokens)
     await guards.admit(request, None if key == settings.LLM_API_KEY else key, output_cap=cap)
     model = payload.model or settings.LLM_MODEL
     guards.check_model(model)

@@ -101,19 +101,19 @@ async def create_response(
     owner = owner_for_writing(request) if writes else caller_of(request).owner
     wanted = response_request(payload)
     guards.check_max_tokens(payload.max_output_tokens, param="max_output_tokens")  # before anything is held
-    request_id = guards.client_request_id(request)
+    turn_id = responses.turn_id_of(wanted, owner, guards.client_request_id(request))
     admission = await guards.admit(
         request,
         None if key == settings.LLM_API_KEY else key,
         output_cap=guards.requested_cap(payload.max_output_tokens),
-        **responses.reads(wanted, owner, request_id),
+        **responses.reads(wanted, owner, turn_id),
     )
     prepared = await responses.prepare(
         wanted,
         owner=owner,
         api_key=key,
         admission=admission,
-        request_id=request_id,
+        turn_id=turn_id,
         quota_key=guards.client_identity(request),
     )
     if payload.stream:
